@@ -1,0 +1,42 @@
+"""solo-qscore: Q-Score (Kalibhat et al., AAAI 2024) and IFM (Robinson et al., NeurIPS 2021) for solo-learn.
+
+The core below is plain PyTorch (plus torchmetrics); it imports and works without solo-learn.
+"""
+
+from solo_qscore.activations import highly_activating
+from solo_qscore.discriminative import (
+    discriminative_mask,
+    feature_ranks,
+    lower_tail_mask,
+    random_mask,
+    upper_tail_mask,
+)
+from solo_qscore.ifm import IFM_METHODS, ifm_moco_loss, ifm_simclr_loss
+from solo_qscore.qscore import q_score
+from solo_qscore.regularizer import (
+    RegularizerTerms,
+    lasso_penalty,
+    qscore_regularizer,
+    qscore_regularizer_terms,
+)
+from solo_qscore.statistics import ActivationStatistics
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ActivationStatistics",
+    "IFM_METHODS",
+    "RegularizerTerms",
+    "discriminative_mask",
+    "feature_ranks",
+    "highly_activating",
+    "ifm_moco_loss",
+    "ifm_simclr_loss",
+    "lasso_penalty",
+    "lower_tail_mask",
+    "q_score",
+    "qscore_regularizer",
+    "qscore_regularizer_terms",
+    "random_mask",
+    "upper_tail_mask",
+]

@@ -1,0 +1,44 @@
+"""Input checks shared by the core functions (clear errors instead of silent NaNs)."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+
+def check_representations(h: Tensor, name: str = "h", num_features: int | None = None) -> None:
+    """Raise ``ValueError`` unless ``h`` is a floating ``[N, r]`` tensor (with ``r == num_features``)."""
+    if not isinstance(h, Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(h).__name__}")
+    if h.ndim != 2:
+        raise ValueError(f"{name} must have shape [N, r] (samples x features), got {tuple(h.shape)}")
+    if not h.is_floating_point():
+        raise ValueError(f"{name} must be a floating-point tensor, got dtype {h.dtype}")
+    if num_features is not None and h.shape[1] != num_features:
+        raise ValueError(f"{name} has {h.shape[1]} features but {num_features} were expected")
+
+
+def check_finite(row_stat: Tensor, name: str = "h") -> None:
+    """Raise ``ValueError`` if a per-row statistic is NaN/Inf.
+
+    A NaN or Inf anywhere in a row propagates into that row's sum of squares, so checking
+    the ``N`` row statistics is as strict as checking all ``N x r`` entries, at ``1/r`` the cost.
+    """
+    bad = ~torch.isfinite(row_stat)
+    if bool(bad.any()):
+        rows = bad.nonzero().flatten()[:5].tolist()
+        raise ValueError(
+            f"{name} contains NaN or Inf values ({int(bad.sum())} of {bad.numel()} rows, "
+            f"first rows {rows}); the representation has diverged or the input is corrupt"
+        )
+
+
+def check_mask(mask: Tensor, num_features: int, name: str = "discriminative") -> None:
+    """Raise ``ValueError`` unless ``mask`` is a boolean ``[r]`` feature mask."""
+    if not isinstance(mask, Tensor) or mask.dtype != torch.bool:
+        got = mask.dtype if isinstance(mask, Tensor) else type(mask).__name__
+        raise ValueError(f"{name} must be a bool tensor of shape [r], got {got}")
+    if mask.ndim != 1 or mask.shape[0] != num_features:
+        raise ValueError(
+            f"{name} has shape {tuple(mask.shape)} but the representation has {num_features} features"
+        )

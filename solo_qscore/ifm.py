@@ -1,0 +1,134 @@
+r"""Implicit feature modification (IFM, Robinson et al. 2021, eq. 2; SPEC §3).
+
+For an anchor :math:`v` with positive :math:`v^+` and negatives :math:`v^-_i` (L2-normalised),
+temperature :math:`\tau` and budget :math:`\epsilon \ge 0`, IFM moves the positive away from
+the anchor and the negatives towards it, in closed form on the logits:
+
+.. math::
+    \ell = [\,v\cdot v^+,\ v\cdot v^-_1,\ \dots\,]/\tau, \qquad
+    \ell_\epsilon = [\,v\cdot v^+ - \epsilon,\ v\cdot v^-_1 + \epsilon,\ \dots\,]/\tau
+
+.. math::
+    \mathcal{L}_{\mathrm{IFM}} = \frac{\mathcal{L}(\ell) + \alpha\, \mathcal{L}(\ell_\epsilon)}{1 + \alpha}
+
+where :math:`\mathcal{L}` is the InfoNCE cross-entropy with the positive as target. With
+:math:`\epsilon = 0` both terms equal the plain loss, so the result is exactly the method's own.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+# Methods whose loss is InfoNCE, the only ones IFM applies to (SPEC §3).
+IFM_METHODS = ("simclr", "mocov2plus", "nnclr")
+
+
+def _check_ifm_args(temperature: float, epsilon: float, alpha: float) -> None:
+    if not temperature > 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
+    if not epsilon >= 0:
+        raise ValueError(f"IFM epsilon must be >= 0, got {epsilon}")
+    if not alpha >= 0:
+        raise ValueError(f"IFM alpha must be >= 0, got {alpha}")
+
+
+def _combine(clean: Tensor, perturbed: Tensor, alpha: float, ifm_only: bool) -> Tensor:
+    if ifm_only:
+        return perturbed
+    return (clean + alpha * perturbed) / (1.0 + alpha)
+
+
+def _multi_positive_infonce(logits: Tensor, pos_mask: Tensor, neg_mask: Tensor) -> Tensor:
+    r"""InfoNCE with several positives per anchor, solo-learn's form:
+
+    .. math:: -\operatorname{mean}_i \frac{1}{|P_i|}\sum_{p \in P_i}
+              \log \frac{e^{\ell_{ip}}}{e^{\ell_{ip}} + \sum_{n \in N_i} e^{\ell_{in}}}
+
+    over the anchors with at least one positive. For two views it is the usual NT-Xent.
+    """
+    neg_lse = torch.logsumexp(logits.masked_fill(~neg_mask, float("-inf")), dim=1, keepdim=True)
+    log_prob = logits - torch.logaddexp(logits, neg_lse)
+    num_pos = pos_mask.sum(1)
+    per_anchor = torch.where(pos_mask, log_prob, 0.0).sum(1) / num_pos.clamp_min(1)
+    has_pos = (num_pos > 0).to(logits.dtype)
+    return -(per_anchor * has_pos).sum() / has_pos.sum().clamp_min(1)
+
+
+def ifm_simclr_loss(
+    z: Tensor,
+    indexes: Tensor,
+    temperature: float,
+    epsilon: float = 0.1,
+    alpha: float = 1.0,
+    ifm_only: bool = False,
+) -> Tensor:
+    r"""SimCLR's InfoNCE with IFM.
+
+    Args:
+        z: projections of all views, stacked, ``[V*N, d]`` (normalised internally).
+        indexes: ``[V*N]`` sample index of each row; rows with equal index are positives,
+            every other row (but the anchor itself) is a negative.
+        temperature: :math:`\tau`.
+        epsilon: IFM budget :math:`\epsilon` (0 gives the plain loss exactly).
+        alpha: weight of the perturbed term:
+            :math:`(\mathcal{L} + \alpha\mathcal{L}_\epsilon)/(1+\alpha)`.
+        ifm_only: return :math:`\mathcal{L}_\epsilon` alone.
+
+    Every positive logit gets :math:`-\epsilon` and every negative :math:`+\epsilon`; the loss
+    keeps solo-learn's multi-positive form, so with two views it equals ``simclr_loss_func``.
+    """
+    _check_ifm_args(temperature, epsilon, alpha)
+    if z.ndim != 2 or indexes.shape != (z.shape[0],):
+        got = f"{tuple(z.shape)} and {tuple(indexes.shape)}"
+        raise ValueError(f"z must be [V*N, d] and indexes [V*N]; got {got}")
+    z = F.normalize(z, dim=-1)
+    sim = z @ z.T
+    not_self = ~torch.eye(z.shape[0], dtype=torch.bool, device=z.device)
+    pos_mask = (indexes[:, None] == indexes[None, :]) & not_self
+    neg_mask = ~pos_mask & not_self
+    clean = _multi_positive_infonce(sim / temperature, pos_mask, neg_mask)
+    if epsilon == 0 and not ifm_only:
+        return clean
+    # positives -eps, negatives +eps (the diagonal is masked out anyway)
+    shift = torch.where(pos_mask, -epsilon, epsilon)
+    perturbed = _multi_positive_infonce((sim + shift) / temperature, pos_mask, neg_mask)
+    return _combine(clean, perturbed, alpha, ifm_only)
+
+
+def ifm_moco_loss(
+    query: Tensor,
+    key: Tensor,
+    queue: Tensor,
+    temperature: float,
+    epsilon: float = 0.1,
+    alpha: float = 1.0,
+    ifm_only: bool = False,
+) -> Tensor:
+    r"""MoCo-v2's InfoNCE with IFM (the official IFM code's method).
+
+    Args:
+        query: ``[N, d]`` L2-normalised queries (with gradients).
+        key: ``[N, d]`` L2-normalised keys of the other view (the positives).
+        queue: ``[d, K]`` L2-normalised negatives, laid out as solo-learn stores its queue.
+        temperature, epsilon, alpha, ifm_only: as in :func:`ifm_simclr_loss`.
+
+    Like solo-learn's ``moco_loss_func`` it does not normalise its inputs; with ``epsilon=0``
+    it returns exactly that function's value.
+    """
+    _check_ifm_args(temperature, epsilon, alpha)
+    if query.shape != key.shape or query.ndim != 2 or queue.ndim != 2 or queue.shape[0] != query.shape[1]:
+        raise ValueError(
+            f"need query, key [N, d] and queue [d, K]; got {tuple(query.shape)}, {tuple(key.shape)}, "
+            f"{tuple(queue.shape)}"
+        )
+    pos = (query * key).sum(1, keepdim=True)
+    neg = query @ queue
+    targets = torch.zeros(query.shape[0], dtype=torch.long, device=query.device)
+    clean = F.cross_entropy(torch.cat([pos, neg], dim=1) / temperature, targets)
+    if epsilon == 0 and not ifm_only:
+        return clean
+    perturbed_logits = torch.cat([pos - epsilon, neg + epsilon], dim=1) / temperature
+    perturbed = F.cross_entropy(perturbed_logits, targets)
+    return _combine(clean, perturbed, alpha, ifm_only)

@@ -1,0 +1,94 @@
+r"""Activation frequency of each feature over a population (SPEC §2.2), as a torchmetrics ``Metric``.
+
+.. math:: A_j = \frac{100}{N} \sum_{i=1}^{N} \mathbb{1}[j \in L_i]
+
+The states are integer counts, so the metric can be fed batch by batch and summed across
+processes (DDP) exactly; memory is :math:`O(r)` whatever :math:`N` is.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+from torchmetrics import Metric
+
+from solo_qscore._validation import check_representations
+from solo_qscore.activations import row_stats
+
+
+class ActivationStatistics(Metric):
+    r"""Accumulates :math:`A_j`, the percentage of samples whose highly activating set holds feature j.
+
+    Args:
+        num_features: ``r``, the dimension of the representation.
+        eps: threshold of the highly activating sets, in standard deviations (SPEC default 4).
+
+    States (all summed across processes):
+        ``counts`` ``LongTensor[r]``: :math:`\sum_i \mathbb{1}[j \in L_i]`;
+        ``num_samples``: N; ``num_active``: :math:`\sum_i |L_i|`;
+        ``num_nonfinite``: rows with NaN/Inf, which are left out of every other state.
+
+    ``update`` never synchronises with the host, so it is safe on the training hot path; rows
+    with NaN/Inf are counted and reported by :meth:`compute`, which raises ``ValueError``.
+
+    Example:
+        >>> stats = ActivationStatistics(num_features=512)
+        >>> for h in loader_of_features:   # doctest: +SKIP
+        ...     stats.update(h)
+        >>> A = stats.compute()            # doctest: +SKIP
+    """
+
+    is_differentiable = False
+    higher_is_better = None
+    full_state_update = False
+
+    counts: Tensor
+    num_samples: Tensor
+    num_active: Tensor
+    num_nonfinite: Tensor
+
+    def __init__(self, num_features: int, eps: float = 4.0, **kwargs) -> None:
+        super().__init__(**kwargs)
+        if int(num_features) <= 0:
+            raise ValueError(f"num_features must be positive, got {num_features}")
+        self.num_features = int(num_features)
+        self.eps = float(eps)
+        self.add_state("counts", torch.zeros(self.num_features, dtype=torch.long), dist_reduce_fx="sum")
+        self.add_state("num_samples", torch.zeros((), dtype=torch.long), dist_reduce_fx="sum")
+        self.add_state("num_active", torch.zeros((), dtype=torch.long), dist_reduce_fx="sum")
+        self.add_state("num_nonfinite", torch.zeros((), dtype=torch.long), dist_reduce_fx="sum")
+
+    def update(self, h: Tensor) -> None:  # type: ignore[override]
+        """Add a batch of raw representations ``[B, r]`` (detached internally)."""
+        check_representations(h, num_features=self.num_features)
+        stats = row_stats(h.detach(), self.eps, validate=False)
+        finite = torch.isfinite(stats.norm)
+        # NaN compares False, but an Inf row can put True in the mask: keep finite rows only.
+        mask = (stats.h > stats.threshold[:, None]) & finite[:, None]
+        per_feature = mask.sum(0)
+        self.counts += per_feature
+        self.num_active += per_feature.sum()
+        num_finite = finite.sum()
+        self.num_samples += num_finite
+        self.num_nonfinite += finite.numel() - num_finite
+
+    def compute(self) -> Tensor:
+        """:math:`A_j` in percent, ``FloatTensor[r]``.
+
+        Raises:
+            ValueError: if no finite sample was seen, or if any sample had NaN/Inf features.
+        """
+        if int(self.num_nonfinite) > 0:
+            raise ValueError(
+                f"ActivationStatistics saw {int(self.num_nonfinite)} representation(s) with NaN or Inf "
+                f"values (out of {int(self.num_nonfinite + self.num_samples)}); the encoder has diverged"
+            )
+        if int(self.num_samples) == 0:
+            raise ValueError("ActivationStatistics.compute() called before any sample was added")
+        return self.counts.double().mul(100.0 / float(self.num_samples)).float()
+
+    @property
+    def mean_active(self) -> float:
+        r"""Mean size of the highly activating sets, :math:`\frac1N\sum_i |L_i|` (0 when empty)."""
+        n = int(self.num_samples)
+        return float(self.num_active) / n if n else 0.0
