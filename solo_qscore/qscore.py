@@ -14,17 +14,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from solo_qscore._validation import check_mask, check_representations
-from solo_qscore.activations import RowStats, row_stats
-
-
-def _q_from_stats(stats: RowStats, discriminative: Tensor) -> Tensor:
-    # sum over S_i = L_i ∩ D of (h_ij - mean_i) / ||h_i||, done on the raw row: no normalised copy.
-    selected = (stats.h > stats.threshold[:, None]) & discriminative
-    count = selected.sum(1)
-    total = torch.where(selected, stats.h, 0.0).sum(1)
-    q = (total / count.clamp_min(1) - stats.mean) / stats.norm
-    return torch.where(count > 0, q, torch.zeros_like(q))
+from solo_qscore._kernels import activation_summary
+from solo_qscore._validation import check_finite, check_mask, check_representations
 
 
 def q_score(h: Tensor, discriminative: Tensor, eps: float = 4.0) -> Tensor:
@@ -40,6 +31,7 @@ def q_score(h: Tensor, discriminative: Tensor, eps: float = 4.0) -> Tensor:
     """
     check_representations(h)
     check_mask(discriminative, h.shape[1])
-    with torch.no_grad():
-        stats = row_stats(h, eps)
-        return _q_from_stats(stats, discriminative.to(stats.h.device))
+    summary = activation_summary(h, discriminative.to(h.device), eps)
+    if not bool(summary.finite.all()):
+        check_finite(torch.where(summary.finite, 0.0, float("nan")))
+    return summary.q

@@ -8,12 +8,14 @@ processes (DDP) exactly; memory is :math:`O(r)` whatever :math:`N` is.
 
 from __future__ import annotations
 
+from typing import Optional
+
 import torch
 from torch import Tensor
 from torchmetrics import Metric
 
-from solo_qscore._validation import check_representations
-from solo_qscore.activations import row_stats
+from solo_qscore._kernels import activation_summary
+from solo_qscore._validation import check_mask, check_representations
 
 
 class ActivationStatistics(Metric):
@@ -57,20 +59,38 @@ class ActivationStatistics(Metric):
         self.add_state("num_samples", torch.zeros((), dtype=torch.long), dist_reduce_fx="sum")
         self.add_state("num_active", torch.zeros((), dtype=torch.long), dist_reduce_fx="sum")
         self.add_state("num_nonfinite", torch.zeros((), dtype=torch.long), dist_reduce_fx="sum")
+        self.last_q: Optional[Tensor] = None
 
-    def update(self, h: Tensor) -> None:  # type: ignore[override]
-        """Add a batch of raw representations ``[B, r]`` (detached internally)."""
+    def update(self, h: Tensor, discriminative: Optional[Tensor] = None) -> None:  # type: ignore[override]
+        """Add a batch of raw representations ``[B, r]`` (detached internally).
+
+        With ``discriminative`` given, the batch's Q-Scores are computed in the same pass over
+        ``h`` and kept in :attr:`last_q` (see :meth:`update_and_score`).
+        """
         check_representations(h, num_features=self.num_features)
-        stats = row_stats(h.detach(), self.eps, validate=False)
-        finite = torch.isfinite(stats.norm)
-        # NaN compares False, but an Inf row can put True in the mask: keep finite rows only.
-        mask = (stats.h > stats.threshold[:, None]) & finite[:, None]
-        per_feature = mask.sum(0)
-        self.counts += per_feature
-        self.num_active += per_feature.sum()
-        num_finite = finite.sum()
+        if discriminative is not None:
+            check_mask(discriminative, self.num_features)
+        disc = discriminative if discriminative is not None else self._no_features
+        summary = activation_summary(h, disc.to(h.device), self.eps)
+        device = self.counts.device
+        self.counts += summary.counts.to(device)
+        self.num_active += summary.num_active.sum().to(device)
+        num_finite = summary.finite.sum().to(device)
         self.num_samples += num_finite
-        self.num_nonfinite += finite.numel() - num_finite
+        self.num_nonfinite += summary.finite.numel() - num_finite
+        self.last_q = summary.q if discriminative is not None else None
+
+    def update_and_score(self, h: Tensor, discriminative: Tensor) -> Tensor:
+        """Add a batch and return its Q-Scores ``[B]`` for ``discriminative``, in one pass over ``h``.
+
+        Rows with NaN/Inf get ``Q = 0`` here (they are reported by :meth:`compute`).
+        """
+        self.update(h, discriminative)
+        return self.last_q
+
+    @property
+    def _no_features(self) -> Tensor:
+        return torch.zeros(self.num_features, dtype=torch.bool)
 
     def compute(self) -> Tensor:
         """:math:`A_j` in percent, ``FloatTensor[r]``.

@@ -320,3 +320,33 @@ def test_ifm_argument_errors():
         ifm_simclr_loss(z, idx[:3], 0.5)
     with pytest.raises(ValueError, match=r"queue \[d, K\]"):
         ifm_moco_loss(torch.randn(2, 3), torch.randn(2, 3), torch.randn(4, 5), 0.2)
+
+
+def test_fused_cpu_kernel_matches_torch_path():
+    from solo_qscore._kernels import HAVE_NUMBA, _summary_torch, activation_summary
+
+    assert HAVE_NUMBA, "numba is a dependency: the fused CPU kernel must be in use"
+    torch.manual_seed(7)
+    h = torch.randn(300, 96).relu() + 0.01
+    h[5] = float("nan")
+    h[9, 3] = float("inf")
+    h[11] = 1.0  # constant
+    D = torch.rand(96) > 0.5
+    fast, ref = activation_summary(h, D), _summary_torch(h, D, 4.0)
+    assert torch.equal(fast.counts, ref.counts)
+    assert torch.equal(fast.num_active, ref.num_active)
+    assert torch.equal(fast.finite, ref.finite)
+    torch.testing.assert_close(fast.q, ref.q, atol=1e-6, rtol=1e-5)
+
+
+def test_update_and_score_is_update_plus_q_score():
+    torch.manual_seed(8)
+    h = torch.randn(200, 64).relu()
+    D = discriminative_mask(torch.rand(64))
+    a, b = ActivationStatistics(64), ActivationStatistics(64)
+    q = a.update_and_score(h, D)
+    b.update(h)
+    torch.testing.assert_close(q, q_score(h, D))
+    assert torch.equal(a.compute(), b.compute())
+    a.update(h)  # the cached compute() result is invalidated by updates, as in any torchmetrics Metric
+    assert int(a.num_samples) == 400

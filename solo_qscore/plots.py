@@ -1,0 +1,442 @@
+"""Matplotlib figures of the Q-Score report (the paper's Fig. 1, 2, 3, 4, A.5 and A.7).
+
+Every builder returns a :class:`matplotlib.figure.Figure` drawn with the Agg canvas; no pyplot
+state is touched, so the builders are safe in training processes and threads. Save with
+:func:`save_figure_atomic`.
+
+The colour scheme is shared by all figures: blue for correctly classified samples (and Q as a
+predictor of correctness), red for misclassified samples, green for the discriminative band,
+grey for random subsets, purple/brown for the lower/upper tails and orange for PCA.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import matplotlib
+import numpy as np
+from matplotlib.axes import Axes
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+__all__ = [
+    "COLORS",
+    "activation_frequency_figure",
+    "compression_figure",
+    "discriminative_heatmap_figure",
+    "figure_to_png_bytes",
+    "pr_curve_figure",
+    "q_histogram_figure",
+    "roc_curve_figure",
+    "save_figure_atomic",
+]
+
+COLORS: dict[str, str] = {
+    "correct": "#2166ac",
+    "misclassified": "#d6604d",
+    "band": "#1b7837",
+    "random": "#7f7f7f",
+    "lower_tail": "#762a83",
+    "upper_tail": "#8c510a",
+    "pca": "#e08214",
+    "full": "#222222",
+    "chance": "#9e9e9e",
+}
+
+DPI = 130
+
+
+def _new_figure(width: float, height: float) -> Figure:
+    fig = Figure(figsize=(width, height), dpi=DPI, layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _style(ax: Axes, grid: bool = True) -> None:
+    ax.spines["top"].set_visible(False)
+    ax.spines["right"].set_visible(False)
+    if grid:
+        ax.grid(True, color="#dddddd", linewidth=0.7)
+        ax.set_axisbelow(True)
+
+
+def _fmt(value: float | None, digits: int = 3) -> str:
+    if value is None or not np.isfinite(value):
+        return "n/a"
+    return f"{value:.{digits}f}"
+
+
+def _as_np(x) -> np.ndarray:
+    if hasattr(x, "detach"):
+        x = x.detach().cpu().numpy()
+    return np.asarray(x, dtype=float)
+
+
+def _no_data(ax: Axes, message: str) -> None:
+    ax.text(0.5, 0.5, message, ha="center", va="center", transform=ax.transAxes, color="#555555", wrap=True)
+
+
+def pr_curve_figure(
+    recall,
+    precision,
+    auprc: float | None,
+    base_rate: float | None,
+    recall_misclassified=None,
+    precision_misclassified=None,
+    auprc_misclassified: float | None = None,
+    title: str = "Q-Score as a predictor of correct classification: PR curve",
+) -> Figure:
+    """Precision-recall curve of Q for the class *correct* (and of -Q for *misclassified*, if given).
+
+    Dashed lines are the chance levels (the base rates): a random score has precision = base rate.
+    """
+    fig = _new_figure(6.4, 4.8)
+    ax = fig.add_subplot()
+    _style(ax)
+    recall, precision = _as_np(recall), _as_np(precision)
+    if recall.size:
+        ax.plot(
+            recall,
+            precision,
+            color=COLORS["correct"],
+            lw=2,
+            label=f"positive = correct, score Q (AUPRC {_fmt(auprc)})",
+        )
+        if base_rate is not None:
+            ax.axhline(
+                base_rate,
+                color=COLORS["correct"],
+                ls="--",
+                lw=1,
+                alpha=0.7,
+                label=f"chance = accuracy ({_fmt(base_rate)})",
+            )
+    else:
+        _no_data(ax, "PR curve undefined\n(all validation samples are correct or all are wrong)")
+    if recall_misclassified is not None and len(recall_misclassified):
+        ax.plot(
+            _as_np(recall_misclassified),
+            _as_np(precision_misclassified),
+            color=COLORS["misclassified"],
+            lw=2,
+            label=f"positive = misclassified, score -Q (AUPRC {_fmt(auprc_misclassified)})",
+        )
+        if base_rate is not None:
+            ax.axhline(
+                1.0 - base_rate,
+                color=COLORS["misclassified"],
+                ls="--",
+                lw=1,
+                alpha=0.7,
+                label=f"chance = error rate ({_fmt(1.0 - base_rate)})",
+            )
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1.02)
+    ax.set_xlabel("recall")
+    ax.set_ylabel("precision")
+    ax.set_title(title, fontsize=11)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(loc="lower left", fontsize=8, framealpha=0.9)
+    return fig
+
+
+def roc_curve_figure(
+    fpr, tpr, auroc: float | None, title: str = "Q-Score as a predictor of correct classification: ROC curve"
+) -> Figure:
+    """ROC curve of Q for the class *correct*, with the diagonal of a random score."""
+    fig = _new_figure(5.6, 5.0)
+    ax = fig.add_subplot()
+    _style(ax)
+    fpr, tpr = _as_np(fpr), _as_np(tpr)
+    ax.plot([0, 1], [0, 1], color=COLORS["chance"], ls="--", lw=1, label="chance (AUROC 0.5)")
+    if fpr.size:
+        ax.plot(fpr, tpr, color=COLORS["correct"], lw=2, label=f"Q-Score (AUROC {_fmt(auroc)})")
+        ax.fill_between(fpr, tpr, fpr, where=tpr >= fpr, color=COLORS["correct"], alpha=0.08, lw=0)
+    else:
+        _no_data(ax, "ROC curve undefined\n(all validation samples are correct or all are wrong)")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1.0)
+    ax.set_aspect("equal")
+    ax.set_xlabel("false positive rate (misclassified with Q above threshold)")
+    ax.set_ylabel("true positive rate (correct with Q above threshold)")
+    ax.set_title(title, fontsize=10)
+    ax.legend(loc="lower right", fontsize=8, framealpha=0.9)
+    return fig
+
+
+def activation_frequency_figure(
+    A,
+    band_ranks: tuple[int, int],
+    band: tuple[float, float] = (50.0, 95.0),
+    eps: float = 4.0,
+    title: str | None = None,
+) -> Figure:
+    r"""Sorted activation frequencies :math:`A_j` with the discriminative band shaded (paper Fig. 1).
+
+    ``band_ranks = (first, stop)``: the discriminative features are the ranks ``first .. stop-1``
+    of ``A`` sorted ascending.
+    """
+    A_sorted = np.sort(_as_np(A), kind="stable")
+    r = A_sorted.size
+    first, stop = int(band_ranks[0]), int(band_ranks[1])
+    ranks = np.arange(r)
+    fig = _new_figure(8.0, 4.2)
+    ax = fig.add_subplot()
+    _style(ax)
+    regions = [
+        (0, first, COLORS["lower_tail"], f"lower tail ({first})"),
+        (
+            first,
+            stop,
+            COLORS["band"],
+            f"discriminative, percentiles [{band[0]:g}, {band[1]:g}) ({stop - first})",
+        ),
+        (stop, r, COLORS["upper_tail"], f"upper tail ({r - stop})"),
+    ]
+    for lo, hi, color, label in regions:
+        if hi > lo:
+            sl = slice(lo, hi)
+            ax.fill_between(ranks[sl], 0, A_sorted[sl], step="mid", color=color, alpha=0.35, lw=0)
+            ax.step(ranks[sl], A_sorted[sl], where="mid", color=color, lw=1.4, label=label)
+    if stop > first:
+        ax.axvspan(first - 0.5, stop - 0.5, color=COLORS["band"], alpha=0.07, lw=0)
+        for edge in (first - 0.5, stop - 0.5):
+            ax.axvline(edge, color=COLORS["band"], ls=":", lw=1)
+    ax.set_xlim(-0.5, r - 0.5)
+    ax.set_ylim(bottom=0)
+    ax.set_xlabel(f"feature rank (sorted by $A_j$ ascending, r = {r})")
+    ax.set_ylabel(r"$A_j$: % of train samples with $j \in L_i$")
+    ax.set_title(title or rf"Activation frequency of each feature ($\epsilon$ = {eps:g})", fontsize=11)
+    ax.legend(loc="upper left", fontsize=8, framealpha=0.9, title="features (count)", title_fontsize=8)
+    return fig
+
+
+def compression_figure(
+    compression: Mapping,
+    title: str = "Linear probe accuracy on feature subsets",
+) -> Figure:
+    """Probe accuracy against the number of kept features (paper Fig. 2, A.5, A.7).
+
+    ``compression`` is the ``compression`` entry of the report: ``sizes`` and, per method,
+    accuracies as fractions (``band``, ``random_mean``/``random_std``, ``lower_tail``,
+    ``upper_tail``, ``pca``), ``full_accuracy``, ``num_features`` and ``num_discriminative``.
+    """
+    fig = _new_figure(7.6, 4.8)
+    ax = fig.add_subplot()
+    _style(ax)
+    sizes = _as_np(compression.get("sizes", []))
+    if sizes.size == 0:
+        _no_data(ax, "no compression sizes were evaluated")
+        return fig
+
+    def pct(key: str) -> np.ndarray:
+        return 100.0 * np.array([np.nan if v is None else v for v in compression.get(key, [])], dtype=float)
+
+    series = [
+        ("band", "discriminative band", COLORS["band"], "o", 2.4),
+        ("pca", "PCA (top-k components)", COLORS["pca"], "s", 1.6),
+        ("lower_tail", "lower tail of A", COLORS["lower_tail"], "v", 1.4),
+        ("upper_tail", "upper tail of A", COLORS["upper_tail"], "^", 1.4),
+    ]
+    rnd_mean = pct("random_mean")
+    if rnd_mean.size == sizes.size:
+        rnd_std = pct("random_std")
+        seeds = compression.get("num_random_seeds", "?")
+        ax.fill_between(
+            sizes, rnd_mean - rnd_std, rnd_mean + rnd_std, color=COLORS["random"], alpha=0.25, lw=0
+        )
+        ax.plot(
+            sizes,
+            rnd_mean,
+            color=COLORS["random"],
+            marker="D",
+            ms=4,
+            lw=1.6,
+            label=f"random subsets (mean ± std, {seeds} seeds)",
+        )
+    for key, label, color, marker, lw in series:
+        values = pct(key)
+        if values.size == sizes.size:
+            ax.plot(
+                sizes,
+                values,
+                color=color,
+                marker=marker,
+                ms=5,
+                lw=lw,
+                label=label,
+                zorder=3 if key == "band" else 2,
+            )
+    full = compression.get("full_accuracy")
+    if full is not None:
+        ax.axhline(
+            100.0 * full, color=COLORS["full"], ls="--", lw=1, label=f"all features ({100 * full:.1f}%)"
+        )
+    n_d = compression.get("num_discriminative")
+    if n_d:
+        ax.axvline(n_d, color=COLORS["band"], ls=":", lw=1.2)
+        ax.annotate(
+            f"|D| = {n_d}",
+            xy=(n_d, 0.02),
+            xycoords=("data", "axes fraction"),
+            xytext=(4, 0),
+            textcoords="offset points",
+            color=COLORS["band"],
+            fontsize=8,
+        )
+    r = compression.get("num_features")
+    ax.set_xlabel("number of features kept (k)")
+    ax.set_ylabel("linear probe top-1 accuracy (%)")
+    ax.set_xlim(0, (r or sizes.max()) * 1.02)
+    if r:
+        top = ax.secondary_xaxis("top", functions=(lambda k: 100.0 * k / r, lambda p: p * r / 100.0))
+        top.set_xlabel("% of the representation kept", fontsize=9)
+    ax.set_title(title, fontsize=11)
+    ax.legend(loc="lower right", fontsize=8, framealpha=0.9)
+    return fig
+
+
+def discriminative_heatmap_figure(
+    correct_means,
+    misclassified_means,
+    class_labels: Sequence[str],
+    count_correct: Sequence[int] | None = None,
+    count_misclassified: Sequence[int] | None = None,
+    title: str = "Mean discriminative-feature activations per class",
+) -> Figure:
+    r"""Two heat maps side by side (paper Fig. 3): per class (rows), the mean of :math:`\hat h_{ij}` over
+    correctly classified (left) and misclassified (right) samples, for the discriminative features
+    (columns, same order in both panels). Classes without samples in a panel are grey.
+    """
+    correct = _as_np(correct_means)
+    wrong = _as_np(misclassified_means)
+    n_rows, n_cols = correct.shape if correct.ndim == 2 else (0, 0)
+    height = min(9.0, 2.2 + 0.32 * max(n_rows, 1))
+    fig = _new_figure(12.0, height)
+    axes = fig.subplots(1, 2, sharey=True)
+    if n_rows == 0 or n_cols == 0:
+        for ax in axes:
+            ax.set_axis_off()
+        _no_data(axes[0], "no discriminative feature (empty D) or no class to show")
+        fig.suptitle(title, fontsize=11)
+        return fig
+    both = np.concatenate([correct[np.isfinite(correct)], wrong[np.isfinite(wrong)]])
+    vmax = float(np.percentile(both, 99.5)) if both.size else 1.0
+    vmin = float(min(0.0, np.percentile(both, 0.5))) if both.size else 0.0
+    if not vmax > vmin:
+        vmax = vmin + 1e-6
+    cmap = matplotlib.colormaps["magma"].with_extremes(bad="#c8c8c8")
+    panels = [
+        (axes[0], correct, count_correct, "correctly classified", COLORS["correct"]),
+        (axes[1], wrong, count_misclassified, "misclassified", COLORS["misclassified"]),
+    ]
+    image = None
+    for ax, data, counts, name, color in panels:
+        image = ax.imshow(
+            np.ma.masked_invalid(data),
+            aspect="auto",
+            interpolation="nearest",
+            cmap=cmap,
+            vmin=vmin,
+            vmax=vmax,
+        )
+        total = int(np.sum(counts)) if counts is not None else None
+        ax.set_title(f"{name}" + (f" (n = {total})" if total is not None else ""), color=color, fontsize=11)
+        ax.set_xlabel(f"discriminative feature ({n_cols}, sorted by the class they peak on)")
+        if counts is not None and n_rows <= 40:
+            sec = ax.secondary_yaxis("right")
+            sec.set_yticks(np.arange(n_rows), labels=[str(int(c)) for c in counts], fontsize=7)
+            sec.tick_params(length=0)
+            if ax is axes[1]:
+                sec.set_ylabel("samples", fontsize=8)
+        for spine in ax.spines.values():
+            spine.set_visible(False)
+    if n_rows <= 40:
+        axes[0].set_yticks(np.arange(n_rows), labels=list(class_labels), fontsize=8)
+    axes[0].set_ylabel("class (true label)")
+    fig.colorbar(
+        image, ax=list(axes), shrink=0.9, pad=0.02, label=r"mean $\hat h_{ij}$ (L2-normalised representation)"
+    )
+    fig.suptitle(title, fontsize=12)
+    return fig
+
+
+def q_histogram_figure(
+    q,
+    correct,
+    auroc: float | None = None,
+    title: str = "Q-Score of correctly classified vs misclassified samples",
+) -> Figure:
+    """Histograms (densities, shared bins) of Q for correct and misclassified validation samples."""
+    q = _as_np(q)
+    correct = np.asarray(correct, dtype=bool)
+    fig = _new_figure(7.0, 4.4)
+    ax = fig.add_subplot()
+    _style(ax)
+    finite = np.isfinite(q)
+    if q.size == 0 or not finite.any():
+        _no_data(ax, "no Q values")
+        return fig
+    lo, hi = float(q[finite].min()), float(q[finite].max())
+    if hi <= lo:
+        hi = lo + 1e-6
+    bins = np.linspace(lo, hi, 41)
+    for mask, name, color in (
+        (correct, "correct", COLORS["correct"]),
+        (~correct, "misclassified", COLORS["misclassified"]),
+    ):
+        values = q[mask & finite]
+        if values.size == 0:
+            continue
+        ax.hist(values, bins=bins, density=True, histtype="stepfilled", alpha=0.3, color=color)
+        ax.hist(
+            values,
+            bins=bins,
+            density=True,
+            histtype="step",
+            lw=1.6,
+            color=color,
+            label=f"{name} (n = {values.size}, mean Q = {values.mean():.4f})",
+        )
+        ax.axvline(values.mean(), color=color, ls="--", lw=1.2)
+    ax.set_xlabel(r"Q-Score $Q_i$ (mean deviation of highly activating discriminative features)")
+    ax.set_ylabel("density")
+    suffix = f"  (AUROC {_fmt(auroc)})" if auroc is not None else ""
+    ax.set_title(title + suffix, fontsize=11)
+    ax.legend(loc="upper right", fontsize=8, framealpha=0.9)
+    return fig
+
+
+def save_figure_atomic(fig: Figure, path: str | os.PathLike, dpi: int = DPI) -> Path:
+    """Write ``fig`` as a PNG to ``path`` atomically: a temp file in the same directory, then ``os.replace``.
+
+    A reader never sees a half-written PNG, and a failure leaves any previous file intact.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            fig.savefig(handle, format="png", dpi=dpi, facecolor="white")
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    return path
+
+
+def figure_to_png_bytes(fig: Figure, dpi: int = DPI) -> bytes:
+    """Render ``fig`` to PNG bytes (for loggers that take images)."""
+    import io
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=dpi, facecolor="white")
+    return buffer.getvalue()

@@ -1,0 +1,236 @@
+r"""A fast, deterministic linear probe on cached (frozen) representations.
+
+The linear evaluation of self-supervised learning usually trains a linear layer for 100 epochs
+of SGD. On cached features the same model is a convex problem, multinomial logistic
+regression, which a full-batch quasi-Newton method solves in a few dozen iterations:
+
+.. math::
+
+    \min_{W, b}\ \frac{1}{N} \sum_{i=1}^{N} -\log \operatorname{softmax}(W x_i + b)_{y_i}
+    \;+\; \frac{\lambda}{2} \lVert W \rVert_F^2,
+    \qquad x_i = \frac{h_i - m}{s} \ \text{(standardised with train mean } m \text{ and std } s),
+
+solved with ``torch.optim.LBFGS`` (strong Wolfe line search) from a zero initialisation, so the
+result is deterministic. The bias is not penalised. This is the objective of scikit-learn's
+``LogisticRegression(C=1/(λN))`` (lbfgs solver), with the same solution.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+__all__ = ["LinearProbe", "ProbeResult", "fit_linear_probe", "probe_correctness"]
+
+
+def _check_features(features: Tensor, name: str) -> None:
+    if not isinstance(features, Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(features).__name__}")
+    if features.ndim != 2:
+        raise ValueError(f"{name} must have shape [N, r], got {tuple(features.shape)}")
+    if not features.is_floating_point():
+        raise ValueError(f"{name} must be a floating-point tensor, got dtype {features.dtype}")
+    if not bool(torch.isfinite(features).all()):
+        raise ValueError(f"{name} contains NaN or Inf values; cannot fit or evaluate a linear probe")
+
+
+def _check_labels(labels: Tensor, n: int, name: str) -> None:
+    if not isinstance(labels, Tensor) or labels.ndim != 1 or labels.shape[0] != n:
+        shape = tuple(labels.shape) if isinstance(labels, Tensor) else type(labels).__name__
+        raise ValueError(f"{name} must be a 1-D tensor of {n} class indices, got {shape}")
+    if labels.is_floating_point() or labels.dtype == torch.bool:
+        raise ValueError(f"{name} must hold integer class indices, got dtype {labels.dtype}")
+    if n and int(labels.min()) < 0:
+        raise ValueError(f"{name} contains negative class indices")
+
+
+class LinearProbe(nn.Module):
+    r"""A fitted linear classifier :math:`p(y \mid h) = \operatorname{softmax}(W (h - m)/s + b)`.
+
+    Attributes (buffers): ``weight`` ``[C, r]``, ``bias`` ``[C]``, ``mean`` ``[r]`` and ``std`` ``[r]``
+    (the standardisation statistics of the train features; zeros and ones when not standardised).
+    ``num_iterations`` and ``final_loss`` describe the fit.
+    """
+
+    weight: Tensor
+    bias: Tensor
+    mean: Tensor
+    std: Tensor
+
+    def __init__(
+        self,
+        weight: Tensor,
+        bias: Tensor,
+        mean: Tensor,
+        std: Tensor,
+        num_iterations: int = 0,
+        final_loss: float = float("nan"),
+    ) -> None:
+        super().__init__()
+        self.register_buffer("weight", weight.detach().clone())
+        self.register_buffer("bias", bias.detach().clone())
+        self.register_buffer("mean", mean.detach().clone())
+        self.register_buffer("std", std.detach().clone())
+        self.num_iterations = int(num_iterations)
+        self.final_loss = float(final_loss)
+
+    @property
+    def num_classes(self) -> int:
+        return int(self.weight.shape[0])
+
+    @property
+    def num_features(self) -> int:
+        return int(self.weight.shape[1])
+
+    def transform(self, features: Tensor) -> Tensor:
+        """Standardise ``features`` with the train statistics (float32, on the probe's device)."""
+        x = features.to(device=self.weight.device, dtype=self.weight.dtype)
+        return (x - self.mean) / self.std
+
+    def forward(self, features: Tensor) -> Tensor:
+        """Logits ``[N, C]``."""
+        _check_features(features, "features")
+        if features.shape[1] != self.num_features:
+            raise ValueError(f"probe expects {self.num_features} features, got {features.shape[1]}")
+        with torch.no_grad():
+            return torch.addmm(self.bias, self.transform(features), self.weight.t())
+
+    def predict_proba(self, features: Tensor) -> Tensor:
+        """Class probabilities ``[N, C]`` (softmax of the logits)."""
+        return self.forward(features).softmax(dim=1)
+
+    def predict(self, features: Tensor) -> Tensor:
+        """Predicted class indices ``LongTensor[N]`` (argmax of the logits, lowest index on ties)."""
+        return self.forward(features).argmax(dim=1)
+
+    def extra_repr(self) -> str:
+        return f"num_features={self.num_features}, num_classes={self.num_classes}"
+
+
+@dataclass
+class ProbeResult:
+    """Outcome of :func:`probe_correctness` on the validation set."""
+
+    correct: Tensor  # BoolTensor[N_val]: prediction == label
+    probs: Tensor  # FloatTensor[N_val, C]
+    preds: Tensor  # LongTensor[N_val]
+    accuracy: float  # fraction in [0, 1]
+    probe: LinearProbe
+
+
+def fit_linear_probe(
+    features: Tensor,
+    labels: Tensor,
+    num_classes: int | None = None,
+    weight_decay: float = 1e-4,
+    max_iter: int = 100,
+    standardize: bool = True,
+    tolerance_grad: float = 1e-6,
+    history_size: int = 20,
+) -> LinearProbe:
+    r"""Fit multinomial logistic regression full-batch with L-BFGS (see the module docstring).
+
+    Args:
+        features: train representations ``[N, r]`` (any float dtype; computed in float32 on their device).
+        labels: class indices ``LongTensor[N]``.
+        num_classes: ``C``; defaults to ``labels.max() + 1``.
+        weight_decay: :math:`\lambda`, the L2 penalty on the weights (the loss is a mean over samples,
+            so this matches scikit-learn's ``C = 1 / (λ N)``).
+        max_iter: maximum number of L-BFGS iterations.
+        standardize: standardise each feature with the train mean and (population) std first.
+        tolerance_grad: stop when the largest gradient entry is below this.
+        history_size: L-BFGS memory.
+
+    Raises:
+        ValueError: bad shapes, NaN/Inf features, or invalid labels.
+    """
+    _check_features(features, "features")
+    n, r = features.shape
+    _check_labels(labels, n, "labels")
+    if n == 0:
+        raise ValueError("cannot fit a linear probe on an empty train set")
+    max_label = int(labels.max()) + 1
+    num_classes = max_label if num_classes is None else int(num_classes)
+    if num_classes < max_label:
+        raise ValueError(f"labels go up to {max_label - 1} but num_classes={num_classes}")
+    device = features.device
+    x = features.to(torch.float32)
+    y = labels.to(device=device, dtype=torch.long)
+    if standardize:
+        x64 = features.to(torch.float64)
+        var, mean64 = torch.var_mean(x64, dim=0, correction=0)
+        std64 = var.sqrt()
+        # constant (or numerically constant) features: leave their scale alone
+        std64 = torch.where(std64 > 1e-7 * (mean64.abs() + 1e-30), std64, torch.ones_like(std64))
+        mean, std = mean64.float(), std64.float()
+        x = (x - mean) / std
+    else:
+        mean = torch.zeros(r, device=device)
+        std = torch.ones(r, device=device)
+
+    weight = torch.zeros(num_classes, r, device=device, requires_grad=True)
+    bias = torch.zeros(num_classes, device=device, requires_grad=True)
+    optimizer = torch.optim.LBFGS(
+        [weight, bias],
+        lr=1.0,
+        max_iter=int(max_iter),
+        max_eval=int(max_iter) * 5 // 4 + 1,
+        tolerance_grad=tolerance_grad,
+        tolerance_change=1e-10,
+        history_size=history_size,
+        line_search_fn="strong_wolfe",
+    )
+    half_decay = 0.5 * float(weight_decay)
+
+    def closure() -> Tensor:
+        optimizer.zero_grad(set_to_none=False)
+        logits = torch.addmm(bias, x, weight.t())
+        loss = F.cross_entropy(logits, y) + half_decay * weight.pow(2).sum()
+        loss.backward()
+        return loss
+
+    if max_iter > 0 and num_classes > 1:
+        with torch.enable_grad():
+            optimizer.step(closure)
+        iterations = int(optimizer.state[weight].get("n_iter", 0))
+        with torch.no_grad():
+            logits = torch.addmm(bias, x, weight.t())
+            final_loss = float(F.cross_entropy(logits, y) + half_decay * weight.pow(2).sum())
+    else:
+        iterations, final_loss = 0, float("nan")
+    return LinearProbe(weight, bias, mean, std, num_iterations=iterations, final_loss=final_loss)
+
+
+def probe_correctness(
+    train_h: Tensor,
+    train_y: Tensor,
+    val_h: Tensor,
+    val_y: Tensor,
+    num_classes: int | None = None,
+    **probe_kwargs,
+) -> ProbeResult:
+    r"""Fit the probe on the train set and mark each validation sample correct or not.
+
+    ``correct_i = 1[argmax_c p(c | h_i) = y_i]`` and ``accuracy = mean_i correct_i`` (a fraction).
+    ``num_classes`` defaults to ``max(train_y.max(), val_y.max()) + 1``; other keyword arguments go
+    to :func:`fit_linear_probe`.
+    """
+    _check_features(val_h, "val_h")
+    _check_labels(val_y, val_h.shape[0], "val_y")
+    if train_h.ndim == 2 and val_h.shape[1] != train_h.shape[1]:
+        raise ValueError(f"train_h has {train_h.shape[1]} features but val_h has {val_h.shape[1]}")
+    if num_classes is None:
+        highest = int(train_y.max()) if train_y.numel() else 0
+        if val_y.numel():
+            highest = max(highest, int(val_y.max()))
+        num_classes = highest + 1
+    probe = fit_linear_probe(train_h, train_y, num_classes=num_classes, **probe_kwargs)
+    logits = probe(val_h)
+    probs = logits.softmax(dim=1)
+    preds = logits.argmax(dim=1)
+    correct = preds == val_y.to(preds.device)
+    accuracy = float(correct.float().mean()) if correct.numel() else float("nan")
+    return ProbeResult(correct=correct, probs=probs, preds=preds, accuracy=accuracy, probe=probe)

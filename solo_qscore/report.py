@@ -1,0 +1,720 @@
+r"""The Q-Score report: does Q predict which samples a linear probe gets right? (SPEC §2.5, §2.8)
+
+:func:`qscore_report` is a pure function of cached representations and labels:
+
+1. :math:`A_j` over the train set (:class:`~solo_qscore.ActivationStatistics`, in batches) and the
+   discriminative set :math:`D` = ranks of ``A`` in the percentile band ``[p_lo, p_hi)``.
+2. A linear probe (:func:`~solo_qscore.probe.fit_linear_probe`) fitted on the train set marks each
+   validation sample correct or misclassified.
+3. :math:`Q_i` of every validation sample (:func:`~solo_qscore.q_score`), then AUROC and AUPRC of Q
+   as a score for the positive class *correct* (the paper's convention; the AUPRC of a random score
+   is the base rate, i.e. the accuracy), and the mirrored view: positive = misclassified, score = -Q.
+4. Compression (paper Fig. 2, A.5, A.7): probe accuracy with only ``k`` features kept, for the
+   discriminative band, random subsets (mean and std over seeds), the lower and upper tails of ``A``
+   and the top-``k`` principal components.
+
+:func:`write_report` writes ``probe.json`` and the PNG figures atomically; :func:`log_report_to_wandb`
+sends the same to Weights & Biases.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import os
+import tempfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+from torchmetrics.functional.classification import (
+    binary_auroc,
+    binary_average_precision,
+    binary_precision_recall_curve,
+    binary_roc,
+)
+
+from solo_qscore.discriminative import (
+    discriminative_mask,
+    feature_ranks,
+    lower_tail_mask,
+    random_mask,
+    rank_band_mask,
+    upper_tail_mask,
+)
+from solo_qscore.probe import fit_linear_probe, probe_correctness
+from solo_qscore.qscore import q_score
+from solo_qscore.statistics import ActivationStatistics
+
+__all__ = [
+    "DEFAULT_COMPRESSION_FRACTIONS",
+    "band_window_mask",
+    "compression_masks",
+    "log_report_to_wandb",
+    "qscore_report",
+    "report_figures",
+    "to_jsonable",
+    "write_json_atomic",
+    "write_report",
+]
+
+DEFAULT_COMPRESSION_FRACTIONS: tuple[float, ...] = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
+Q_QUANTILES: tuple[float, ...] = (0.05, 0.25, 0.5, 0.75, 0.95)
+PNG_NAMES: tuple[str, ...] = (
+    "pr_curve",
+    "roc_curve",
+    "activation_frequency",
+    "compression",
+    "discriminative_heatmap",
+    "q_histogram",
+)
+
+
+# ----------------------------------------------------------------------------------------------- checks
+def _check_inputs(h: Tensor, y: Tensor, name: str, num_features: int | None = None) -> None:
+    if not isinstance(h, Tensor) or h.ndim != 2 or not h.is_floating_point():
+        shape = tuple(h.shape) if isinstance(h, Tensor) else type(h).__name__
+        raise ValueError(f"{name}_h must be a floating-point tensor [N, r], got {shape}")
+    if h.shape[0] == 0:
+        raise ValueError(f"{name}_h is empty: the Q-Score report needs at least one {name} sample")
+    if num_features is not None and h.shape[1] != num_features:
+        raise ValueError(f"{name}_h has {h.shape[1]} features but train_h has {num_features}")
+    bad_rows = ~torch.isfinite(h).all(dim=1)
+    if bool(bad_rows.any()):
+        first = bad_rows.nonzero().flatten()[:5].tolist()
+        raise ValueError(
+            f"{name}_h contains NaN or Inf values ({int(bad_rows.sum())} of {h.shape[0]} rows, first rows "
+            f"{first}); the encoder has diverged or the cached features are corrupt"
+        )
+    if not isinstance(y, Tensor) or y.ndim != 1 or y.shape[0] != h.shape[0]:
+        shape = tuple(y.shape) if isinstance(y, Tensor) else type(y).__name__
+        raise ValueError(f"{name}_y must be a 1-D tensor of {h.shape[0]} class indices, got {shape}")
+    if y.is_floating_point() or y.dtype == torch.bool or int(y.min()) < 0:
+        raise ValueError(f"{name}_y must hold non-negative integer class indices")
+
+
+# ------------------------------------------------------------------------------------------- metrics
+def _subsample(n: int, max_points: int) -> np.ndarray:
+    if n <= max_points:
+        return np.arange(n)
+    return np.unique(np.round(np.linspace(0, n - 1, max_points)).astype(np.int64))
+
+
+def _to_unit_interval(scores: Tensor) -> tuple[Tensor, float, float]:
+    """Order-preserving affine map of ``scores`` (float64) to [0, 1].
+
+    torchmetrics treats scores outside [0, 1] as logits and applies a sigmoid; an affine map keeps
+    the ranking exact (AUROC/AUPRC depend only on it) and can be inverted for the thresholds.
+    """
+    lo, hi = float(scores.min()), float(scores.max())
+    if hi > lo:
+        return (scores - lo) / (hi - lo), lo, hi - lo
+    return torch.full_like(scores, 0.5), lo - 0.5, 1.0
+
+
+def _binary_view(scores: Tensor, positive: Tensor) -> dict[str, Any]:
+    """AUROC, AUPRC and the PR/ROC curves of ``scores`` for the positive class ``positive``."""
+    unit, offset, scale = _to_unit_interval(scores.double())
+    target = positive.long()
+    auroc = float(binary_auroc(unit, target, thresholds=None))
+    auprc = float(binary_average_precision(unit, target, thresholds=None))
+    precision, recall, pr_thr = binary_precision_recall_curve(unit, target, thresholds=None)
+    fpr, tpr, roc_thr = binary_roc(unit, target, thresholds=None)
+    return {
+        "auroc": auroc,
+        "auprc": auprc,
+        "precision": precision.double().numpy(),
+        "recall": recall.double().numpy(),
+        "pr_thresholds": (pr_thr.double() * scale + offset).numpy(),
+        "fpr": fpr.double().numpy(),
+        "tpr": tpr.double().numpy(),
+        "roc_thresholds": (roc_thr.double() * scale + offset).numpy(),
+    }
+
+
+# --------------------------------------------------------------------------------------- compression
+def band_window_mask(A: Tensor, discriminative: Tensor, size: int) -> Tensor:
+    """``size`` consecutive ranks of ``A`` centred on the discriminative band (the band itself at ``|D|``).
+
+    The paper grows and shrinks the band by moving both percentile limits; here the window of
+    ``size`` ranks keeps the centre of ``D`` and is shifted inwards when it would leave ``[0, r)``.
+    """
+    r = A.numel()
+    size = int(size)
+    if not 0 <= size <= r:
+        raise ValueError(f"size must be in [0, {r}], got {size}")
+    ranks = feature_ranks(A)
+    n_d = int(discriminative.sum())
+    if n_d:
+        first = int(ranks[discriminative.to(ranks.device)].min())
+    else:
+        first = r // 2
+    start = min(max(first + (n_d - size) // 2, 0), r - size)
+    return rank_band_mask(A, start, start + size)
+
+
+def compression_masks(
+    A: Tensor, discriminative: Tensor, size: int, num_random_seeds: int = 5
+) -> dict[str, Any]:
+    """The feature subsets of size ``size`` compared in the compression study.
+
+    Returns ``{"band": mask, "random": [mask per seed], "lower_tail": mask, "upper_tail": mask}``,
+    boolean ``[r]`` masks; random subsets use seeds ``0 .. num_random_seeds-1``.
+    """
+    r = A.numel()
+    return {
+        "band": band_window_mask(A, discriminative, size),
+        "random": [random_mask(r, size, seed=seed, device=A.device) for seed in range(int(num_random_seeds))],
+        "lower_tail": lower_tail_mask(A, size),
+        "upper_tail": upper_tail_mask(A, size),
+    }
+
+
+def _compression_sizes(r: int, n_d: int, fractions: Sequence[float]) -> list[int]:
+    sizes = {min(r, max(1, int(math.floor(float(f) * r + 0.5)))) for f in fractions if float(f) > 0}
+    if n_d > 0:
+        sizes.add(n_d)
+    return sorted(sizes)
+
+
+def _compression_study(
+    train_x: Tensor,
+    train_y: Tensor,
+    val_x: Tensor,
+    val_y: Tensor,
+    A: Tensor,
+    discriminative: Tensor,
+    full_accuracy: float,
+    num_classes: int,
+    fractions: Sequence[float],
+    num_random_seeds: int,
+    probe_kwargs: Mapping[str, Any],
+) -> dict[str, Any]:
+    r = train_x.shape[1]
+    n_d = int(discriminative.sum())
+    sizes = _compression_sizes(r, n_d, fractions)
+    cache: dict[bytes, float] = {}
+    all_key = torch.ones(r, dtype=torch.bool).numpy().tobytes()
+    cache[all_key] = full_accuracy
+
+    def accuracy_of(mask: Tensor) -> float:
+        key = mask.cpu().numpy().tobytes()
+        if key not in cache:
+            idx = mask.nonzero().flatten().to(train_x.device)
+            probe = fit_linear_probe(train_x[:, idx], train_y, num_classes=num_classes, **probe_kwargs)
+            cache[key] = float((probe.predict(val_x[:, idx]) == val_y).float().mean())
+        return cache[key]
+
+    # PCA basis of the centred train features: eigenvectors of the covariance, largest first.
+    mean = train_x.double().mean(0)
+    centred = train_x.double() - mean
+    cov = centred.t() @ centred / max(train_x.shape[0], 1)
+    _, eigvecs = torch.linalg.eigh(cov)
+    basis = eigvecs.flip(1).to(train_x.dtype)
+    train_pc = (centred.to(train_x.dtype)) @ basis
+    val_pc = (val_x - mean.to(val_x.dtype)) @ basis
+
+    out: dict[str, Any] = {
+        "sizes": sizes,
+        "fractions": [k / r for k in sizes],
+        "band": [],
+        "random_mean": [],
+        "random_std": [],
+        "lower_tail": [],
+        "upper_tail": [],
+        "pca": [],
+    }
+    for k in sizes:
+        masks = compression_masks(A, discriminative, k, num_random_seeds)
+        out["band"].append(accuracy_of(masks["band"]))
+        rnd = np.array([accuracy_of(m) for m in masks["random"]], dtype=float)
+        out["random_mean"].append(float(rnd.mean()) if rnd.size else None)
+        out["random_std"].append(float(rnd.std()) if rnd.size else None)
+        out["lower_tail"].append(accuracy_of(masks["lower_tail"]))
+        out["upper_tail"].append(accuracy_of(masks["upper_tail"]))
+        probe = fit_linear_probe(
+            train_pc[:, :k].contiguous(), train_y, num_classes=num_classes, **probe_kwargs
+        )
+        out["pca"].append(float((probe.predict(val_pc[:, :k].contiguous()) == val_y).float().mean()))
+    out.update(
+        full_accuracy=full_accuracy,
+        num_features=r,
+        num_discriminative=n_d,
+        num_random_seeds=int(num_random_seeds),
+        band_rule="window of k consecutive ranks of A centred on the discriminative band",
+    )
+    return out
+
+
+# ------------------------------------------------------------------------------------------ heat map
+def _class_means(hn: Tensor, y: Tensor, select: Tensor, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per-class mean of the rows of ``hn`` where ``select``; NaN for classes without such rows."""
+    rows = select.nonzero().flatten()
+    sums = torch.zeros(num_classes, hn.shape[1], dtype=torch.float64)
+    sums.index_add_(0, y[rows], hn[rows])
+    counts = torch.bincount(y[rows], minlength=num_classes).double()
+    means = sums / counts[:, None]
+    means[counts == 0] = float("nan")
+    return means.numpy(), counts.long().numpy()
+
+
+def _heatmap_arrays(
+    val_h: Tensor, val_y: Tensor, correct: Tensor, discriminative: Tensor, num_classes: int, max_classes: int
+) -> dict[str, Any]:
+    feature_index = discriminative.nonzero().flatten()
+    h = val_h.double()
+    hn = h / h.norm(dim=1, keepdim=True).clamp_min(1e-12)
+    hd = hn[:, feature_index]
+    correct_means, count_correct = _class_means(hd, val_y, correct, num_classes)
+    wrong_means, count_wrong = _class_means(hd, val_y, ~correct, num_classes)
+    # features sorted by the class on which their correct-sample mean peaks, then by that peak
+    if feature_index.numel():
+        filled = np.where(np.isfinite(correct_means), correct_means, -np.inf)
+        peak_class = filled.argmax(0)
+        peak = filled.max(0)
+        order = np.lexsort((-peak, peak_class))
+    else:
+        order = np.zeros(0, dtype=np.int64)
+    # classes shown: those with both outcomes, most misclassified first, at most max_classes
+    eligible = np.flatnonzero((count_correct > 0) & (count_wrong > 0))
+    if eligible.size == 0:
+        eligible = np.flatnonzero(count_correct + count_wrong > 0)
+    ranked = eligible[np.argsort(-count_wrong[eligible], kind="stable")][:max_classes]
+    classes = np.sort(ranked)
+    return {
+        "feature_index": feature_index.numpy()[order],
+        "classes": classes,
+        "correct": correct_means[:, order],
+        "misclassified": wrong_means[:, order],
+        "count_correct": count_correct,
+        "count_misclassified": count_wrong,
+    }
+
+
+# -------------------------------------------------------------------------------------------- report
+def qscore_report(
+    train_h: Tensor,
+    train_y: Tensor,
+    val_h: Tensor,
+    val_y: Tensor,
+    eps: float = 4.0,
+    band: tuple[float, float] = (50.0, 95.0),
+    num_random_seeds: int = 5,
+    compression_fractions: Sequence[float] | None = DEFAULT_COMPRESSION_FRACTIONS,
+    probe_kwargs: Mapping[str, Any] | None = None,
+    num_classes: int | None = None,
+    batch_size: int = 4096,
+    max_curve_points: int = 200,
+    heatmap_max_classes: int = 20,
+) -> dict[str, Any]:
+    r"""Compute the Q-Score report of frozen representations (see the module docstring).
+
+    ``D`` and ``A`` come from the train set, ``Q`` and the probe outcome from the validation set.
+    With ``c_i = 1[probe(h_i) = y_i]`` and :math:`Q_i` the Q-Score (SPEC §2.4),
+    ``auroc = AUROC(Q, c)``, ``auprc = AP(Q, c)`` whose chance level is ``base_rate = mean(c)``
+    (= ``accuracy``), ``auroc_misclassified = AUROC(-Q, 1-c)``, ``auprc_misclassified = AP(-Q, 1-c)``.
+
+    Args:
+        train_h, train_y: train representations ``[N, r]`` (raw backbone output) and labels.
+        val_h, val_y: validation representations ``[M, r]`` and labels.
+        eps: threshold of the highly activating sets, in standard deviations.
+        band: percentile band ``(p_lo, p_hi)`` of the discriminative features.
+        num_random_seeds: random subsets per size in the compression study.
+        compression_fractions: sizes ``k = round(f r)`` of the compression study (``|D|`` is always
+            added); ``None`` or empty skips the study (``compression`` is then ``None``).
+        probe_kwargs: keyword arguments of :func:`~solo_qscore.probe.fit_linear_probe`.
+        num_classes: defaults to ``max label + 1`` over train and validation.
+        batch_size: batch size for the activation statistics.
+        max_curve_points: the PR/ROC curves kept in the JSON part are subsampled to this many points.
+        heatmap_max_classes: at most this many classes in the heat map (those with most errors).
+
+    Returns:
+        A dict of JSON-ready values (metrics may be ``None`` when undefined, then ``note`` says why),
+        plus ``arrays``: numpy arrays for the figures (dropped by :func:`write_report`'s JSON).
+
+    Raises:
+        ValueError: NaN/Inf in the representations, empty sets, or inconsistent shapes.
+    """
+    _check_inputs(train_h, train_y, "train")
+    r = train_h.shape[1]
+    _check_inputs(val_h, val_y, "val", num_features=r)
+    probe_kwargs = dict(probe_kwargs or {})
+    notes: list[str] = []
+    train_y = train_y.long().to(train_h.device)
+    val_y = val_y.long().to(val_h.device)
+    if num_classes is None:
+        num_classes = max(int(train_y.max()), int(val_y.max())) + 1
+
+    # 1. activation frequencies and the discriminative set, on the train set
+    stats = ActivationStatistics(r, eps=eps).to(train_h.device)
+    for start in range(0, train_h.shape[0], int(batch_size)):
+        stats.update(train_h[start : start + int(batch_size)])
+    A = stats.compute()
+    mean_active = stats.mean_active
+    D = discriminative_mask(A, float(band[0]), float(band[1]))
+    n_d = int(D.sum())
+    ranks = feature_ranks(A)
+    if n_d:
+        band_ranks = (int(ranks[D].min()), int(ranks[D].max()) + 1)
+    else:
+        edge = int(math.floor(float(band[0]) / 100.0 * r + 0.5))
+        band_ranks = (edge, edge)
+        notes.append(
+            f"the band [{band[0]:g}, {band[1]:g}) selects no feature of r = {r}: D is empty, so Q = 0 for "
+            "every sample and AUROC = 0.5 (AUPRC = base rate) by construction"
+        )
+
+    # 2. the probe: which validation samples are classified correctly
+    result = probe_correctness(train_h, train_y, val_h, val_y, num_classes=num_classes, **probe_kwargs)
+    correct = result.correct.cpu()
+    val_y_cpu = val_y.cpu()
+    accuracy = result.accuracy
+    n_val = int(correct.numel())
+    n_correct = int(correct.sum())
+    if int(torch.unique(val_y_cpu).numel()) == 1:
+        notes.append(f"the validation set has a single class ({int(val_y_cpu[0])})")
+    if int(torch.unique(train_y).numel()) == 1:
+        notes.append(
+            f"the train set has a single class ({int(train_y[0])}): the probe predicts it everywhere"
+        )
+
+    # 3. Q-Score of the validation samples and how well it separates correct from misclassified
+    q = q_score(val_h, D.to(val_h.device), eps=eps).double().cpu()
+    defined = 0 < n_correct < n_val
+    if defined:
+        view = _binary_view(q, correct)
+        mirror = _binary_view(-q, ~correct)
+        if n_d and float(q.max()) == float(q.min()):
+            notes.append(
+                "Q is constant over the validation set (no sample has a highly activating discriminative "
+                "feature): AUROC = 0.5 by construction"
+            )
+    else:
+        view = mirror = None
+        outcome = "correctly" if n_correct == n_val else "incorrectly"
+        notes.append(
+            f"the probe classified all {n_val} validation samples {outcome}: AUROC and AUPRC of Q are "
+            "undefined (they need both correct and misclassified samples)"
+        )
+
+    probs = result.probs.cpu()
+    confidence = probs.max(dim=1).values.double()
+
+    def masked_mean(values: Tensor, mask: Tensor) -> float | None:
+        return float(values[mask].mean()) if bool(mask.any()) else None
+
+    quantiles = torch.quantile(q, torch.tensor(Q_QUANTILES, dtype=torch.float64))
+    curves = None
+    if view is not None and mirror is not None:
+        pr_idx = _subsample(view["recall"].size, max_curve_points)
+        roc_idx = _subsample(view["fpr"].size, max_curve_points)
+        mpr_idx = _subsample(mirror["recall"].size, max_curve_points)
+        curves = {
+            "pr": {
+                "recall": view["recall"][pr_idx].tolist(),
+                "precision": view["precision"][pr_idx].tolist(),
+            },
+            "roc": {"fpr": view["fpr"][roc_idx].tolist(), "tpr": view["tpr"][roc_idx].tolist()},
+            "pr_misclassified": {
+                "recall": mirror["recall"][mpr_idx].tolist(),
+                "precision": mirror["precision"][mpr_idx].tolist(),
+            },
+        }
+
+    # 4. compression study (paper Fig. 2, A.5, A.7)
+    compression = None
+    if compression_fractions:
+        compression = _compression_study(
+            train_h.float(),
+            train_y,
+            val_h.float().to(train_h.device),
+            val_y.to(train_h.device),
+            A,
+            D,
+            accuracy,
+            num_classes,
+            compression_fractions,
+            num_random_seeds,
+            probe_kwargs,
+        )
+
+    probe = result.probe
+    report: dict[str, Any] = {
+        "auroc": view["auroc"] if view else None,
+        "auprc": view["auprc"] if view else None,
+        "accuracy": accuracy,
+        "base_rate": accuracy,
+        "auroc_misclassified": mirror["auroc"] if mirror else None,
+        "auprc_misclassified": mirror["auprc"] if mirror else None,
+        "base_rate_misclassified": 1.0 - accuracy,
+        "num_features": r,
+        "num_discriminative": n_d,
+        "band_ranks": list(band_ranks),
+        "eps": float(eps),
+        "band": [float(band[0]), float(band[1])],
+        "num_train": int(train_h.shape[0]),
+        "num_val": n_val,
+        "num_correct": n_correct,
+        "num_misclassified": n_val - n_correct,
+        "num_classes": int(num_classes),
+        "mean_active": float(mean_active),
+        "q_mean": float(q.mean()),
+        "q_mean_correct": masked_mean(q, correct),
+        "q_mean_misclassified": masked_mean(q, ~correct),
+        "q_zero_fraction": float((q == 0).double().mean()),
+        "q_quantiles": {f"{p:g}": float(v) for p, v in zip(Q_QUANTILES, quantiles.tolist())},
+        "confidence_mean": float(confidence.mean()),
+        "confidence_mean_correct": masked_mean(confidence, correct),
+        "confidence_mean_misclassified": masked_mean(confidence, ~correct),
+        "probe": {
+            "num_iterations": probe.num_iterations,
+            "final_loss": probe.final_loss,
+            **{k: v for k, v in probe_kwargs.items() if isinstance(v, (int, float, bool, str))},
+        },
+        "note": "; ".join(notes) if notes else None,
+        "curves": curves,
+        "compression": compression,
+        "arrays": {
+            "A": A.double().cpu().numpy(),
+            "discriminative": D.cpu().numpy(),
+            "q": q.numpy(),
+            "correct": correct.numpy(),
+            "val_y": val_y_cpu.numpy(),
+            "preds": result.preds.cpu().numpy(),
+            "confidence": confidence.numpy(),
+            "binary_correct": view,
+            "binary_misclassified": mirror,
+            "heatmap": _heatmap_arrays(
+                val_h.cpu(), val_y_cpu, correct, D.cpu(), num_classes, heatmap_max_classes
+            ),
+        },
+    }
+    return report
+
+
+# ------------------------------------------------------------------------------------------- writing
+def to_jsonable(value: Any) -> Any:
+    """Convert tensors, numpy values, tuples and non-finite floats (to ``None``) for strict JSON."""
+    if isinstance(value, Mapping):
+        return {str(k): to_jsonable(v) for k, v in value.items()}
+    if isinstance(value, Tensor):
+        value = value.detach().cpu().numpy()
+    if isinstance(value, np.ndarray):
+        return [to_jsonable(v) for v in value.tolist()]
+    if isinstance(value, (list, tuple)):
+        return [to_jsonable(v) for v in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+def write_json_atomic(payload: Any, path: str | os.PathLike) -> Path:
+    """Write ``payload`` as JSON to ``path`` via a temp file in the same directory and ``os.replace``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            json.dump(payload, handle, indent=2, allow_nan=False)
+            handle.write("\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    return path
+
+
+def report_figures(report: Mapping[str, Any]) -> dict[str, Any]:
+    """Build the report's figures (``name -> matplotlib Figure``) from what the report holds.
+
+    With ``arrays`` (a fresh report) all six figures are built; from a report read back from
+    ``probe.json`` only the PR/ROC curves and the compression plot can be.
+    """
+    from solo_qscore import plots
+
+    figures: dict[str, Any] = {}
+    arrays = report.get("arrays") or {}
+    view = arrays.get("binary_correct")
+    mirror = arrays.get("binary_misclassified")
+    curves = report.get("curves") or {}
+    if view is not None:
+        pr = (view["recall"], view["precision"])
+        roc = (view["fpr"], view["tpr"])
+        mpr = (mirror["recall"], mirror["precision"]) if mirror is not None else (None, None)
+    elif curves:
+        pr = (curves["pr"]["recall"], curves["pr"]["precision"])
+        roc = (curves["roc"]["fpr"], curves["roc"]["tpr"])
+        mpr = (curves["pr_misclassified"]["recall"], curves["pr_misclassified"]["precision"])
+    else:
+        pr = roc = ([], [])
+        mpr = (None, None)
+    figures["pr_curve"] = plots.pr_curve_figure(
+        pr[0],
+        pr[1],
+        report.get("auprc"),
+        report.get("base_rate"),
+        mpr[0],
+        mpr[1],
+        report.get("auprc_misclassified"),
+    )
+    figures["roc_curve"] = plots.roc_curve_figure(roc[0], roc[1], report.get("auroc"))
+    band = tuple(report.get("band", (50.0, 95.0)))
+    if "A" in arrays:
+        figures["activation_frequency"] = plots.activation_frequency_figure(
+            arrays["A"], tuple(report["band_ranks"]), band=band, eps=report.get("eps", 4.0)
+        )
+    if report.get("compression"):
+        figures["compression"] = plots.compression_figure(report["compression"])
+    heat = arrays.get("heatmap")
+    if heat is not None:
+        classes = heat["classes"]
+        figures["discriminative_heatmap"] = plots.discriminative_heatmap_figure(
+            heat["correct"][classes],
+            heat["misclassified"][classes],
+            [str(int(c)) for c in classes],
+            heat["count_correct"][classes],
+            heat["count_misclassified"][classes],
+            title=f"Mean activations of the {report.get('num_discriminative')} discriminative features "
+            f"per class (band [{band[0]:g}, {band[1]:g}))",
+        )
+    if "q" in arrays:
+        figures["q_histogram"] = plots.q_histogram_figure(arrays["q"], arrays["correct"], report.get("auroc"))
+    return figures
+
+
+def write_report(report: Mapping[str, Any], out_dir: str | os.PathLike, plots: bool = True) -> Path:
+    """Write ``out_dir/probe.json`` (everything but ``arrays``) and, if ``plots``, the PNG figures.
+
+    Every file is written atomically (temp file in ``out_dir``, then ``os.replace``), so a crash
+    never leaves a truncated ``probe.json`` and a previous one stays intact. The PNGs are
+    ``pr_curve``, ``roc_curve``, ``activation_frequency``, ``compression``,
+    ``discriminative_heatmap`` and ``q_histogram`` (those the report has the data for).
+
+    Returns:
+        The path of ``probe.json``.
+    """
+    from solo_qscore.plots import save_figure_atomic
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    payload = to_jsonable({k: v for k, v in report.items() if k != "arrays"})
+    path = write_json_atomic(payload, out_dir / "probe.json")
+    if plots:
+        for name, fig in report_figures(report).items():
+            save_figure_atomic(fig, out_dir / f"{name}.png")
+    return path
+
+
+# --------------------------------------------------------------------------------------------- wandb
+SCALAR_KEYS: tuple[str, ...] = (
+    "auroc",
+    "auprc",
+    "accuracy",
+    "base_rate",
+    "auroc_misclassified",
+    "auprc_misclassified",
+    "num_discriminative",
+    "mean_active",
+    "q_mean",
+    "q_mean_correct",
+    "q_mean_misclassified",
+    "confidence_mean",
+)
+
+
+def _fmt(value: Any) -> str:
+    return f"{value:.3f}" if isinstance(value, (int, float)) else "n/a"
+
+
+def log_report_to_wandb(
+    report: Mapping[str, Any], run_or_logger: Any, prefix: str = "probe", step: int | None = None
+) -> dict[str, Any]:
+    """Log the report to Weights & Biases (works offline with ``WANDB_MODE=offline``).
+
+    Scalars go to ``{prefix}/auroc`` etc. (also into the run summary), the PR/ROC curves as
+    ``wandb.plot.line`` charts over tables, the compression study as a table and a chart, and the
+    figures as ``wandb.Image``. ``run_or_logger`` is a ``wandb`` run or a Lightning ``WandbLogger``
+    (its ``.experiment`` is used). ``step`` is passed to ``run.log`` for a run, or logged as
+    ``trainer/global_step`` for a Lightning logger (whose charts use that as x axis).
+
+    Returns:
+        The dict that was logged.
+    """
+    import wandb
+    from PIL import Image
+
+    from solo_qscore.plots import figure_to_png_bytes
+
+    is_logger = not isinstance(run_or_logger, wandb.sdk.wandb_run.Run) and hasattr(
+        run_or_logger, "experiment"
+    )
+    run = run_or_logger.experiment if is_logger else run_or_logger
+    payload: dict[str, Any] = {}
+    for key in SCALAR_KEYS:
+        value = report.get(key)
+        if isinstance(value, (int, float)) and not (isinstance(value, float) and not math.isfinite(value)):
+            payload[f"{prefix}/{key}"] = value
+    for key, value in payload.items():
+        run.summary[key] = value
+    if report.get("note"):
+        run.summary[f"{prefix}/note"] = report["note"]
+
+    arrays = report.get("arrays") or {}
+    view = arrays.get("binary_correct")
+    curves = report.get("curves")
+    if view is not None or curves:
+        if view is not None:
+            idx = _subsample(view["recall"].size, 500)
+            pr_rows = list(zip(view["recall"][idx].tolist(), view["precision"][idx].tolist()))
+            idx = _subsample(view["fpr"].size, 500)
+            roc_rows = list(zip(view["fpr"][idx].tolist(), view["tpr"][idx].tolist()))
+        else:
+            pr_rows = list(zip(curves["pr"]["recall"], curves["pr"]["precision"]))
+            roc_rows = list(zip(curves["roc"]["fpr"], curves["roc"]["tpr"]))
+        pr_table = wandb.Table(data=pr_rows, columns=["recall", "precision"])
+        roc_table = wandb.Table(data=roc_rows, columns=["false positive rate", "true positive rate"])
+        payload[f"{prefix}/pr_curve_chart"] = wandb.plot.line(
+            pr_table, "recall", "precision", title=f"Q-Score PR curve (AUPRC {_fmt(report.get('auprc'))})"
+        )
+        payload[f"{prefix}/roc_curve_chart"] = wandb.plot.line(
+            roc_table,
+            "false positive rate",
+            "true positive rate",
+            title=f"Q-Score ROC curve (AUROC {_fmt(report.get('auroc'))})",
+        )
+    compression = report.get("compression")
+    if compression:
+        methods = ("band", "random_mean", "lower_tail", "upper_tail", "pca")
+        rows = [
+            [method, int(k), compression[method][i]]
+            for method in methods
+            for i, k in enumerate(compression["sizes"])
+            if compression[method][i] is not None
+        ]
+        table = wandb.Table(data=rows, columns=["method", "num_features", "accuracy"])
+        payload[f"{prefix}/compression_table"] = table
+    for name, fig in report_figures(report).items():
+        image = Image.open(io.BytesIO(figure_to_png_bytes(fig)))
+        payload[f"{prefix}/{name}"] = wandb.Image(image, caption=name.replace("_", " "))
+    if step is not None:
+        if is_logger:
+            payload["trainer/global_step"] = int(step)
+            run.log(payload)
+        else:
+            run.log(payload, step=int(step))
+    else:
+        run.log(payload)
+    return payload
