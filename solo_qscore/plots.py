@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
+from typing import IO
 
 import matplotlib
 import numpy as np
@@ -25,6 +27,7 @@ from matplotlib.figure import Figure
 __all__ = [
     "COLORS",
     "activation_frequency_figure",
+    "atomic_file",
     "compression_figure",
     "discriminative_heatmap_figure",
     "figure_to_png_bytes",
@@ -79,6 +82,13 @@ def _no_data(ax: Axes, message: str) -> None:
     ax.text(0.5, 0.5, message, ha="center", va="center", transform=ax.transAxes, color="#555555", wrap=True)
 
 
+def _pr_steps(recall, precision) -> tuple[np.ndarray, np.ndarray]:
+    """Sort a PR curve by recall so that a ``steps-pre`` line encloses exactly the average precision."""
+    recall, precision = _as_np(recall), _as_np(precision)
+    order = np.lexsort((-precision, recall))
+    return recall[order], precision[order]
+
+
 def pr_curve_figure(
     recall,
     precision,
@@ -96,11 +106,12 @@ def pr_curve_figure(
     fig = _new_figure(6.4, 4.8)
     ax = fig.add_subplot()
     _style(ax)
-    recall, precision = _as_np(recall), _as_np(precision)
+    recall, precision = _pr_steps(recall, precision)
     if recall.size:
         ax.plot(
             recall,
             precision,
+            drawstyle="steps-pre",
             color=COLORS["correct"],
             lw=2,
             label=f"positive = correct, score Q (AUPRC {_fmt(auprc)})",
@@ -118,8 +129,8 @@ def pr_curve_figure(
         _no_data(ax, "PR curve undefined\n(all validation samples are correct or all are wrong)")
     if recall_misclassified is not None and len(recall_misclassified):
         ax.plot(
-            _as_np(recall_misclassified),
-            _as_np(precision_misclassified),
+            *_pr_steps(recall_misclassified, precision_misclassified),
+            drawstyle="steps-pre",
             color=COLORS["misclassified"],
             lw=2,
             label=f"positive = misclassified, score -Q (AUPRC {_fmt(auprc_misclassified)})",
@@ -172,6 +183,7 @@ def activation_frequency_figure(
     band_ranks: tuple[int, int],
     band: tuple[float, float] = (50.0, 95.0),
     eps: float = 4.0,
+    mean_active: float | None = None,
     title: str | None = None,
 ) -> Figure:
     r"""Sorted activation frequencies :math:`A_j` with the discriminative band shaded (paper Fig. 1).
@@ -209,7 +221,11 @@ def activation_frequency_figure(
     ax.set_ylim(bottom=0)
     ax.set_xlabel(f"feature rank (sorted by $A_j$ ascending, r = {r})")
     ax.set_ylabel(r"$A_j$: % of train samples with $j \in L_i$")
-    ax.set_title(title or rf"Activation frequency of each feature ($\epsilon$ = {eps:g})", fontsize=11)
+    if title is None:
+        title = rf"Activation frequency of each feature ($\epsilon$ = {eps:g})"
+        if mean_active is not None:
+            title += rf", mean $|L_i|$ = {mean_active:.2f}"
+    ax.set_title(title, fontsize=11)
     ax.legend(loc="upper left", fontsize=8, framealpha=0.9, title="features (count)", title_fontsize=8)
     return fig
 
@@ -338,24 +354,28 @@ def discriminative_heatmap_figure(
         image = ax.imshow(
             np.ma.masked_invalid(data),
             aspect="auto",
-            interpolation="nearest",
+            interpolation="nearest" if n_cols <= 400 else "antialiased",
             cmap=cmap,
             vmin=vmin,
             vmax=vmax,
         )
         total = int(np.sum(counts)) if counts is not None else None
         ax.set_title(f"{name}" + (f" (n = {total})" if total is not None else ""), color=color, fontsize=11)
-        ax.set_xlabel(f"discriminative feature ({n_cols}, sorted by the class they peak on)")
-        if counts is not None and n_rows <= 40:
-            sec = ax.secondary_yaxis("right")
-            sec.set_yticks(np.arange(n_rows), labels=[str(int(c)) for c in counts], fontsize=7)
-            sec.tick_params(length=0)
-            if ax is axes[1]:
-                sec.set_ylabel("samples", fontsize=8)
+        ax.set_xlabel(f"discriminative feature ({n_cols}, grouped by the class they peak on)")
         for spine in ax.spines.values():
             spine.set_visible(False)
     if n_rows <= 40:
-        axes[0].set_yticks(np.arange(n_rows), labels=list(class_labels), fontsize=8)
+        labels = list(class_labels)
+        if count_correct is not None:
+            labels = [f"{name}  (n={int(c)})" for name, c in zip(labels, count_correct)]
+        axes[0].set_yticks(np.arange(n_rows), labels=labels, fontsize=8)
+        if count_misclassified is not None:
+            sec = axes[1].secondary_yaxis("right")
+            sec.set_yticks(np.arange(n_rows), labels=[f"n={int(c)}" for c in count_misclassified], fontsize=8)
+            sec.tick_params(length=0)
+            for spine in sec.spines.values():
+                spine.set_visible(False)
+        axes[1].tick_params(axis="y", length=0)
     axes[0].set_ylabel("class (true label)")
     fig.colorbar(
         image, ax=list(axes), shrink=0.9, pad=0.02, label=r"mean $\hat h_{ij}$ (L2-normalised representation)"
@@ -392,6 +412,7 @@ def q_histogram_figure(
         if values.size == 0:
             continue
         ax.hist(values, bins=bins, density=True, histtype="stepfilled", alpha=0.3, color=color)
+        zero = float(np.mean(values == 0.0))
         ax.hist(
             values,
             bins=bins,
@@ -399,30 +420,54 @@ def q_histogram_figure(
             histtype="step",
             lw=1.6,
             color=color,
-            label=f"{name} (n = {values.size}, mean Q = {values.mean():.4f})",
+            label=f"{name} (n = {values.size}, mean Q = {values.mean():.4f}, Q = 0: {100 * zero:.1f}%)",
         )
         ax.axvline(values.mean(), color=color, ls="--", lw=1.2)
     ax.set_xlabel(r"Q-Score $Q_i$ (mean deviation of highly activating discriminative features)")
+    if bool(np.any(q == 0.0)):
+        ax.annotate(
+            "Q = 0: no highly activating\ndiscriminative feature",
+            xy=(0.0, 0.0),
+            xycoords=("data", "axes fraction"),
+            xytext=(16, 48),
+            textcoords="offset points",
+            fontsize=7,
+            color="#555555",
+            arrowprops={"arrowstyle": "->", "color": "#888888", "lw": 0.8},
+        )
     ax.set_ylabel("density")
+    ax.set_ylim(0, ax.get_ylim()[1] * 1.3)  # room for the legend
     suffix = f"  (AUROC {_fmt(auroc)})" if auroc is not None else ""
     ax.set_title(title + suffix, fontsize=11)
     ax.legend(loc="upper right", fontsize=8, framealpha=0.9)
     return fig
 
 
-def save_figure_atomic(fig: Figure, path: str | os.PathLike, dpi: int = DPI) -> Path:
-    """Write ``fig`` as a PNG to ``path`` atomically: a temp file in the same directory, then ``os.replace``.
+def _default_file_mode() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return 0o666 & ~mask
 
-    A reader never sees a half-written PNG, and a failure leaves any previous file intact.
+
+_FILE_MODE = _default_file_mode()
+
+
+@contextmanager
+def atomic_file(path: str | os.PathLike, binary: bool = True) -> Iterator[IO]:
+    """Open a temp file next to ``path`` for writing; on success it replaces ``path`` (``os.replace``).
+
+    On any exception the temp file is removed and ``path`` is left as it was. The file gets the
+    usual permissions (``0o666`` minus the umask), not the private mode of ``mkstemp``.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "wb") as handle:
-            fig.savefig(handle, format="png", dpi=dpi, facecolor="white")
+        with os.fdopen(fd, "wb" if binary else "w", **({} if binary else {"encoding": "utf-8"})) as handle:
+            yield handle
             handle.flush()
             os.fsync(handle.fileno())
+        os.chmod(tmp, _FILE_MODE)
         os.replace(tmp, path)
     except BaseException:
         try:
@@ -430,7 +475,16 @@ def save_figure_atomic(fig: Figure, path: str | os.PathLike, dpi: int = DPI) -> 
         except FileNotFoundError:
             pass
         raise
-    return path
+
+
+def save_figure_atomic(fig: Figure, path: str | os.PathLike, dpi: int = DPI) -> Path:
+    """Write ``fig`` as a PNG to ``path`` atomically: a temp file in the same directory, then ``os.replace``.
+
+    A reader never sees a half-written PNG, and a failure leaves any previous file intact.
+    """
+    with atomic_file(path, binary=True) as handle:
+        fig.savefig(handle, format="png", dpi=dpi, facecolor="white")
+    return Path(path)
 
 
 def figure_to_png_bytes(fig: Figure, dpi: int = DPI) -> bytes:

@@ -23,7 +23,6 @@ import io
 import json
 import math
 import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -46,6 +45,7 @@ from solo_qscore.discriminative import (
     rank_band_mask,
     upper_tail_mask,
 )
+from solo_qscore.plots import atomic_file
 from solo_qscore.probe import fit_linear_probe, probe_correctness
 from solo_qscore.qscore import q_score
 from solo_qscore.statistics import ActivationStatistics
@@ -209,14 +209,22 @@ def _compression_study(
             cache[key] = float((probe.predict(val_x[:, idx]) == val_y).float().mean())
         return cache[key]
 
-    # PCA basis of the centred train features: eigenvectors of the covariance, largest first.
-    mean = train_x.double().mean(0)
-    centred = train_x.double() - mean
+    # PCA: principal axes of the train features as the probe sees them (standardised unless
+    # probe_kwargs says otherwise), largest variance first. The probe on the top-k projections is
+    # then fitted without re-standardising, so k = r is a rotation of the full problem (the L2
+    # penalty is rotation invariant) and gives the full probe's accuracy.
+    standardize = bool(probe_kwargs.get("standardize", True))
+    x64 = train_x.double()
+    mean = x64.mean(0)
+    scale = x64.std(0, correction=0) if standardize else torch.ones_like(mean)
+    scale = torch.where(scale > 1e-7 * (mean.abs() + 1e-30), scale, torch.ones_like(scale))
+    centred = (x64 - mean) / scale
     cov = centred.t() @ centred / max(train_x.shape[0], 1)
     _, eigvecs = torch.linalg.eigh(cov)
-    basis = eigvecs.flip(1).to(train_x.dtype)
-    train_pc = (centred.to(train_x.dtype)) @ basis
-    val_pc = (val_x - mean.to(val_x.dtype)) @ basis
+    basis = eigvecs.flip(1)
+    train_pc = (centred @ basis).to(train_x.dtype)
+    val_pc = (((val_x.double() - mean) / scale) @ basis).to(val_x.dtype)
+    pca_kwargs = {**probe_kwargs, "standardize": False}
 
     out: dict[str, Any] = {
         "sizes": sizes,
@@ -236,9 +244,7 @@ def _compression_study(
         out["random_std"].append(float(rnd.std()) if rnd.size else None)
         out["lower_tail"].append(accuracy_of(masks["lower_tail"]))
         out["upper_tail"].append(accuracy_of(masks["upper_tail"]))
-        probe = fit_linear_probe(
-            train_pc[:, :k].contiguous(), train_y, num_classes=num_classes, **probe_kwargs
-        )
+        probe = fit_linear_probe(train_pc[:, :k].contiguous(), train_y, num_classes=num_classes, **pca_kwargs)
         out["pca"].append(float((probe.predict(val_pc[:, :k].contiguous()) == val_y).float().mean()))
     out.update(
         full_accuracy=full_accuracy,
@@ -271,20 +277,19 @@ def _heatmap_arrays(
     hd = hn[:, feature_index]
     correct_means, count_correct = _class_means(hd, val_y, correct, num_classes)
     wrong_means, count_wrong = _class_means(hd, val_y, ~correct, num_classes)
-    # features sorted by the class on which their correct-sample mean peaks, then by that peak
-    if feature_index.numel():
-        filled = np.where(np.isfinite(correct_means), correct_means, -np.inf)
-        peak_class = filled.argmax(0)
-        peak = filled.max(0)
-        order = np.lexsort((-peak, peak_class))
-    else:
-        order = np.zeros(0, dtype=np.int64)
     # classes shown: those with both outcomes, most misclassified first, at most max_classes
     eligible = np.flatnonzero((count_correct > 0) & (count_wrong > 0))
     if eligible.size == 0:
         eligible = np.flatnonzero(count_correct + count_wrong > 0)
     ranked = eligible[np.argsort(-count_wrong[eligible], kind="stable")][:max_classes]
     classes = np.sort(ranked)
+    # features sorted by the shown class on which their correct-sample mean peaks, then by that peak
+    if feature_index.numel() and classes.size:
+        shown = correct_means[classes]
+        filled = np.where(np.isfinite(shown), shown, -np.inf)
+        order = np.lexsort((-filled.max(0), filled.argmax(0)))
+    else:
+        order = np.arange(feature_index.numel())
     return {
         "feature_index": feature_index.numpy()[order],
         "classes": classes,
@@ -517,24 +522,14 @@ def to_jsonable(value: Any) -> Any:
 
 
 def write_json_atomic(payload: Any, path: str | os.PathLike) -> Path:
-    """Write ``payload`` as JSON to ``path`` via a temp file in the same directory and ``os.replace``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(payload, handle, indent=2, allow_nan=False)
-            handle.write("\n")
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    return path
+    """Write ``payload`` as strict JSON to ``path`` via a temp file in the same directory and ``os.replace``.
+
+    If serialisation fails midway, the temp file is removed and a previous ``path`` is left intact.
+    """
+    with atomic_file(path, binary=False) as handle:
+        json.dump(payload, handle, indent=2, allow_nan=False)
+        handle.write("\n")
+    return Path(path)
 
 
 def report_figures(report: Mapping[str, Any]) -> dict[str, Any]:
@@ -574,7 +569,11 @@ def report_figures(report: Mapping[str, Any]) -> dict[str, Any]:
     band = tuple(report.get("band", (50.0, 95.0)))
     if "A" in arrays:
         figures["activation_frequency"] = plots.activation_frequency_figure(
-            arrays["A"], tuple(report["band_ranks"]), band=band, eps=report.get("eps", 4.0)
+            arrays["A"],
+            tuple(report["band_ranks"]),
+            band=band,
+            eps=report.get("eps", 4.0),
+            mean_active=report.get("mean_active"),
         )
     if report.get("compression"):
         figures["compression"] = plots.compression_figure(report["compression"])
@@ -706,6 +705,9 @@ def log_report_to_wandb(
         ]
         table = wandb.Table(data=rows, columns=["method", "num_features", "accuracy"])
         payload[f"{prefix}/compression_table"] = table
+        payload[f"{prefix}/compression_chart"] = wandb.plot.line(
+            table, "num_features", "accuracy", stroke="method", title="Probe accuracy on feature subsets"
+        )
     for name, fig in report_figures(report).items():
         image = Image.open(io.BytesIO(figure_to_png_bytes(fig)))
         payload[f"{prefix}/{name}"] = wandb.Image(image, caption=name.replace("_", " "))

@@ -1,0 +1,217 @@
+"""Lightning callback: activation statistics each epoch, and the discriminative set they give.
+
+Hooks:
+    ``on_train_batch_end``: add the batch's backbone features to an
+    :class:`~solo_qscore.ActivationStatistics` metric (the features the training step already
+    computed: no extra forward pass), with the batch's Q under the current set.
+    ``on_train_epoch_end``: compute :math:`A_j` (summed across DDP processes), the discriminative
+    set :math:`D`, push :math:`D` into the module's ``qscore_discriminative`` buffer, and log
+    ``qscore/num_discriminative``, ``qscore/mean_active``, ``qscore/q_mean`` and Q quantiles (and,
+    with a wandb logger, the sorted :math:`A_j` curve with the band and a Q histogram).
+    ``on_train_start``: with a ``dataloader``, seed :math:`D` by one pass over it when the module
+    has none yet (further-training a pre-trained encoder).
+
+With ``dataloader`` given and ``exact=True``, the epoch statistics come from a pass over that
+loader (no augmentation, as the paper does on the train set) instead of the training crops.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.utilities import rank_zero_warn
+from torch import Tensor
+
+from solo_qscore.discriminative import _band_edge, discriminative_mask
+from solo_qscore.statistics import ActivationStatistics
+
+BUFFER = "qscore_discriminative"
+
+
+def find_backbone(module: torch.nn.Module) -> torch.nn.Module:
+    """``module.backbone`` (solo-learn main, most code) or ``module.encoder`` (solo-learn 1.0.x)."""
+    for name in ("backbone", "encoder"):
+        backbone = getattr(module, name, None)
+        if isinstance(backbone, torch.nn.Module):
+            return backbone
+    raise AttributeError(f"{type(module).__name__} has no 'backbone' or 'encoder' module")
+
+
+@torch.no_grad()
+def extract_features(backbone: torch.nn.Module, loader, device: torch.device) -> tuple[Tensor, Tensor]:
+    """Backbone features and labels of a loader of ``(X, Y)`` batches, in eval mode."""
+    was_training = backbone.training
+    backbone.eval()
+    feats, labels = [], []
+    try:
+        for x, y in loader:
+            feats.append(backbone(x.to(device)).float())
+            labels.append(y.to(device))
+    finally:
+        backbone.train(was_training)
+    return torch.cat(feats), torch.cat(labels)
+
+
+class ActivationStatisticsCallback(pl.Callback):
+    """Accumulates :math:`A_j` each epoch and refreshes the discriminative set (SPEC §2.2-2.3).
+
+    Args:
+        eps: threshold of the highly activating sets (SPEC default 4).
+        band: percentile band ``(low, high)`` of the discriminative set (default ``(50, 95)``).
+        dataloader: optional loader of ``(X, Y)`` without augmentation, for seeding and ``exact``.
+        exact: compute the epoch statistics from ``dataloader`` instead of the training crops.
+    """
+
+    def __init__(self, eps: float = 4.0, band: tuple[float, float] = (50.0, 95.0),
+                 dataloader: Optional[Any] = None, exact: bool = False) -> None:
+        super().__init__()
+        if exact and dataloader is None:
+            raise ValueError("exact=True needs a dataloader of the train set without augmentation")
+        discriminative_mask(torch.zeros(2), *band)  # validates the band now, not at epoch end
+        self.eps, self.band = float(eps), (float(band[0]), float(band[1]))
+        self.dataloader, self.exact = dataloader, exact
+        self.metric: Optional[ActivationStatistics] = None
+        self.discriminative: Optional[Tensor] = None
+        self.frequencies: Optional[Tensor] = None
+        self._q: list[Tensor] = []
+        self._hook = None
+        self._hooked: list[Tensor] = []
+        self._pending_state: Optional[dict] = None
+
+    # -- helpers ---------------------------------------------------------------------------
+    def _ensure_metric(self, num_features: int, device: torch.device) -> ActivationStatistics:
+        if self.metric is None or self.metric.num_features != num_features:
+            self.metric = ActivationStatistics(num_features, self.eps).to(device)
+            if self._pending_state is not None:
+                for name in ("counts", "num_samples", "num_active", "num_nonfinite"):
+                    getattr(self.metric, name).copy_(self._pending_state[name])
+                self._pending_state = None
+        return self.metric
+
+    def _batch_features(self, pl_module: pl.LightningModule) -> Optional[Tensor]:
+        h = getattr(pl_module, "qscore_batch_features", None)
+        if h is None and self._hooked:
+            h = torch.cat(self._hooked).detach()
+        self._hooked = []
+        return h
+
+    def _push(self, pl_module: pl.LightningModule, discriminative: Tensor) -> None:
+        self.discriminative = discriminative.detach().cpu()
+        buffer = getattr(pl_module, BUFFER, None)
+        if isinstance(buffer, Tensor):
+            buffer.copy_(discriminative.to(buffer.device))
+
+    def _statistics_pass(self, pl_module: pl.LightningModule) -> ActivationStatistics:
+        feats, _ = extract_features(find_backbone(pl_module), self.dataloader, pl_module.device)
+        metric = ActivationStatistics(feats.shape[1], self.eps).to(pl_module.device)
+        metric.update(feats)
+        return metric
+
+    # -- hooks -----------------------------------------------------------------------------
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if not hasattr(pl_module, "qscore_batch_features") and not self.exact:
+            # a module without the solo-qscore mixin: capture the backbone output ourselves
+            def hook(module, inputs, output):
+                if module.training:
+                    self._hooked.append(output.detach())
+
+            self._hook = find_backbone(pl_module).register_forward_hook(hook)
+
+    def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self._hook is not None:
+            self._hook.remove()
+            self._hook = None
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        buffer = getattr(pl_module, BUFFER, None)
+        has_set = isinstance(buffer, Tensor) and bool(buffer.any())
+        if self.dataloader is not None and not has_set and self.discriminative is None:
+            metric = self._statistics_pass(pl_module)
+            self.frequencies = metric.compute().cpu()
+            self._push(pl_module, discriminative_mask(self.frequencies, *self.band))
+        elif has_set and self.discriminative is None:
+            self.discriminative = buffer.detach().cpu()
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._q = []
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if self.exact:
+            return
+        h = self._batch_features(pl_module)
+        if h is None:
+            return
+        metric = self._ensure_metric(h.shape[1], h.device)
+        if self.discriminative is not None:
+            self._q.append(metric.update_and_score(h, self.discriminative.to(h.device)))
+        else:
+            metric.update(h)
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        metric = self._statistics_pass(pl_module) if self.exact else self.metric
+        if metric is None:
+            return
+        try:
+            frequencies = metric.compute()
+        except ValueError as err:  # NaN/Inf representations or no samples: keep the current set
+            rank_zero_warn(f"activation statistics skipped this epoch, discriminative set unchanged: {err}")
+            metric.reset()
+            return
+        self.frequencies = frequencies.detach().cpu()
+        discriminative = discriminative_mask(self.frequencies, *self.band)
+        self._push(pl_module, discriminative)
+        logs = {
+            "qscore/num_discriminative": float(discriminative.sum()),
+            "qscore/mean_active": metric.mean_active,
+            "qscore/num_samples": float(metric.num_samples),
+        }
+        if self._q:
+            q = torch.cat(self._q).float().cpu()
+            quantiles = torch.quantile(q, torch.tensor([0.1, 0.5, 0.9]))
+            logs.update({"qscore/q_mean": float(q.mean()), "qscore/q_p10": float(quantiles[0]),
+                         "qscore/q_p50": float(quantiles[1]), "qscore/q_p90": float(quantiles[2])})
+        pl_module.log_dict(logs, rank_zero_only=True)
+        self._log_wandb(trainer, q=torch.cat(self._q).float().cpu() if self._q else None)
+        # reset here, not at epoch start: a checkpoint taken mid-epoch keeps its partial counts
+        metric.reset()
+        self._q = []
+
+    def _log_wandb(self, trainer: pl.Trainer, q: Optional[Tensor]) -> None:
+        if trainer.global_rank != 0:
+            return
+        from pytorch_lightning.loggers import WandbLogger
+
+        for logger in trainer.loggers:
+            if isinstance(logger, WandbLogger):
+                import wandb
+
+                from solo_qscore.plots import activation_frequency_figure
+
+                r = self.frequencies.numel()
+                ranks = (_band_edge(self.band[0], r), _band_edge(self.band[1], r))
+                fig = activation_frequency_figure(self.frequencies, ranks, self.band, self.eps)
+                payload = {"qscore/activation_frequency": wandb.Image(fig), "epoch": trainer.current_epoch}
+                if q is not None and q.numel():
+                    payload["qscore/q_histogram"] = wandb.Histogram(q.numpy())
+                logger.experiment.log(payload)
+                import matplotlib.pyplot as plt
+
+                plt.close(fig)
+
+    # -- checkpoint state ------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        state: dict[str, Any] = {"eps": self.eps, "band": self.band,
+                                 "discriminative": self.discriminative, "frequencies": self.frequencies}
+        if self.metric is not None:
+            for name in ("counts", "num_samples", "num_active", "num_nonfinite"):
+                state[name] = getattr(self.metric, name).detach().cpu().clone()
+        return state
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.discriminative = state_dict.get("discriminative")
+        self.frequencies = state_dict.get("frequencies")
+        if "counts" in state_dict:
+            self._pending_state = {k: state_dict[k] for k in ("counts", "num_samples", "num_active", "num_nonfinite")}
+            self.metric = None

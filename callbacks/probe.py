@@ -1,0 +1,104 @@
+"""Lightning callback: the Q-Score probe every k epochs and at the end of training.
+
+Hooks:
+    ``on_train_epoch_end`` (every ``every_n_epochs``, 0 = never) and ``on_train_end``: extract
+    frozen backbone features of ``train_loader`` and ``val_loader`` (no augmentation), fit a linear
+    probe (full-batch L-BFGS on cached features), compute :math:`A`/:math:`D` on train and
+    :math:`Q` on validation, and log ``probe/auroc``, ``probe/auprc``, ``probe/accuracy`` (the
+    AUPRC base rate), the mirrored misclassification view, RankMe and the std of normalised
+    embeddings; with a wandb logger also the PR/ROC curves and report figures. With ``out_dir``
+    the report (``probe.json`` and PNGs) is written there, atomically, at the end of training.
+
+Runs on global rank 0 only (the others wait): the probe is cheap next to training.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Optional
+
+import pytorch_lightning as pl
+from solo_qscore.callbacks.activation_statistics import extract_features, find_backbone
+
+from solo_qscore.collapse import normalized_embedding_std, rankme
+
+SCALARS = ("auroc", "auprc", "accuracy", "auroc_misclassified", "auprc_misclassified", "num_discriminative",
+           "mean_active", "q_mean")
+
+
+class QScoreProbeCallback(pl.Callback):
+    """Runs the Q-Score probe report during and after training (SPEC §2.5).
+
+    Args:
+        train_loader, val_loader: loaders of ``(X, Y)`` without augmentation.
+        every_n_epochs: run after every k-th epoch too (0: only at the end of training).
+        eps, band: Q-Score settings (SPEC defaults 4 and (50, 95)).
+        out_dir: write ``probe.json`` and the figures there at the end of training.
+        report_kwargs: passed to :func:`solo_qscore.report.qscore_report`.
+    """
+
+    def __init__(self, train_loader, val_loader, every_n_epochs: int = 0, eps: float = 4.0,
+                 band: tuple[float, float] = (50.0, 95.0), out_dir: Optional[str] = None,
+                 report_kwargs: Optional[dict[str, Any]] = None) -> None:
+        super().__init__()
+        if every_n_epochs < 0:
+            raise ValueError(f"every_n_epochs must be >= 0, got {every_n_epochs}")
+        self.train_loader, self.val_loader = train_loader, val_loader
+        self.every_n_epochs, self.eps, self.band = every_n_epochs, eps, tuple(band)
+        self.out_dir = Path(out_dir) if out_dir is not None else None
+        self.report_kwargs = dict(report_kwargs or {})
+        self.last_report: Optional[dict[str, Any]] = None
+        self.history: list[dict[str, Any]] = []
+
+    def run_probe(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> Optional[dict[str, Any]]:
+        from solo_qscore.report import qscore_report
+
+        if trainer.global_rank != 0:
+            return None
+        backbone = find_backbone(pl_module)
+        train_h, train_y = extract_features(backbone, self.train_loader, pl_module.device)
+        val_h, val_y = extract_features(backbone, self.val_loader, pl_module.device)
+        report = qscore_report(train_h, train_y, val_h, val_y, eps=self.eps, band=self.band, **self.report_kwargs)
+        report["rankme"] = rankme(val_h)
+        report["embedding_std"] = normalized_embedding_std(val_h)
+        report["epoch"] = trainer.current_epoch
+        report["global_step"] = trainer.global_step
+        self.last_report = report
+        self.history.append({k: report.get(k) for k in (*SCALARS, "rankme", "embedding_std", "epoch", "global_step")})
+        return report
+
+    def _log(self, trainer: pl.Trainer, report: dict[str, Any], final: bool) -> None:
+        scalars = {f"probe/{k}": float(report[k]) for k in (*SCALARS, "rankme", "embedding_std")
+                   if isinstance(report.get(k), (int, float))}
+        for logger in trainer.loggers:
+            logger.log_metrics(scalars, step=trainer.global_step)
+        from pytorch_lightning.loggers import WandbLogger
+
+        for logger in trainer.loggers:
+            if isinstance(logger, WandbLogger) and final:
+                from solo_qscore.report import log_report_to_wandb
+
+                log_report_to_wandb(report, logger, step=trainer.global_step)
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        k = self.every_n_epochs
+        if k and (trainer.current_epoch + 1) % k == 0:
+            report = self.run_probe(trainer, pl_module)
+            if report is not None:
+                self._log(trainer, report, final=False)
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        report = self.run_probe(trainer, pl_module)
+        if report is None:
+            return
+        self._log(trainer, report, final=True)
+        if self.out_dir is not None:
+            from solo_qscore.report import write_report
+
+            write_report(report, self.out_dir)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"history": self.history}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.history = list(state_dict.get("history", []))

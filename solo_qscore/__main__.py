@@ -1,0 +1,5 @@
+import sys
+
+from solo_qscore.cli import main
+
+sys.exit(main())
