@@ -37,8 +37,9 @@ unit: install
 
 smoke: install
 	$(BIN)/python -m solo_qscore pretrain method_configs/cifar10/simclr.yaml --qscore --ifm \
-	  trainer.max_steps=40 data.batch_size=32 data.num_workers=0 output_dir=runs/smoke wandb.enabled=false \
-	  --assert-loss-decreases
+	  trainer.max_steps=40 data.batch_size=32 data.num_workers=2 data.train_subset=1024 data.val_subset=500 \
+	  output_dir=runs/smoke wandb.enabled=true --assert-loss-decreases
+	$(BIN)/python -m solo_qscore probe runs/smoke/checkpoints/last.ckpt --out runs/smoke/probe_cli
 
 test: install lint unit smoke
 

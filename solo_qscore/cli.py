@@ -57,9 +57,7 @@ def cmd_probe(args: argparse.Namespace) -> int:
         from solo_qscore.adapters.solo_v1 import load_method
 
         model, saved_cfg, _ = load_method(args.checkpoint)
-        cfg = load_config(None, [])
-        cfg.update({k: saved_cfg[k] for k in saved_cfg})
-        cfg = load_config(None, [f"{k}={json.dumps(v)}" for k, v in _flatten(cfg).items()] + list(args.overrides))
+        cfg = load_config(saved_cfg, list(args.overrides))
         backbone = find_backbone(model)
     else:  # a plain torchvision ResNet state dict
         cfg = load_config(_config_path(args.config) if args.config else None, list(args.overrides))
@@ -79,16 +77,6 @@ def cmd_probe(args: argparse.Namespace) -> int:
                                                   "num_discriminative", "note")}, indent=2))
     print(f"report: {path}")
     return 0
-
-
-def _flatten(cfg: dict, prefix: str = "") -> dict:
-    out = {}
-    for k, v in cfg.items():
-        if isinstance(v, dict) and k not in ("trainer", "method_kwargs", "extra_args") and v:
-            out.update(_flatten(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
 
 
 def _torchvision_backbone(state_dict, cfg: dict):

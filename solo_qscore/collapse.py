@@ -1,7 +1,8 @@
 r"""Label-free representation metrics users already know, to compare Q-Score against.
 
 * RankMe (Garrido et al., 2023): :math:`\exp(-\sum_k p_k \log p_k)` with
-  :math:`p_k = \sigma_k / \lVert\sigma\rVert_1 + \epsilon` over the singular values :math:`\sigma` of the ``[N, r]`` embedding matrix.
+  :math:`p_k = \sigma_k / \lVert\sigma\rVert_1 + \epsilon`, over the singular values
+  :math:`\sigma` of the ``[N, r]`` embedding matrix.
 * Std of L2-normalised embeddings (the collapse signal of lightly): mean over features of the
   std over samples of :math:`h_i/\lVert h_i\rVert`; about :math:`1/\sqrt r` when healthy, 0 when collapsed.
 """

@@ -99,10 +99,14 @@ def _deep_update(target: dict, update: dict) -> None:
             target[key] = value
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> dict:
-    """Load a YAML config, apply ``key.sub=value`` overrides, validate, and return a plain dict."""
+def load_config(
+    path: str | Path | dict | None = None, overrides: list[str] | tuple[str, ...] = ()
+) -> dict:
+    """Load a YAML config (or take a config dict), apply ``key.sub=value`` overrides, validate."""
     raw: dict = {}
-    if path is not None:
+    if isinstance(path, dict):
+        raw = copy.deepcopy(path)
+    elif path is not None:
         path = Path(path)
         if not path.is_file():
             raise ConfigError(f"config file '{path}' does not exist")
