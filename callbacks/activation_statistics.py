@@ -79,6 +79,7 @@ class ActivationStatisticsCallback(pl.Callback):
         self._hook = None
         self._hooked: list[Tensor] = []
         self._pending_state: Optional[dict] = None
+        self._epoch: Optional[int] = None  # epoch whose partial counts the metric holds
 
     # -- helpers ---------------------------------------------------------------------------
     def _ensure_metric(self, num_features: int, device: torch.device) -> ActivationStatistics:
@@ -133,9 +134,26 @@ class ActivationStatisticsCallback(pl.Callback):
             self._push(pl_module, discriminative_mask(self.frequencies, *self.band))
         elif has_set and self.discriminative is None:
             self.discriminative = buffer.detach().cpu()
+        self._finish_restored_epoch(trainer, pl_module)
+
+    def _finish_restored_epoch(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # A checkpoint saved after the last batch of an epoch (``every_n_train_steps``) holds that
+        # epoch's full counts, but Lightning does not rerun ``on_train_epoch_end`` when it resumes
+        # into the next epoch: compute that epoch's set now rather than mixing it into the next one.
+        if self._pending_state is None or self._epoch is None or trainer.current_epoch <= self._epoch:
+            return
+        counts = self._pending_state["counts"]
+        metric = self._ensure_metric(counts.numel(), pl_module.device)
+        try:
+            self.frequencies = metric.compute().detach().cpu()
+            self._push(pl_module, discriminative_mask(self.frequencies, *self.band))
+        except ValueError as err:
+            rank_zero_warn(f"activation statistics of the restored epoch skipped, discriminative set unchanged: {err}")
+        metric.reset()
 
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._q = []
+        self._epoch = trainer.current_epoch
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         if self.exact:
@@ -162,10 +180,14 @@ class ActivationStatisticsCallback(pl.Callback):
         self.frequencies = frequencies.detach().cpu()
         discriminative = discriminative_mask(self.frequencies, *self.band)
         self._push(pl_module, discriminative)
+        num_samples, num_active = metric.num_samples.double(), metric.num_active.double()
+        if trainer.world_size > 1 and not self.exact:  # compute() synced A; these are still per-process
+            num_samples = trainer.strategy.reduce(num_samples, reduce_op="sum")
+            num_active = trainer.strategy.reduce(num_active, reduce_op="sum")
         logs = {
             "qscore/num_discriminative": float(discriminative.sum()),
-            "qscore/mean_active": metric.mean_active,
-            "qscore/num_samples": float(metric.num_samples),
+            "qscore/mean_active": float(num_active) / float(num_samples) if float(num_samples) else 0.0,
+            "qscore/num_samples": float(num_samples),
         }
         if self._q:
             q = torch.cat(self._q).float().cpu()
@@ -202,7 +224,7 @@ class ActivationStatisticsCallback(pl.Callback):
 
     # -- checkpoint state ------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
-        state: dict[str, Any] = {"eps": self.eps, "band": self.band,
+        state: dict[str, Any] = {"eps": self.eps, "band": self.band, "epoch": self._epoch,
                                  "discriminative": self.discriminative, "frequencies": self.frequencies}
         if self.metric is not None:
             for name in ("counts", "num_samples", "num_active", "num_nonfinite"):
@@ -212,6 +234,7 @@ class ActivationStatisticsCallback(pl.Callback):
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.discriminative = state_dict.get("discriminative")
         self.frequencies = state_dict.get("frequencies")
+        self._epoch = state_dict.get("epoch")
         if "counts" in state_dict:
             self._pending_state = {k: state_dict[k] for k in ("counts", "num_samples", "num_active", "num_nonfinite")}
             self.metric = None

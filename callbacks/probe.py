@@ -9,7 +9,10 @@ Hooks:
     embeddings; with a wandb logger also the PR/ROC curves and report figures. With ``out_dir``
     the report (``probe.json`` and PNGs) is written there, atomically, at the end of training.
 
-Runs on global rank 0 only (the others wait): the probe is cheap next to training.
+Only global rank 0 logs and writes the report. Under DDP every rank computes it (same full
+loaders, so the same result): :func:`~solo_qscore.report.qscore_report` accumulates ``A`` in a
+torchmetrics ``Metric`` whose ``compute`` all-gathers across processes, so a rank-0-only call would
+wait for the other ranks forever (or crash once they exit). The probe is cheap next to training.
 """
 
 from __future__ import annotations
@@ -53,8 +56,6 @@ class QScoreProbeCallback(pl.Callback):
     def run_probe(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> Optional[dict[str, Any]]:
         from solo_qscore.report import qscore_report
 
-        if trainer.global_rank != 0:
-            return None
         backbone = find_backbone(pl_module)
         train_h, train_y = extract_features(backbone, self.train_loader, pl_module.device)
         val_h, val_y = extract_features(backbone, self.val_loader, pl_module.device)
@@ -63,6 +64,8 @@ class QScoreProbeCallback(pl.Callback):
         report["embedding_std"] = normalized_embedding_std(val_h)
         report["epoch"] = trainer.current_epoch
         report["global_step"] = trainer.global_step
+        if trainer.global_rank != 0:
+            return None
         self.last_report = report
         self.history.append({k: report.get(k) for k in (*SCALARS, "rankme", "embedding_std", "epoch", "global_step")})
         return report

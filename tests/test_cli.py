@@ -1,0 +1,99 @@
+"""The ``solo-qscore`` command line end to end: solo-learn SimCLR + Q-Score + IFM, tiny and offline."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from solo_qscore.cli import main
+from solo_qscore.data.datasets import FASHION_MNIST_DIR
+
+pytest.importorskip("solo_qscore.adapters.solo_v1")
+pytestmark = pytest.mark.skipif(not FASHION_MNIST_DIR.exists(), reason="apt-get install dataset-fashion-mnist")
+
+ROOT = Path(__file__).resolve().parent.parent
+SIMCLR = str(ROOT / "method_configs" / "cifar10" / "simclr.yaml")
+BYOL = str(ROOT / "method_configs" / "cifar10" / "byol.yaml")
+TINY = ["trainer.max_steps=4", "data.batch_size=8", "data.train_subset=32", "data.val_subset=32",
+        "data.num_workers=0", "method_kwargs.proj_hidden_dim=64", "method_kwargs.proj_output_dim=32"]
+
+
+def _check_auroc(value) -> None:
+    assert value is None or 0.0 <= value <= 1.0
+
+
+@pytest.fixture(scope="module")
+def pretrained(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("pretrain")
+    with pytest.warns(UserWarning):  # cifar10 is not on disk: falls back to fashion_mnist with a warning
+        code = main(["pretrain", SIMCLR, "--qscore", "--ifm", *TINY, "wandb.enabled=false",
+                     f"output_dir={out}"])
+    assert code == 0
+    return out
+
+
+def test_pretrain_writes_checkpoint_and_probe(pretrained, capsys):
+    assert (pretrained / "checkpoints" / "last.ckpt").is_file()
+    report = json.loads((pretrained / "probe" / "probe.json").read_text())
+    _check_auroc(report["auroc"])
+    assert report["num_features"] == 512
+    assert list((pretrained / "probe").glob("*.png"))
+    assert list((pretrained / "logs").rglob("metrics.csv"))  # CSV logger when wandb is off
+
+
+def test_probe_command_on_the_checkpoint(pretrained, tmp_path, capsys):
+    capsys.readouterr()
+    out = tmp_path / "probe2"
+    assert main(["probe", str(pretrained / "checkpoints" / "last.ckpt"), "--out", str(out)]) == 0
+    report = json.loads((out / "probe.json").read_text())
+    assert report["num_features"] == 512
+    _check_auroc(report["auroc"])
+    printed = capsys.readouterr().out
+    assert "probe.json" in printed and '"num_features": 512' in printed
+
+
+def test_unknown_override_key_exits_2(tmp_path, capsys):
+    code = main(["pretrain", SIMCLR, "foo.bar=1", f"output_dir={tmp_path}"])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "foo" in err and "configuration error" in err
+    assert not (tmp_path / "checkpoints").exists()
+
+
+def test_ifm_on_byol_exits_2_naming_supported_methods(tmp_path, capsys):
+    from solo_qscore import IFM_METHODS
+
+    code = main(["pretrain", BYOL, "--ifm", *TINY, f"output_dir={tmp_path}", "wandb.enabled=false"])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "byol" in err.lower()
+    for method in IFM_METHODS:
+        assert method in err, (method, err)
+
+
+def test_bad_argument_exits_2(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["pretrain", SIMCLR, "--no-such-flag"])
+    assert exc.value.code == 2
+    assert "--no-such-flag" in capsys.readouterr().err
+
+
+def test_wandb_offline_run_folder(tmp_path, monkeypatch):
+    pytest.importorskip("wandb")
+    out = tmp_path / "run"
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path / "wandb_dir"))
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    code = main(["pretrain", SIMCLR, "--qscore", *TINY, "trainer.max_steps=2", "wandb.enabled=true",
+                 "wandb.offline=true", f"output_dir={out}"])
+    assert code == 0
+    runs = [p for p in (out / "wandb").glob("offline-run-*") if p.is_dir()]
+    assert runs, sorted(os.listdir(out)) + sorted(os.listdir(out / "wandb")) if (out / "wandb").exists() else []
+    files = [p for p in runs[0].rglob("*") if p.is_file()]
+    assert any(p.suffix == ".wandb" for p in files), files
+    assert (out / "checkpoints" / "last.ckpt").is_file()
+    assert (out / "probe" / "probe.json").is_file()
