@@ -10,9 +10,8 @@ Hooks:
     the report (``probe.json`` and PNGs) is written there, atomically, at the end of training.
 
 Only global rank 0 logs and writes the report. Under DDP every rank computes it (same full
-loaders, so the same result): :func:`~solo_qscore.report.qscore_report` accumulates ``A`` in a
-torchmetrics ``Metric`` whose ``compute`` all-gathers across processes, so a rank-0-only call would
-wait for the other ranks forever (or crash once they exit). The probe is cheap next to training.
+loaders, so the same result) so the ranks stay in step instead of waiting at the next collective;
+the probe is cheap next to training.
 """
 
 from __future__ import annotations
@@ -53,13 +52,17 @@ class QScoreProbeCallback(pl.Callback):
         self.last_report: Optional[dict[str, Any]] = None
         self.history: list[dict[str, Any]] = []
 
-    def run_probe(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> Optional[dict[str, Any]]:
+    def run_probe(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
+                  final: bool = True) -> Optional[dict[str, Any]]:
         from solo_qscore.report import qscore_report
 
         backbone = find_backbone(pl_module)
         train_h, train_y = extract_features(backbone, self.train_loader, pl_module.device)
         val_h, val_y = extract_features(backbone, self.val_loader, pl_module.device)
-        report = qscore_report(train_h, train_y, val_h, val_y, eps=self.eps, band=self.band, **self.report_kwargs)
+        kwargs = dict(self.report_kwargs)
+        if not final:  # the compression study (~90 probe fits) only at the end of training
+            kwargs["compression_fractions"] = None
+        report = qscore_report(train_h, train_y, val_h, val_y, eps=self.eps, band=self.band, **kwargs)
         report["rankme"] = rankme(val_h)
         report["embedding_std"] = normalized_embedding_std(val_h)
         report["epoch"] = trainer.current_epoch
@@ -86,7 +89,7 @@ class QScoreProbeCallback(pl.Callback):
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         k = self.every_n_epochs
         if k and (trainer.current_epoch + 1) % k == 0:
-            report = self.run_probe(trainer, pl_module)
+            report = self.run_probe(trainer, pl_module, final=False)
             if report is not None:
                 self._log(trainer, report, final=False)
 

@@ -296,12 +296,16 @@ def compression_figure(
         ax.axvline(n_d, color=COLORS["band"], ls=":", lw=1.2)
         ax.annotate(
             f"|D| = {n_d}",
-            xy=(n_d, 0.02),
+            xy=(n_d, 0.5),
             xycoords=("data", "axes fraction"),
-            xytext=(4, 0),
+            xytext=(0, 0),
             textcoords="offset points",
             color=COLORS["band"],
             fontsize=8,
+            ha="center",
+            va="center",
+            rotation=90,
+            bbox={"boxstyle": "round,pad=0.2", "fc": "white", "ec": "none", "alpha": 0.9},
         )
     r = compression.get("num_features")
     ax.set_xlabel("number of features kept (k)")
@@ -401,8 +405,19 @@ def q_histogram_figure(
         _no_data(ax, "no Q values")
         return fig
     lo, hi = float(q[finite].min()), float(q[finite].max())
-    if hi <= lo:
-        hi = lo + 1e-6
+    constant = not hi - lo > 1e-12 * max(1.0, abs(lo))
+    if constant:  # e.g. an empty discriminative set: one bar, on a readable axis
+        half = max(abs(lo) * 0.1, 0.01)
+        lo, hi = lo - half, hi + half
+        ax.text(
+            0.03,
+            0.95,
+            f"Q is constant ({q[finite][0]:.4g}) for every sample",
+            transform=ax.transAxes,
+            va="top",
+            fontsize=9,
+            color="#555555",
+        )
     bins = np.linspace(lo, hi, 41)
     for mask, name, color in (
         (correct, "correct", COLORS["correct"]),

@@ -17,13 +17,15 @@ result is deterministic. The bias is not penalised. This is the objective of sci
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["LinearProbe", "ProbeResult", "fit_linear_probe", "probe_correctness"]
+__all__ = ["LinearProbe", "ProbeResult", "feature_mean_std", "fit_linear_probe", "probe_correctness"]
 
 
 def _check_features(features: Tensor, name: str) -> None:
@@ -45,6 +47,43 @@ def _check_labels(labels: Tensor, n: int, name: str) -> None:
         raise ValueError(f"{name} must hold integer class indices, got dtype {labels.dtype}")
     if n and int(labels.min()) < 0:
         raise ValueError(f"{name} contains negative class indices")
+
+
+SMALL_PROBLEM = 20_000_000  # N * r * C below which a single CPU thread is faster
+
+
+@contextmanager
+def _cpu_threads(num_threads: int | None) -> Iterator[None]:
+    previous = torch.get_num_threads()
+    if num_threads is None or int(num_threads) == previous:
+        yield
+        return
+    torch.set_num_threads(max(1, int(num_threads)))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+def feature_mean_std(features: Tensor, chunk_size: int = 16384) -> tuple[Tensor, Tensor]:
+    r"""Per-feature mean and population std of ``[N, r]`` features, accumulated in float64 by chunks.
+
+    Two passes (mean, then :math:`\frac1N\sum_i (x_{ij} - m_j)^2`) avoid cancellation; no float64 copy
+    of the whole matrix is made. A (numerically) constant feature gets std 1, so standardising
+    leaves it constant instead of blowing up rounding noise. Returns float32 tensors on the
+    features' device.
+    """
+    n = features.shape[0]
+    total = torch.zeros(features.shape[1], dtype=torch.float64, device=features.device)
+    for start in range(0, n, chunk_size):
+        total += features[start : start + chunk_size].double().sum(0)
+    mean = total / max(n, 1)
+    squares = torch.zeros_like(total)
+    for start in range(0, n, chunk_size):
+        squares += (features[start : start + chunk_size].double() - mean).pow(2).sum(0)
+    std = (squares / max(n, 1)).sqrt()
+    std = torch.where(std > 1e-7 * (mean.abs() + 1e-30), std, torch.ones_like(std))
+    return mean.float(), std.float()
 
 
 class LinearProbe(nn.Module):
@@ -130,6 +169,7 @@ def fit_linear_probe(
     standardize: bool = True,
     tolerance_grad: float = 1e-6,
     history_size: int = 20,
+    num_threads: int | None = None,
 ) -> LinearProbe:
     r"""Fit multinomial logistic regression full-batch with L-BFGS (see the module docstring).
 
@@ -143,6 +183,9 @@ def fit_linear_probe(
         standardize: standardise each feature with the train mean and (population) std first.
         tolerance_grad: stop when the largest gradient entry is below this.
         history_size: L-BFGS memory.
+        num_threads: CPU threads for the fit. ``None``: one thread for small problems
+            (``N·r·C < 2e7``, where thread synchronisation costs more than it saves, and much more
+            on a busy machine), torch's setting otherwise. Restored afterwards.
 
     Raises:
         ValueError: bad shapes, NaN/Inf features, or invalid labels.
@@ -157,15 +200,30 @@ def fit_linear_probe(
     if num_classes < max_label:
         raise ValueError(f"labels go up to {max_label - 1} but num_classes={num_classes}")
     device = features.device
+    if num_threads is None and n * r * max(num_classes, 2) < SMALL_PROBLEM:
+        num_threads = 1
+    with _cpu_threads(num_threads if device.type == "cpu" else None):
+        return _fit(
+            features, labels, num_classes, weight_decay, max_iter, standardize, tolerance_grad, history_size
+        )
+
+
+def _fit(
+    features: Tensor,
+    labels: Tensor,
+    num_classes: int,
+    weight_decay: float,
+    max_iter: int,
+    standardize: bool,
+    tolerance_grad: float,
+    history_size: int,
+) -> LinearProbe:
+    n, r = features.shape
+    device = features.device
     x = features.to(torch.float32)
     y = labels.to(device=device, dtype=torch.long)
     if standardize:
-        x64 = features.to(torch.float64)
-        var, mean64 = torch.var_mean(x64, dim=0, correction=0)
-        std64 = var.sqrt()
-        # constant (or numerically constant) features: leave their scale alone
-        std64 = torch.where(std64 > 1e-7 * (mean64.abs() + 1e-30), std64, torch.ones_like(std64))
-        mean, std = mean64.float(), std64.float()
+        mean, std = feature_mean_std(features)
         x = (x - mean) / std
     else:
         mean = torch.zeros(r, device=device)
@@ -232,5 +290,5 @@ def probe_correctness(
     probs = logits.softmax(dim=1)
     preds = logits.argmax(dim=1)
     correct = preds == val_y.to(preds.device)
-    accuracy = float(correct.float().mean()) if correct.numel() else float("nan")
+    accuracy = float(correct.double().mean()) if correct.numel() else float("nan")
     return ProbeResult(correct=correct, probs=probs, preds=preds, accuracy=accuracy, probe=probe)

@@ -46,7 +46,7 @@ from solo_qscore.discriminative import (
     upper_tail_mask,
 )
 from solo_qscore.plots import atomic_file
-from solo_qscore.probe import fit_linear_probe, probe_correctness
+from solo_qscore.probe import feature_mean_std, fit_linear_probe, probe_correctness
 from solo_qscore.qscore import q_score
 from solo_qscore.statistics import ActivationStatistics
 
@@ -193,20 +193,27 @@ def _compression_study(
     fractions: Sequence[float],
     num_random_seeds: int,
     probe_kwargs: Mapping[str, Any],
+    max_train: int | None = None,
 ) -> dict[str, Any]:
     r = train_x.shape[1]
+    num_train = train_x.shape[0]
+    subsampled = max_train is not None and 0 < int(max_train) < num_train
+    if subsampled:
+        keep = torch.randperm(num_train, generator=torch.Generator().manual_seed(0))[: int(max_train)]
+        keep = keep.sort().values.to(train_x.device)
+        train_x, train_y = train_x[keep], train_y[keep]
     n_d = int(discriminative.sum())
     sizes = _compression_sizes(r, n_d, fractions)
     cache: dict[bytes, float] = {}
-    all_key = torch.ones(r, dtype=torch.bool).numpy().tobytes()
-    cache[all_key] = full_accuracy
+    if not subsampled:  # the all-features probe is the report's own probe
+        cache[torch.ones(r, dtype=torch.bool).numpy().tobytes()] = full_accuracy
 
     def accuracy_of(mask: Tensor) -> float:
         key = mask.cpu().numpy().tobytes()
         if key not in cache:
             idx = mask.nonzero().flatten().to(train_x.device)
             probe = fit_linear_probe(train_x[:, idx], train_y, num_classes=num_classes, **probe_kwargs)
-            cache[key] = float((probe.predict(val_x[:, idx]) == val_y).float().mean())
+            cache[key] = float((probe.predict(val_x[:, idx]) == val_y).double().mean())
         return cache[key]
 
     # PCA: principal axes of the train features as the probe sees them (standardised unless
@@ -214,16 +221,19 @@ def _compression_study(
     # then fitted without re-standardising, so k = r is a rotation of the full problem (the L2
     # penalty is rotation invariant) and gives the full probe's accuracy.
     standardize = bool(probe_kwargs.get("standardize", True))
-    x64 = train_x.double()
-    mean = x64.mean(0)
-    scale = x64.std(0, correction=0) if standardize else torch.ones_like(mean)
-    scale = torch.where(scale > 1e-7 * (mean.abs() + 1e-30), scale, torch.ones_like(scale))
-    centred = (x64 - mean) / scale
-    cov = centred.t() @ centred / max(train_x.shape[0], 1)
-    _, eigvecs = torch.linalg.eigh(cov)
-    basis = eigvecs.flip(1)
-    train_pc = (centred @ basis).to(train_x.dtype)
-    val_pc = (((val_x.double() - mean) / scale) @ basis).to(val_x.dtype)
+    if standardize:
+        mean, scale = feature_mean_std(train_x)
+    else:
+        mean, scale = feature_mean_std(train_x)[0], torch.ones(r, device=train_x.device)
+    mean64, scale64 = mean.double(), scale.double()
+    cov = torch.zeros(r, r, dtype=torch.float64, device=train_x.device)
+    for start in range(0, train_x.shape[0], 16384):
+        chunk = (train_x[start : start + 16384].double() - mean64) / scale64
+        cov += chunk.t() @ chunk
+    _, eigvecs = torch.linalg.eigh(cov / max(train_x.shape[0], 1))
+    basis = eigvecs.flip(1).to(train_x.dtype)
+    train_pc = ((train_x - mean) / scale) @ basis
+    val_pc = ((val_x - mean) / scale) @ basis
     pca_kwargs = {**probe_kwargs, "standardize": False}
 
     out: dict[str, Any] = {
@@ -245,12 +255,13 @@ def _compression_study(
         out["lower_tail"].append(accuracy_of(masks["lower_tail"]))
         out["upper_tail"].append(accuracy_of(masks["upper_tail"]))
         probe = fit_linear_probe(train_pc[:, :k].contiguous(), train_y, num_classes=num_classes, **pca_kwargs)
-        out["pca"].append(float((probe.predict(val_pc[:, :k].contiguous()) == val_y).float().mean()))
+        out["pca"].append(float((probe.predict(val_pc[:, :k].contiguous()) == val_y).double().mean()))
     out.update(
         full_accuracy=full_accuracy,
         num_features=r,
         num_discriminative=n_d,
         num_random_seeds=int(num_random_seeds),
+        num_train=int(train_x.shape[0]),
         band_rule="window of k consecutive ranks of A centred on the discriminative band",
     )
     return out
@@ -315,6 +326,7 @@ def qscore_report(
     batch_size: int = 4096,
     max_curve_points: int = 200,
     heatmap_max_classes: int = 20,
+    compression_max_train: int | None = None,
 ) -> dict[str, Any]:
     r"""Compute the Q-Score report of frozen representations (see the module docstring).
 
@@ -336,6 +348,9 @@ def qscore_report(
         batch_size: batch size for the activation statistics.
         max_curve_points: the PR/ROC curves kept in the JSON part are subsampled to this many points.
         heatmap_max_classes: at most this many classes in the heat map (those with most errors).
+        compression_max_train: fit the compression probes on at most this many train samples (a
+            fixed random subset) to bound its cost (about ``9 x len(sizes)`` probe fits); ``None``
+            uses the whole train set.
 
     Returns:
         A dict of JSON-ready values (metrics may be ``None`` when undefined, then ``note`` says why),
@@ -355,7 +370,8 @@ def qscore_report(
         num_classes = max(int(train_y.max()), int(val_y.max())) + 1
 
     # 1. activation frequencies and the discriminative set, on the train set
-    stats = ActivationStatistics(r, eps=eps).to(train_h.device)
+    # the report is computed where the features are: never wait for other processes
+    stats = ActivationStatistics(r, eps=eps, sync_on_compute=False).to(train_h.device)
     for start in range(0, train_h.shape[0], int(batch_size)):
         stats.update(train_h[start : start + int(batch_size)])
     A = stats.compute()
@@ -445,6 +461,7 @@ def qscore_report(
             compression_fractions,
             num_random_seeds,
             probe_kwargs,
+            compression_max_train,
         )
 
     probe = result.probe
@@ -580,6 +597,10 @@ def report_figures(report: Mapping[str, Any]) -> dict[str, Any]:
     heat = arrays.get("heatmap")
     if heat is not None:
         classes = heat["classes"]
+        present = int(np.count_nonzero(heat["count_correct"] + heat["count_misclassified"]))
+        subset = ""
+        if len(classes) < present:
+            subset = f"; the {len(classes)} of {present} classes with most errors"
         figures["discriminative_heatmap"] = plots.discriminative_heatmap_figure(
             heat["correct"][classes],
             heat["misclassified"][classes],
@@ -587,7 +608,7 @@ def report_figures(report: Mapping[str, Any]) -> dict[str, Any]:
             heat["count_correct"][classes],
             heat["count_misclassified"][classes],
             title=f"Mean activations of the {report.get('num_discriminative')} discriminative features "
-            f"per class (band [{band[0]:g}, {band[1]:g}))",
+            f"per class (band [{band[0]:g}, {band[1]:g}){subset})",
         )
     if "q" in arrays:
         figures["q_histogram"] = plots.q_histogram_figure(arrays["q"], arrays["correct"], report.get("auroc"))
