@@ -11,7 +11,7 @@ from solo_qscore.discriminative import (
     random_mask,
     upper_tail_mask,
 )
-from solo_qscore.ifm import IFM_METHODS, ifm_moco_loss, ifm_simclr_loss
+from solo_qscore.ifm import IFM_METHODS, ifm_moco_loss, ifm_nnclr_loss, ifm_simclr_loss
 from solo_qscore.qscore import q_score
 from solo_qscore.regularizer import (
     RegularizerTerms,
@@ -31,6 +31,7 @@ __all__ = [
     "feature_ranks",
     "highly_activating",
     "ifm_moco_loss",
+    "ifm_nnclr_loss",
     "ifm_simclr_loss",
     "lasso_penalty",
     "lower_tail_mask",

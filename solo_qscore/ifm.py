@@ -132,3 +132,34 @@ def ifm_moco_loss(
     perturbed_logits = torch.cat([pos - epsilon, neg + epsilon], dim=1) / temperature
     perturbed = F.cross_entropy(perturbed_logits, targets)
     return _combine(clean, perturbed, alpha, ifm_only)
+
+
+def ifm_nnclr_loss(
+    nn: Tensor,
+    p: Tensor,
+    temperature: float,
+    epsilon: float = 0.1,
+    alpha: float = 1.0,
+    ifm_only: bool = False,
+) -> Tensor:
+    r"""NNCLR's InfoNCE (solo-learn's ``nnclr_loss_func(nn, p)``) with IFM.
+
+    Row i of :math:`\hat{nn}\,\hat p^\top / \tau` has the positive :math:`p_i` (shifted by
+    :math:`-\epsilon`) and the negatives :math:`p_{j \ne i}` (shifted by :math:`+\epsilon`).
+
+    Args:
+        nn: ``[N, d]`` nearest neighbours of one view's projections (support set).
+        p: ``[N, d]`` predictions of the other view. Both are normalised internally, as solo does.
+        temperature, epsilon, alpha, ifm_only: as in :func:`ifm_simclr_loss`.
+    """
+    _check_ifm_args(temperature, epsilon, alpha)
+    if nn.shape != p.shape or nn.ndim != 2:
+        raise ValueError(f"nn and p must both be [N, d]; got {tuple(nn.shape)} and {tuple(p.shape)}")
+    sim = F.normalize(nn, dim=-1) @ F.normalize(p, dim=-1).T
+    labels = torch.arange(p.shape[0], device=p.device)
+    clean = F.cross_entropy(sim / temperature, labels)
+    if epsilon == 0 and not ifm_only:
+        return clean
+    positive = torch.eye(p.shape[0], dtype=torch.bool, device=p.device)
+    perturbed = F.cross_entropy((sim + torch.where(positive, -epsilon, epsilon)) / temperature, labels)
+    return _combine(clean, perturbed, alpha, ifm_only)

@@ -12,6 +12,7 @@ from solo_qscore import (
     feature_ranks,
     highly_activating,
     ifm_moco_loss,
+    ifm_nnclr_loss,
     ifm_simclr_loss,
     lasso_penalty,
     lower_tail_mask,
@@ -350,3 +351,15 @@ def test_update_and_score_is_update_plus_q_score():
     assert torch.equal(a.compute(), b.compute())
     a.update(h)  # the cached compute() result is invalidated by updates, as in any torchmetrics Metric
     assert int(a.num_samples) == 400
+
+
+def test_ifm_nnclr_loss_shifts_logits():
+    torch.manual_seed(9)
+    nn_, p = torch.randn(5, 4), torch.randn(5, 4)
+    sim = F.normalize(nn_, dim=1) @ F.normalize(p, dim=1).T
+    labels = torch.arange(5)
+    clean = F.cross_entropy(sim / 0.2, labels)
+    torch.testing.assert_close(ifm_nnclr_loss(nn_, p, 0.2, epsilon=0.0), clean)
+    shifted = sim + 0.1 - 0.2 * torch.eye(5)  # +eps everywhere, -eps on the positives
+    perturbed = F.cross_entropy(shifted / 0.2, labels)
+    torch.testing.assert_close(ifm_nnclr_loss(nn_, p, 0.2, epsilon=0.1, alpha=1.0), (clean + perturbed) / 2)

@@ -25,10 +25,24 @@ from torch import Tensor
 
 from solo_qscore.adapters import solo_v1_compat  # noqa: F401  (patches solo on import)
 from solo_qscore.config import ConfigError
-from solo_qscore.ifm import IFM_METHODS, ifm_moco_loss, ifm_simclr_loss
+from solo_qscore.ifm import IFM_METHODS, ifm_moco_loss, ifm_nnclr_loss, ifm_simclr_loss
 from solo_qscore.regularizer import qscore_regularizer_terms
 
 CHECKPOINT_KEY = "solo_qscore"
+
+
+def solo_init_parameters(solo_cls: type) -> set[str]:
+    """Named ``__init__`` arguments of a solo-learn class and its solo-learn bases (which receive
+    the rest through ``**kwargs``)."""
+    names: set[str] = set()
+    for klass in solo_cls.__mro__:
+        init = klass.__dict__.get("__init__")
+        if init is None or not klass.__module__.startswith("solo."):
+            continue
+        for param in list(inspect.signature(init).parameters.values())[1:]:
+            if param.kind not in (param.VAR_KEYWORD, param.VAR_POSITIONAL):
+                names.add(param.name)
+    return names
 
 
 def method_classes() -> dict[str, type]:
@@ -60,9 +74,9 @@ class QScoreIFMMixin:
         self.ifm_cfg = dict(ifm or {"enabled": False})
         self.run_config = run_config
         method = getattr(type(self), "solo_method_name", None)
-        if self.ifm_cfg.get("enabled") and method not in IFM_METHODS[:2]:
+        if self.ifm_cfg.get("enabled") and method not in IFM_METHODS:
             raise ConfigError(
-                f"IFM applies to InfoNCE methods only (supported here: simclr, mocov2plus); got '{method}'"
+                f"IFM applies to InfoNCE methods only (supported: {', '.join(IFM_METHODS)}); got '{method}'"
             )
         if self.ifm_cfg.get("enabled") and getattr(self, "supervised", False):
             raise ConfigError("IFM is not defined for supervised SimCLR (method_kwargs.supervised=true)")
@@ -124,6 +138,8 @@ class QScoreIFMMixin:
             nce_loss = ifm_simclr_loss(z, indexes, self.temperature, epsilon=eps, alpha=alpha)
             self.log("train_nce_loss", nce_loss, on_epoch=True, sync_dist=True)
             return nce_loss + out["loss"]
+        if method == "nnclr":
+            return self._ifm_nnclr_step(batch, batch_idx, eps, alpha)
         # mocov2plus: solo's symmetric loss, both terms perturbed (SPEC §3)
         out = BaseMomentumMethod.training_step(self, batch, batch_idx)
         feats1, feats2 = out["feats"]
@@ -141,6 +157,27 @@ class QScoreIFMMixin:
         self._dequeue_and_enqueue(torch.stack((gather(k1), gather(k2))))
         self.log("train_nce_loss", nce_loss, on_epoch=True, sync_dist=True)
         return nce_loss + out["loss"]
+
+    def _ifm_nnclr_step(self, batch, batch_idx, eps: float, alpha: float) -> Tensor:
+        """solo's NNCLR step with each ``nnclr_loss_func`` term replaced by its IFM form."""
+        from solo.methods.base import BaseMethod
+
+        targets = batch[-1]
+        out = BaseMethod.training_step(self, batch, batch_idx)
+        feats1, feats2 = out["feats"]
+        z1, z2 = self.projector(feats1), self.projector(feats2)
+        p1, p2 = self.predictor(z1), self.predictor(z2)
+        z1, z2 = F.normalize(z1, dim=-1), F.normalize(z2, dim=-1)
+        idx1, nn1 = self.find_nn(z1)
+        _, nn2 = self.find_nn(z2)
+        nnclr_loss = (
+            ifm_nnclr_loss(nn1, p2, self.temperature, epsilon=eps, alpha=alpha) / 2
+            + ifm_nnclr_loss(nn2, p1, self.temperature, epsilon=eps, alpha=alpha) / 2
+        )
+        nn_acc = (targets == self.queue_y[idx1]).sum() / targets.size(0)
+        self.dequeue_and_enqueue(z1, targets)
+        self.log_dict({"train_nnclr_loss": nnclr_loss, "train_nn_acc": nn_acc}, on_epoch=True, sync_dist=True)
+        return nnclr_loss + out["loss"]
 
     # -- checkpoints -------------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict) -> None:
@@ -198,11 +235,12 @@ def build_method(cfg: dict, num_classes: int, num_devices: int = 1) -> torch.nn.
     """The solo-learn module of ``cfg['method']`` with the Q-Score/IFM mixin, per the run config."""
     cls = mixin_class(cfg["method"])
     kwargs = solo_kwargs(cfg, num_classes, num_devices)
-    signature = inspect.signature(cls.__mro__[1].__init__)
-    try:
-        signature.bind_partial(None, **cfg["method_kwargs"])
-    except TypeError as err:
-        raise ConfigError(f"config key 'method_kwargs': {err}") from err
+    solo_cls = method_classes()[cfg["method"]]
+    unknown = sorted(set(cfg["method_kwargs"]) - solo_init_parameters(solo_cls))
+    if unknown:
+        raise ConfigError(
+            f"config key 'method_kwargs': solo-learn's {solo_cls.__name__} takes no argument(s) {', '.join(unknown)}"
+        )
     try:
         return cls(qscore=cfg["qscore"], ifm=cfg["ifm"], run_config=cfg, **kwargs)
     except TypeError as err:

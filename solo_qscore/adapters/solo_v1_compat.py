@@ -11,13 +11,28 @@ breakages listed in SPEC §5; each fix is a small, named function applied once:
 4. ``WeightedKNNClassifier`` no longer passes ``compute_on_step`` to torchmetrics and its
    ``forward`` only updates (no ``compute()`` per step).
 5. ``DINO.clip_gradients(clip)`` is renamed so Lightning's ``clip_gradients`` works again.
+
+Found by ``tests/test_solo_adapter.py`` beyond the list in SPEC §5:
+
+6. ``SwAV`` registers its ``queue`` buffer only in ``on_train_start``, so its checkpoints do not
+   load into a new module and resuming zeroes the queue (:func:`swav_queue_in_state_dict`).
+7. ``WeightedKNNClassifier.compute`` counts classes from the validation labels only and indexes
+   out of bounds when the validation set misses a class (:func:`knn_compute_all_classes`).
+8. ``BaseMomentumMethod.validation_epoch_end`` calls ``super().validation_epoch_end``, which fix 2
+   removed (:func:`solo_validation_epoch_end_restored`).
+9. ``static_lr`` groups (SimSiam) put a ``functools.partial`` into the scheduler's state, so such
+   runs cannot resume (:func:`static_lr_in_scheduler_class`).
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import importlib.util
 import sys
 import types
+
+import torch
 
 from solo_qscore.adapters.warmup_cosine import LinearWarmupCosineAnnealingLR
 
@@ -39,12 +54,44 @@ def install_pl_bolts_shim() -> None:
     sys.modules.update(modules)
 
 
+_REDRIVEN_CLASSES: list[type] = []
+
+
 def redrive_validation_epoch_end(cls: type) -> None:
-    """Fix 2: Lightning 2 refuses modules defining ``validation_epoch_end``; collect and re-drive it."""
+    """Fix 2: Lightning 2 refuses modules defining ``validation_epoch_end``; collect and re-drive it.
+
+    The method moves to ``_solo_validation_epoch_end``; ``on_validation_batch_end`` collects the
+    step outputs and ``on_validation_epoch_end`` calls it (see :func:`call_solo_validation_epoch_end`).
+    """
     if "validation_epoch_end" not in cls.__dict__:
         return
     cls._solo_validation_epoch_end = cls.__dict__["validation_epoch_end"]
     delattr(cls, "validation_epoch_end")
+    _REDRIVEN_CLASSES.append(cls)
+
+
+@contextlib.contextmanager
+def solo_validation_epoch_end_restored():
+    """Put solo's ``validation_epoch_end`` methods back on their classes for the duration of a call.
+
+    ``BaseMomentumMethod.validation_epoch_end`` calls ``super().validation_epoch_end(...)``, which
+    must find ``BaseMethod``'s; Lightning only rejects the name when a loop starts, so restoring it
+    while the epoch-end hook runs is safe.
+    """
+    restored = [cls for cls in _REDRIVEN_CLASSES if "validation_epoch_end" not in cls.__dict__]
+    for cls in restored:
+        cls.validation_epoch_end = cls.__dict__["_solo_validation_epoch_end"]
+    try:
+        yield
+    finally:
+        for cls in restored:
+            delattr(cls, "validation_epoch_end")
+
+
+def call_solo_validation_epoch_end(module, outputs: list) -> None:
+    """Run solo-learn's ``validation_epoch_end(outputs)`` of ``module``'s class (fix 2)."""
+    with solo_validation_epoch_end_restored():
+        type(module)._solo_validation_epoch_end(module, outputs)
 
 
 def _on_validation_batch_end(self, outputs, batch, batch_idx, dataloader_idx=0) -> None:
@@ -55,7 +102,7 @@ def _on_validation_batch_end(self, outputs, batch, batch_idx, dataloader_idx=0) 
 def _on_validation_epoch_end(self) -> None:
     outputs = self.__dict__.pop("_solo_validation_outputs", [])
     if outputs:
-        type(self)._solo_validation_epoch_end(self, outputs)
+        call_solo_validation_epoch_end(self, outputs)
 
 
 def optional_dataloader_idx(cls: type) -> None:
@@ -100,9 +147,54 @@ def fix_knn_classifier(knn_module, base_module) -> type:
         def forward(self, *args, **kwargs):  # update only: compute() once per epoch
             self.update(*args, **kwargs)
 
+        def compute(self):
+            return knn_compute_all_classes(self)
+
     knn_module.WeightedKNNClassifier = WeightedKNNClassifier
     base_module.WeightedKNNClassifier = WeightedKNNClassifier
     return WeightedKNNClassifier
+
+
+@torch.no_grad()
+def knn_compute_all_classes(knn) -> tuple[float, float]:
+    """``WeightedKNNClassifier.compute`` counting classes from the train *and* test labels.
+
+    solo-learn 1.0.2 takes ``num_classes = unique(test_targets).numel()``, so a validation set
+    that misses a class (or any label >= that count) makes ``scatter_`` index out of bounds.
+    Otherwise this is solo's weighted k-NN, line for line: returns ``(acc@1, acc@5)`` in percent
+    and resets the metric.
+    """
+    train_features, train_targets = torch.cat(knn.train_features), torch.cat(knn.train_targets)
+    test_features, test_targets = torch.cat(knn.test_features), torch.cat(knn.test_targets)
+    num_classes = int(torch.cat([train_targets, test_targets]).max()) + 1
+    num_train, num_test = train_targets.size(0), test_targets.size(0)
+    chunk_size = min(max(1, knn.max_distance_matrix_size // num_train), num_test)
+    k = min(knn.k, num_train)
+    top1, top5, total = 0.0, 0.0, 0
+    for start in range(0, num_test, chunk_size):
+        features = test_features[start:start + chunk_size]
+        targets = test_targets[start:start + chunk_size]
+        batch_size = targets.size(0)
+        if knn.distance_fx == "cosine":
+            similarity = features @ train_features.t()
+        elif knn.distance_fx == "euclidean":
+            similarity = 1 / (torch.cdist(features, train_features) + knn.epsilon)
+        else:
+            raise NotImplementedError(knn.distance_fx)
+        distances, indices = similarity.topk(k, largest=True, sorted=True)
+        neighbours = torch.gather(train_targets.view(1, -1).expand(batch_size, -1), 1, indices)
+        one_hot = torch.zeros(batch_size * k, num_classes, device=train_features.device)
+        one_hot.scatter_(1, neighbours.view(-1, 1), 1)
+        if knn.distance_fx == "cosine":
+            distances = distances.clone().div_(knn.T).exp_()
+        probs = (one_hot.view(batch_size, -1, num_classes) * distances.view(batch_size, -1, 1)).sum(1)
+        _, predictions = probs.sort(1, True)
+        correct = predictions.eq(targets.view(-1, 1))
+        top1 += correct.narrow(1, 0, 1).sum().item()
+        top5 += correct.narrow(1, 0, min(5, k, correct.size(-1))).sum().item()
+        total += batch_size
+    knn.reset()
+    return top1 * 100.0 / total, top5 * 100.0 / total
 
 
 def rename_dino_clip_gradients(dino_cls: type) -> None:
@@ -127,6 +219,96 @@ def rename_dino_clip_gradients(dino_cls: type) -> None:
     dino_cls.clip_gradients = clip_gradients
 
 
+def _resize_swav_queue(module, state_dict, prefix, *args) -> None:
+    """Load-state-dict pre-hook: take the queue shape of the checkpoint (DDP runs keep Q / world_size)."""
+    saved = state_dict.get(prefix + "queue")
+    queue = module._buffers.get("queue")
+    if saved is not None and queue is not None and saved.shape != queue.shape:
+        module._buffers["queue"] = queue.new_zeros(saved.shape)
+
+
+def swav_queue_in_state_dict(swav_cls: type) -> None:
+    """Fix 6: SwAV's ``queue`` buffer is created in ``on_train_start``, so it is missing from a new module.
+
+    solo-learn 1.0.2 registers ``queue`` (``[2, queue_size // world_size, proj_output_dim]``) only
+    when training starts. A checkpoint of a run with ``queue_size > 0`` therefore holds a ``queue``
+    that a freshly built SwAV lacks (``load_state_dict``: unexpected key "queue"), and resuming
+    would zero the restored queue. Here the buffer exists from ``__init__`` (world size 1; a
+    checkpoint's shape wins when loading), and ``on_train_start`` keeps the current contents when
+    the shape it wants is the one already there.
+    """
+    original_init = swav_cls.__init__
+    if getattr(original_init, "__solo_qscore_patched__", False):
+        return
+    original_on_train_start = swav_cls.on_train_start
+
+    @functools.wraps(original_init)
+    def __init__(self, *args, **kwargs):
+        original_init(self, *args, **kwargs)
+        if self.queue_size > 0:
+            self.register_buffer("queue", torch.zeros(2, self.queue_size, self.proj_output_dim))
+        self.register_load_state_dict_pre_hook(_resize_swav_queue)
+
+    @functools.wraps(original_on_train_start)
+    def on_train_start(self):
+        current = self._buffers.get("queue")
+        original_on_train_start(self)  # builds Sinkhorn-Knopp and a zero queue for the world size
+        if current is not None and current.shape == self.queue.shape:
+            self.queue.copy_(current)
+
+    __init__.__solo_qscore_patched__ = True
+    swav_cls.__init__ = __init__
+    swav_cls.on_train_start = on_train_start
+
+
+@functools.cache
+def _scheduler_with_static_lr(cls: type) -> type:
+    """``cls`` whose ``get_lr`` keeps the groups in ``self.static_lr_groups`` at fixed rates."""
+
+    def get_lr(self):
+        lrs = cls.get_lr(self)
+        for index, lr in zip(self.static_lr_groups["indexes"], self.static_lr_groups["lrs"]):
+            lrs[index] = lr
+        return lrs
+
+    return type(f"StaticLR{cls.__name__}", (cls,), {"get_lr": get_lr, "__module__": __name__})
+
+
+def static_lr_in_scheduler_class(base_module) -> None:
+    """Fix 9: keep solo's ``static_lr`` closure out of the scheduler state, so such runs can resume.
+
+    For parameter groups with ``static_lr`` (SimSiam's predictor) solo-learn 1.0.2 sets
+    ``scheduler.get_lr = partial(static_lr, get_lr=scheduler.get_lr, ...)`` on the instance.
+    ``LRScheduler.state_dict()`` saves every instance attribute, so the checkpoint holds that
+    partial: Lightning's default ``weights_only`` loading rejects it, and with ``weights_only=False``
+    the restored partial calls itself (``RecursionError``). Here the partial becomes plain data,
+    ``scheduler.static_lr_groups = {"indexes": [...], "lrs": [...]}``, read by ``get_lr`` of a
+    subclass of the scheduler's class; the learning rates are the same.
+    """
+    cls = base_module.BaseMethod
+    original = cls.configure_optimizers
+    if getattr(original, "__solo_qscore_patched__", False):
+        return
+
+    @functools.wraps(original)
+    def configure_optimizers(self):
+        out = original(self)
+        if isinstance(out, (list, tuple)) and len(out) == 2:
+            for scheduler in out[1]:
+                static = scheduler.__dict__.get("get_lr")
+                if isinstance(static, functools.partial) and static.func is base_module.static_lr:
+                    del scheduler.__dict__["get_lr"]
+                    scheduler.static_lr_groups = {
+                        "indexes": [int(i) for i in static.keywords["param_group_indexes"]],
+                        "lrs": [float(lr) for lr in static.keywords["lrs_to_replace"]],
+                    }
+                    scheduler.__class__ = _scheduler_with_static_lr(type(scheduler))
+        return out
+
+    configure_optimizers.__solo_qscore_patched__ = True
+    cls.configure_optimizers = configure_optimizers
+
+
 def patch_solo() -> None:
     """Apply all fixes (idempotent) and import solo-learn."""
     global _PATCHED
@@ -134,7 +316,7 @@ def patch_solo() -> None:
         return
     install_pl_bolts_shim()
     import solo  # noqa: F401
-    from solo.methods import base, dino
+    from solo.methods import base, dino, swav
     from solo.utils import knn
 
     for cls in (base.BaseMethod, base.BaseMomentumMethod):
@@ -144,6 +326,8 @@ def patch_solo() -> None:
     optional_dataloader_idx(base.BaseMomentumMethod)
     fix_knn_classifier(knn, base)
     rename_dino_clip_gradients(dino.DINO)
+    swav_queue_in_state_dict(swav.SwAV)
+    static_lr_in_scheduler_class(base)
     _PATCHED = True
 
 
