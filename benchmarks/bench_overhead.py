@@ -145,6 +145,45 @@ def initial_discriminative_set(method: str, batch_size: int, seed: int, batches:
     return mask
 
 
+def _time_op(fn, repeats: int = 50) -> float:
+    fn()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def added_work_bounds(batch_size: int, baselines: dict) -> None:
+    """Time only the work each option adds to a step (many repeats: precise where whole steps are noisy)."""
+    from solo_qscore import ActivationStatistics, discriminative_mask, ifm_simclr_loss, qscore_regularizer_terms
+
+    n = 2 * batch_size  # two crops
+    torch.manual_seed(0)
+    z = torch.randn(n, 256, requires_grad=True)
+    idx = torch.arange(batch_size).repeat(2)
+    h = torch.randn(n, 512).relu().requires_grad_(True)
+    D = discriminative_mask(torch.rand(512))
+    stats = ActivationStatistics(512)
+
+    def ifm(eps):
+        return lambda: ifm_simclr_loss(z, idx, 0.2, epsilon=eps).backward()
+
+    t_ifm = _time_op(ifm(0.1)) - _time_op(ifm(0.0))
+    t_q = _time_op(lambda: qscore_regularizer_terms(torch.cat([h[:batch_size], h[batch_size:]]), D,
+                                                    validate=False).total.backward())
+    t_stats = _time_op(lambda: stats.update_and_score(h.detach(), D))
+    print("added work alone (median of 50 repeats) against the plain step's median:")
+    for name, added, base in [("ifm (L_eps term, fwd+bwd)", t_ifm, "simclr"),
+                              ("qscore regulariser (fwd+bwd)", t_q, "simclr"),
+                              ("statistics update + Q", t_stats, "simclr")]:
+        step = baselines.get(base)
+        bound = f"{1 + added / step:.4f}x" if step else "-"
+        print(f"  {name:<32} {added * 1e3:8.3f} ms   -> step ratio bound {bound}")
+    print()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--steps", type=int, default=10, help="measured steps per variant")
@@ -207,6 +246,7 @@ def main() -> None:
             line += f" {ratio:>7.3f} {min_ratio:>9.3f} {TARGETS[v.kind]:>6.2f}x  {'PASS' if ok else 'FAIL'}"
         print(line)
     print()
+    added_work_bounds(args.batch_size, plain)
     finite = all(torch.isfinite(torch.tensor(v.losses)).all() for v in variants)
     print("ratio = median / median of the plain baseline (PASS/FAIL uses it); min-ratio = fastest / fastest, "
           "less sensitive to other load on the machine")

@@ -24,19 +24,11 @@ import torch
 from pytorch_lightning.utilities import rank_zero_warn
 from torch import Tensor
 
-from solo_qscore.discriminative import _band_edge, discriminative_mask
+from solo_qscore.backbone import find_backbone
+from solo_qscore.discriminative import band_ranks, discriminative_mask
 from solo_qscore.statistics import ActivationStatistics
 
 BUFFER = "qscore_discriminative"
-
-
-def find_backbone(module: torch.nn.Module) -> torch.nn.Module:
-    """``module.backbone`` (solo-learn main, most code) or ``module.encoder`` (solo-learn 1.0.x)."""
-    for name in ("backbone", "encoder"):
-        backbone = getattr(module, name, None)
-        if isinstance(backbone, torch.nn.Module):
-            return backbone
-    raise AttributeError(f"{type(module).__name__} has no 'backbone' or 'encoder' module")
 
 
 @torch.no_grad()
@@ -211,8 +203,7 @@ class ActivationStatisticsCallback(pl.Callback):
 
                 from solo_qscore.plots import activation_frequency_figure
 
-                r = self.frequencies.numel()
-                ranks = (_band_edge(self.band[0], r), _band_edge(self.band[1], r))
+                ranks = band_ranks(self.frequencies.numel(), *self.band)
                 fig = activation_frequency_figure(self.frequencies, ranks, self.band, self.eps)
                 payload = {"qscore/activation_frequency": wandb.Image(fig), "epoch": trainer.current_epoch}
                 if q is not None and q.numel():

@@ -22,6 +22,11 @@ def _band_edge(percent: float, r: int) -> int:
     return int(math.floor(percent / 100.0 * r + 0.5))
 
 
+def band_ranks(num_features: int, low: float = 50.0, high: float = 95.0) -> tuple[int, int]:
+    """``(first, stop)``: the ranks ``first .. stop-1`` form the band ``[low, high)`` of ``r`` features."""
+    return _band_edge(float(low), num_features), _band_edge(float(high), num_features)
+
+
 def _check_frequencies(A: Tensor) -> None:
     if not isinstance(A, Tensor) or A.ndim != 1 or A.numel() == 0:
         shape = tuple(A.shape) if isinstance(A, Tensor) else type(A).__name__
@@ -59,7 +64,7 @@ def discriminative_mask(A: Tensor, low: float = 50.0, high: float = 95.0) -> Ten
     if not (0.0 <= low < high <= 100.0):
         raise ValueError(f"invalid band [{low}, {high}): need 0 <= low < high <= 100")
     r = A.numel() if isinstance(A, Tensor) else 0
-    return rank_band_mask(A, _band_edge(low, r), _band_edge(high, r))
+    return rank_band_mask(A, *band_ranks(r, low, high))
 
 
 def _check_size(size: int, r: int) -> int:

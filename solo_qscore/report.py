@@ -38,6 +38,7 @@ from torchmetrics.functional.classification import (
 )
 
 from solo_qscore.discriminative import (
+    band_ranks,
     discriminative_mask,
     feature_ranks,
     lower_tail_mask,
@@ -378,12 +379,8 @@ def qscore_report(
     mean_active = stats.mean_active
     D = discriminative_mask(A, float(band[0]), float(band[1]))
     n_d = int(D.sum())
-    ranks = feature_ranks(A)
-    if n_d:
-        band_ranks = (int(ranks[D].min()), int(ranks[D].max()) + 1)
-    else:
-        edge = int(math.floor(float(band[0]) / 100.0 * r + 0.5))
-        band_ranks = (edge, edge)
+    band_edges = band_ranks(r, float(band[0]), float(band[1]))
+    if not n_d:
         notes.append(
             f"the band [{band[0]:g}, {band[1]:g}) selects no feature of r = {r}: D is empty, so Q = 0 for "
             "every sample and AUROC = 0.5 (AUPRC = base rate) by construction"
@@ -475,7 +472,7 @@ def qscore_report(
         "base_rate_misclassified": 1.0 - accuracy,
         "num_features": r,
         "num_discriminative": n_d,
-        "band_ranks": list(band_ranks),
+        "band_ranks": list(band_edges),
         "eps": float(eps),
         "band": [float(band[0]), float(band[1])],
         "num_train": int(train_h.shape[0]),

@@ -23,7 +23,7 @@ from solo_qscore.adapters import solo_v1_compat
 from solo_qscore.adapters.solo_v1 import (
     CHECKPOINT_KEY,
     build_method,
-    get_backbone,
+    find_backbone,
     load_method,
     method_classes,
     solo_kwargs,
@@ -308,11 +308,11 @@ def _train_two_steps(cfg: dict):
     model = build_method(cfg, NUM_CLASSES)
     mask = some_mask(model.features_dim)
     model.qscore_discriminative.copy_(mask)
-    before = float_state(get_backbone(model))
+    before = float_state(find_backbone(model))
     trainer = make_trainer(max_steps=2)
     trainer.fit(model, pretrain_loader(cfg))
     assert trainer.global_step == 2
-    assert_changed(before, get_backbone(model))
+    assert_changed(before, find_backbone(model))
     assert torch.equal(model.qscore_discriminative, mask)
     # the hook saw every crop of the batch once: B = 2N rows of r features
     assert model.qscore_batch_features.shape == (2 * BATCH, model.features_dim)

@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from solo_qscore.adapters import solo_v1_compat  # noqa: F401  (patches solo on import)
+from solo_qscore.backbone import find_backbone
 from solo_qscore.config import ConfigError
 from solo_qscore.ifm import IFM_METHODS, ifm_moco_loss, ifm_nnclr_loss, ifm_simclr_loss
 from solo_qscore.regularizer import qscore_regularizer_terms
@@ -55,15 +56,6 @@ def method_classes() -> dict[str, type]:
     }
 
 
-def get_backbone(module: torch.nn.Module) -> torch.nn.Module:
-    """The backbone of a solo-learn module: ``encoder`` in 1.0.x, ``backbone`` on solo-learn main."""
-    for name in ("encoder", "backbone"):
-        backbone = getattr(module, name, None)
-        if isinstance(backbone, torch.nn.Module):
-            return backbone
-    raise AttributeError(f"{type(module).__name__} has no 'encoder' or 'backbone' module")
-
-
 class QScoreIFMMixin:
     """Mixin placed before a solo-learn method class; see the module docstring."""
 
@@ -83,7 +75,7 @@ class QScoreIFMMixin:
         self.register_buffer("qscore_discriminative", torch.zeros(self.features_dim, dtype=torch.bool))
         self._captured: list[Tensor] = []
         self._capturing = False
-        get_backbone(self).register_forward_hook(self._capture_features)
+        find_backbone(self).register_forward_hook(self._capture_features)
 
     # -- feature capture -------------------------------------------------------------------
     def _capture_features(self, module, inputs, output) -> None:
