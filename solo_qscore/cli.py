@@ -13,7 +13,10 @@ from solo_qscore.config import ConfigError, load_config
 
 MAIN_CONFIG = "method_configs/cifar10/simclr.yaml"
 # The main job: a short SimCLR run with Q-Score and IFM on the offline default data, then the probe.
+# eps = 2, not the paper's 4: after 3 CPU epochs the features are still dense (at eps = 4 the mean
+# |L_i| is 0.04, so Q = 0 for almost every sample); the paper's encoders trained for 1000 epochs.
 MAIN_OVERRIDES = [
+    "qscore.eps=2.0",
     "data.train_subset=4096", "data.val_subset=2000", "data.batch_size=128", "data.num_workers=2",
     "trainer.max_epochs=3", "scheduler.warmup_epochs=0", "probe.every_n_epochs=1",
     "output_dir=runs/main", "name=main-simclr-qscore-ifm",
