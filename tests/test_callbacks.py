@@ -18,22 +18,19 @@ import pytest
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.loggers import CSVLogger
-from solo_qscore.callbacks import ActivationStatisticsCallback, QScoreProbeCallback, extract_features
 from torch import nn
 from torch.nn import functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
-from solo_qscore.data.datasets import FASHION_MNIST_DIR
-from solo_qscore.discriminative import _band_edge, discriminative_mask
+from solo_qscore.callbacks import ActivationStatisticsCallback, QScoreProbeCallback, extract_features
+from solo_qscore.discriminative import band_ranks, discriminative_mask
 from solo_qscore.statistics import ActivationStatistics
-
-pytestmark = pytest.mark.skipif(not FASHION_MNIST_DIR.exists(), reason="apt-get install dataset-fashion-mnist")
 
 R = 64
 EPS = 2.0  # below the default 4 so that the highly activating sets of a 64-d ReLU output are not empty
 BAND = (50.0, 95.0)
 BATCH = 32
-EXPECTED_SIZE = _band_edge(BAND[1], R) - _band_edge(BAND[0], R)  # 61 - 32 = 29
+EXPECTED_SIZE = band_ranks(R, *BAND)[1] - band_ranks(R, *BAND)[0]  # 61 - 32 = 29
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -355,8 +352,6 @@ DDP_SCRIPT = textwrap.dedent('''
 ''')
 
 
-@pytest.mark.skipif(not torch.distributed.is_available() or not torch.distributed.is_gloo_available(),
-                    reason="needs torch.distributed with gloo")
 def test_ddp_counts_summed_and_probe_equal_single_process(tmp_path, fmnist):
     data_path = tmp_path / "data.pt"
     torch.save(fmnist, data_path)  # 256 = 2 ranks x 8 steps x 16 samples: the ranks cover the whole set

@@ -174,8 +174,7 @@ def test_identity_fields(path):
 
 @pytest.mark.parametrize("path", CONFIG_FILES, ids=IDS)
 def test_method_kwargs_match_solo_learn_constructor(path):
-    if _solo_methods_dir() is None or not _solo_methods_dir().is_dir():
-        pytest.skip("solo-learn 1.0.2 is not installed")
+    assert _solo_methods_dir() is not None and _solo_methods_dir().is_dir(), "solo-learn 1.0.2 is not installed"
     cfg = load(path)
     specific, required, generic = solo_signature(cfg["method"])
     kwargs = cfg["method_kwargs"]

@@ -369,7 +369,7 @@ def test_json_write_is_atomic(report, tmp_path, monkeypatch):
 
 # --------------------------------------------------------------------------------------------- wandb
 def test_wandb_offline_logging(report, tmp_path, monkeypatch):
-    wandb = pytest.importorskip("wandb")
+    import wandb
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_DIR", str(tmp_path))
     monkeypatch.setenv("WANDB_SILENT", "true")
@@ -402,7 +402,7 @@ def test_wandb_offline_logging(report, tmp_path, monkeypatch):
 
 
 def test_wandb_lightning_logger(report, tmp_path, monkeypatch):
-    pytest.importorskip("wandb")
+    import wandb  # noqa: F401
     from pytorch_lightning.loggers import WandbLogger
 
     monkeypatch.setenv("WANDB_MODE", "offline")

@@ -1,0 +1,90 @@
+"""The linear probe (full-batch L-BFGS in torch) against scikit-learn's LogisticRegression(lbfgs).
+
+    python benchmarks/bench_probe.py [--checkpoint runs/main/checkpoints/last.ckpt] [--n-train 20000]
+
+Both fit the same objective (multinomial logistic regression, L2 weight lambda, i.e. sklearn's
+C = 1 / (lambda * N)) on the same cached, standardised features with the same iteration budget.
+Features: the backbone of a solo-qscore checkpoint on Fashion-MNIST when --checkpoint is given,
+otherwise Fashion-MNIST pixels (784 features). Prints accuracy of both, the difference (target:
+within 0.5 points) and the speed ratio (target: ours >= 5x faster).
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+import torch
+
+from solo_qscore.probe import fit_linear_probe
+
+
+def pixel_features(n_train: int, n_test: int):
+    from solo_qscore.data import load_dataset
+
+    train, test = load_dataset("fashion_mnist", train=True), load_dataset("fashion_mnist", train=False)
+
+    def flat(ds, n):
+        images = torch.as_tensor(np.asarray(ds.images[:n]), dtype=torch.float32).reshape(n, -1) / 255.0
+        return images, torch.as_tensor(ds.targets[:n])
+
+    return (*flat(train, n_train), *flat(test, n_test))
+
+
+def checkpoint_features(path: str, n_train: int, n_test: int):
+    from solo_qscore.adapters.solo_v1 import load_method
+    from solo_qscore.callbacks import extract_features, find_backbone
+    from solo_qscore.config import load_config
+    from solo_qscore.data import make_eval_loaders
+
+    model, cfg, _ = load_method(path)
+    cfg = load_config(cfg, [f"data.train_subset={n_train}", f"data.val_subset={n_test}", "data.num_workers=2"])
+    train_loader, test_loader = make_eval_loaders(cfg["data"])
+    backbone = find_backbone(model)
+    return (*extract_features(backbone, train_loader, torch.device("cpu")),
+            *extract_features(backbone, test_loader, torch.device("cpu")))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--checkpoint", help="solo-qscore checkpoint whose backbone gives the features")
+    parser.add_argument("--n-train", type=int, default=20000)
+    parser.add_argument("--n-test", type=int, default=5000)
+    parser.add_argument("--weight-decay", type=float, default=1e-4)
+    parser.add_argument("--max-iter", type=int, default=100)
+    args = parser.parse_args()
+    from sklearn.linear_model import LogisticRegression
+
+    if args.checkpoint:
+        xtr, ytr, xte, yte = checkpoint_features(args.checkpoint, args.n_train, args.n_test)
+        source = f"backbone features of {args.checkpoint}"
+    else:
+        xtr, ytr, xte, yte = pixel_features(args.n_train, args.n_test)
+        source = "Fashion-MNIST pixels"
+
+    t0 = time.perf_counter()
+    probe = fit_linear_probe(xtr, ytr, weight_decay=args.weight_decay, max_iter=args.max_iter)
+    t_ours = time.perf_counter() - t0
+    acc_ours = float((probe.predict(xte) == yte).float().mean())
+
+    # sklearn on exactly the standardised features our probe uses
+    ztr, zte = probe.transform(xtr).numpy(), probe.transform(xte).numpy()
+    clf = LogisticRegression(C=1.0 / (args.weight_decay * len(ztr)), max_iter=args.max_iter, tol=1e-6)
+    t0 = time.perf_counter()
+    clf.fit(ztr, ytr.numpy())
+    t_sk = time.perf_counter() - t0
+    acc_sk = float((clf.predict(zte) == yte.numpy()).mean())
+
+    diff = 100 * (acc_ours - acc_sk)
+    print(f"features: {source}, train {tuple(xtr.shape)}, test {tuple(xte.shape)}, "
+          f"lambda {args.weight_decay}, max_iter {args.max_iter}, {torch.get_num_threads()} threads")
+    print(f"{'probe':<40}{'accuracy %':>12}{'fit s':>10}")
+    print(f"{'solo_qscore.fit_linear_probe (L-BFGS)':<40}{100 * acc_ours:>12.2f}{t_ours:>10.2f}")
+    print(f"{'sklearn LogisticRegression(lbfgs)':<40}{100 * acc_sk:>12.2f}{t_sk:>10.2f}")
+    print(f"accuracy difference: {diff:+.2f} points (target |diff| <= 0.5: {'PASS' if abs(diff) <= 0.5 else 'FAIL'})")
+    print(f"speed-up: {t_sk / t_ours:.1f}x (target >= 5x: {'PASS' if t_sk / t_ours >= 5 else 'FAIL'})")
+
+
+if __name__ == "__main__":
+    main()
