@@ -94,7 +94,15 @@ def _torchvision_backbone(state_dict, cfg: dict):
     net.fc = torch.nn.Identity()
     state = {k.removeprefix("encoder.").removeprefix("backbone."): v for k, v in state.items()}
     state = {k: v for k, v in state.items() if not k.startswith("fc.")}
-    net.load_state_dict(state, strict=False)
+    try:
+        missing, unexpected = net.load_state_dict(state, strict=False)
+    except RuntimeError as err:  # shape mismatches raise even with strict=False
+        missing, unexpected = [str(err).splitlines()[1].strip()], []
+    if missing or unexpected:
+        raise ConfigError(
+            f"the state dict does not fit a torchvision {cfg['backbone']['name']} (backbone.cifar="
+            f"{cfg['backbone']['cifar']}): missing {missing[:4]}, unexpected {unexpected[:4]}"
+        )
     return net
 
 

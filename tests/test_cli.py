@@ -93,3 +93,34 @@ def test_wandb_offline_run_folder(tmp_path, monkeypatch):
     assert any(p.suffix == ".wandb" for p in files), files
     assert (out / "checkpoints" / "last.ckpt").is_file()
     assert (out / "probe" / "probe.json").is_file()
+
+
+def test_probe_command_on_a_plain_torchvision_state_dict(pretrained, tmp_path):
+    """`solo-qscore probe` also takes a torchvision ResNet state dict: same weights, same report."""
+    import torch
+
+    from solo_qscore.adapters.solo_v1 import load_method
+
+    model, _, _ = load_method(str(pretrained / "checkpoints" / "last.ckpt"))
+    state = tmp_path / "resnet18.pt"
+    torch.save(model.encoder.state_dict(), state)  # keys of torchvision's ResNet (fc is Identity)
+    out_plain, out_ckpt = tmp_path / "plain", tmp_path / "ckpt"
+    data = ["data.dataset=fashion_mnist", "data.train_subset=32", "data.val_subset=32", "data.num_workers=0"]
+    assert main(["probe", str(state), "--config", SIMCLR, "--out", str(out_plain), *data]) == 0
+    assert main(["probe", str(pretrained / "checkpoints" / "last.ckpt"), "--out", str(out_ckpt), *data]) == 0
+    plain = json.loads((out_plain / "probe.json").read_text())
+    ckpt = json.loads((out_ckpt / "probe.json").read_text())
+    for key in ("accuracy", "auroc", "auprc", "num_discriminative", "mean_active"):
+        assert plain[key] == pytest.approx(ckpt[key], abs=1e-6), key
+
+
+def test_probe_command_rejects_a_state_dict_of_another_architecture(tmp_path, capsys):
+    import torch
+    import torchvision
+
+    state = tmp_path / "resnet50.pt"
+    torch.save(torchvision.models.resnet50().state_dict(), state)
+    assert main(["probe", str(state), "--config", SIMCLR, "--out", str(tmp_path / "out"),
+                 "data.dataset=fashion_mnist", "data.train_subset=32", "data.val_subset=32"]) == 2
+    assert "does not fit a torchvision resnet18" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
