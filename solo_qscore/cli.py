@@ -23,6 +23,12 @@ MAIN_OVERRIDES = [
 ]
 
 
+# Further-training with the regulariser, as the paper does (Q-Score paper §5: lr 1e-5, LARS,
+# warm-up then cosine annealing, 50 epochs); the rest of the config comes from the checkpoint.
+FINETUNE_OVERRIDES = ["qscore.enabled=true", "optimizer.lr=1.0e-5", "trainer.max_epochs=50",
+                      "scheduler.name=warmup_cosine", "scheduler.warmup_epochs=5"]
+
+
 def _config_path(path: str) -> str:
     """Resolve a config path given relative to the repo (works from any directory in a checkout)."""
     if Path(path).exists():
@@ -44,6 +50,23 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
     if args.assert_loss_decreases:
         print(check_loss_decreases(summary["losses"]))
         summary.pop("losses")
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+def cmd_finetune(args: argparse.Namespace) -> int:
+    import torch
+
+    from solo_qscore.adapters.solo_v1 import CHECKPOINT_KEY
+    from solo_qscore.train import pretrain
+
+    checkpoint = torch.load(args.checkpoint, map_location="cpu", weights_only=False)
+    saved = checkpoint.get(CHECKPOINT_KEY, {}).get("config") if isinstance(checkpoint, dict) else None
+    if not saved:
+        raise ConfigError(f"{args.checkpoint} was not written by solo-qscore pretrain (no run config inside)")
+    defaults = [*FINETUNE_OVERRIDES, f"output_dir={saved['output_dir']}-finetune", f"name={saved['name']}-finetune"]
+    cfg = load_config(saved, [*defaults, *args.overrides])
+    summary = pretrain(cfg, init_from=args.checkpoint)
     print(json.dumps(summary, indent=2))
     return 0
 
@@ -134,6 +157,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", help="resume this checkpoint exactly")
     p.add_argument("--assert-loss-decreases", action="store_true", help="smoke check: finite, decreasing loss")
     p.set_defaults(func=cmd_pretrain)
+    p = sub.add_parser("finetune", help="further-train a pretrain checkpoint with the Q-Score regulariser "
+                       "(paper: lr 1e-5, 50 epochs; D seeded from the train set before the first step)")
+    p.add_argument("checkpoint")
+    p.set_defaults(func=cmd_finetune)
     p = sub.add_parser("probe", help="Q-Score probe report of a checkpoint")
     p.add_argument("checkpoint")
     p.add_argument("--out", help="report folder (default OUTPUT_DIR/probe)")

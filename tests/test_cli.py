@@ -124,3 +124,24 @@ def test_probe_command_rejects_a_state_dict_of_another_architecture(tmp_path, ca
                  "data.dataset=fashion_mnist", "data.train_subset=32", "data.val_subset=32"]) == 2
     assert "does not fit a torchvision resnet18" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_finetune_seeds_the_discriminative_set_and_regularises_from_the_first_step(pretrained, tmp_path):
+    """`finetune` = the paper's further-training: weights from the checkpoint, D from one pass over
+    the train set before training, so the regulariser is on at step 1 (it is off in epoch 1 of pretrain)."""
+    import csv
+
+    import torch
+
+    out = tmp_path / "ft"
+    code = main(["finetune", str(pretrained / "checkpoints" / "last.ckpt"), f"output_dir={out}",
+                 "trainer.max_steps=2", "trainer.log_every_n_steps=1", "data.dataset=fashion_mnist",
+                 "qscore.eps=2.0"])
+    assert code == 0
+    rows = list(csv.DictReader(next((out / "logs").rglob("metrics.csv")).open()))
+    reg = [float(r["train_qscore_reg_step"]) for r in rows if r.get("train_qscore_reg_step")]
+    assert reg and reg[0] > 0  # on from the first logged step
+    saved = torch.load(out / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    assert saved["solo_qscore"]["config"]["optimizer"]["lr"] == pytest.approx(1e-5)
+    assert saved["solo_qscore"]["config"]["qscore"]["enabled"] is True
+    assert bool(saved["state_dict"]["qscore_discriminative"].any())
