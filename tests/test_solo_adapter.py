@@ -243,26 +243,36 @@ def test_knn_classifier_constructs_updates_and_matches_solo():
         assert ours == pytest.approx(theirs, abs=1e-9)
 
 
-def test_knn_compute_all_classes_when_validation_misses_a_class():
+def test_knn_with_a_class_missing_from_validation_warns_and_gives_nan():
     from solo.utils.knn import WeightedKNNClassifier
 
     knn = WeightedKNNClassifier(k=2, distance_fx="euclidean")
     train_x = torch.tensor([[0.0], [1.0], [10.0], [11.0], [20.0], [21.0]])
     train_y = torch.tensor([0, 0, 2, 2, 1, 1])
-    # test labels {0, 2}: solo-learn 1.0.2 sizes its one-hot by 2 classes and fails on label 2
+    # test labels {0, 2}: solo-learn 1.0.2 sizes its one-hot by 2 classes and would fail on label 2
     _fill_knn(knn, train_x, train_y, torch.tensor([[0.2], [10.4], [15.6]]), torch.tensor([0, 2, 2]))
-    top1, top5 = knn.compute()
-    assert top1 == pytest.approx(200 / 3) and top5 == pytest.approx(100.0)
+    with pytest.warns(UserWarning, match=r"no sample of class\(es\) \[1\]"):
+        top1, top5 = knn.compute()
+    assert math.isnan(top1) and math.isnan(top5)
+    assert len(knn.train_features) == 0  # reset: the next epoch starts clean
 
 
 def test_knn_eval_runs_in_a_lightning_fit():
     cfg = small_config("simclr", "method_kwargs.knn_eval=true", "method_kwargs.knn_k=5")
-    _, val_loader = make_eval_loaders(cfg["data"], batch_size=BATCH)
-    assert len(torch.cat([y for _, y in val_loader]).unique()) < NUM_CLASSES  # the case fix 7 handles
     model = build_method(cfg, NUM_CLASSES)
     assert type(model.knn).__solo_qscore_patched__
-    trainer = make_trainer(max_epochs=1, limit_train_batches=2, limit_val_batches=2)
-    trainer.fit(model, pretrain_loader(cfg), val_loader)
+    # a validation set with every class: real accuracies
+    _, val_loader = make_eval_loaders(cfg["data"], batch_size=BATCH)
+    full = [(x, y) for x, y in val_loader]
+    xs, ys = torch.cat([x for x, _ in full]), torch.cat([y for _, y in full])
+    if len(ys.unique()) < NUM_CLASSES:  # top up with one sample of each missing class from train
+        _, train_eval = make_eval_loaders(small_config("simclr", "data.val_subset=null")["data"], batch_size=256)
+        vx, vy = next(iter(train_eval))
+        keep = torch.stack([(vy == c).nonzero()[0, 0] for c in range(NUM_CLASSES)])
+        xs, ys = torch.cat([xs, vx[keep]]), torch.cat([ys, vy[keep]])
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(xs, ys), batch_size=BATCH)
+    trainer = make_trainer(max_epochs=1, limit_train_batches=2)
+    trainer.fit(model, pretrain_loader(cfg), loader)
     for key in ("val_knn_acc1", "val_knn_acc5"):
         assert 0 <= trainer.callback_metrics[key].item() <= 100, key
 

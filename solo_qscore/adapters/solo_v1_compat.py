@@ -17,7 +17,8 @@ Found by ``tests/test_solo_adapter.py`` beyond the list in SPEC §5:
 6. ``SwAV`` registers its ``queue`` buffer only in ``on_train_start``, so its checkpoints do not
    load into a new module and resuming zeroes the queue (:func:`swav_queue_in_state_dict`).
 7. ``WeightedKNNClassifier.compute`` counts classes from the validation labels only and indexes
-   out of bounds when the validation set misses a class (:func:`knn_compute_all_classes`).
+   out of bounds when the validation set misses a class: then the kNN metrics of that epoch are
+   NaN with a warning saying why, instead of a crash (:func:`knn_compute_or_warn`).
 8. ``BaseMomentumMethod.validation_epoch_end`` calls ``super().validation_epoch_end``, which fix 2
    removed (:func:`solo_validation_epoch_end_restored`).
 9. ``static_lr`` groups (SimSiam) put a ``functools.partial`` into the scheduler's state, so such
@@ -31,6 +32,7 @@ import functools
 import importlib.util
 import sys
 import types
+import warnings
 
 import torch
 
@@ -148,53 +150,34 @@ def fix_knn_classifier(knn_module, base_module) -> type:
             self.update(*args, **kwargs)
 
         def compute(self):
-            return knn_compute_all_classes(self)
+            return knn_compute_or_warn(self, original.compute)
 
     knn_module.WeightedKNNClassifier = WeightedKNNClassifier
     base_module.WeightedKNNClassifier = WeightedKNNClassifier
     return WeightedKNNClassifier
 
 
-@torch.no_grad()
-def knn_compute_all_classes(knn) -> tuple[float, float]:
-    """``WeightedKNNClassifier.compute`` counting classes from the train *and* test labels.
+def knn_compute_or_warn(knn, solo_compute) -> tuple[float, float]:
+    """Fix 7: run solo's kNN ``compute`` only when it can index every class it will see.
 
-    solo-learn 1.0.2 takes ``num_classes = unique(test_targets).numel()``, so a validation set
-    that misses a class (or any label >= that count) makes ``scatter_`` index out of bounds.
-    Otherwise this is solo's weighted k-NN, line for line: returns ``(acc@1, acc@5)`` in percent
-    and resets the metric.
+    solo-learn 1.0.2 sizes its one-hot by ``unique(test_targets).numel()``; when the validation
+    labels do not cover ``0 .. max label`` of train and validation, it would index out of bounds.
+    Then the epoch's kNN accuracies are NaN (with a warning naming the missing classes).
     """
-    train_features, train_targets = torch.cat(knn.train_features), torch.cat(knn.train_targets)
-    test_features, test_targets = torch.cat(knn.test_features), torch.cat(knn.test_targets)
+    train_targets, test_targets = torch.cat(knn.train_targets), torch.cat(knn.test_targets)
     num_classes = int(torch.cat([train_targets, test_targets]).max()) + 1
-    num_train, num_test = train_targets.size(0), test_targets.size(0)
-    chunk_size = min(max(1, knn.max_distance_matrix_size // num_train), num_test)
-    k = min(knn.k, num_train)
-    top1, top5, total = 0.0, 0.0, 0
-    for start in range(0, num_test, chunk_size):
-        features = test_features[start:start + chunk_size]
-        targets = test_targets[start:start + chunk_size]
-        batch_size = targets.size(0)
-        if knn.distance_fx == "cosine":
-            similarity = features @ train_features.t()
-        elif knn.distance_fx == "euclidean":
-            similarity = 1 / (torch.cdist(features, train_features) + knn.epsilon)
-        else:
-            raise NotImplementedError(knn.distance_fx)
-        distances, indices = similarity.topk(k, largest=True, sorted=True)
-        neighbours = torch.gather(train_targets.view(1, -1).expand(batch_size, -1), 1, indices)
-        one_hot = torch.zeros(batch_size * k, num_classes, device=train_features.device)
-        one_hot.scatter_(1, neighbours.view(-1, 1), 1)
-        if knn.distance_fx == "cosine":
-            distances = distances.clone().div_(knn.T).exp_()
-        probs = (one_hot.view(batch_size, -1, num_classes) * distances.view(batch_size, -1, 1)).sum(1)
-        _, predictions = probs.sort(1, True)
-        correct = predictions.eq(targets.view(-1, 1))
-        top1 += correct.narrow(1, 0, 1).sum().item()
-        top5 += correct.narrow(1, 0, min(5, k, correct.size(-1))).sum().item()
-        total += batch_size
-    knn.reset()
-    return top1 * 100.0 / total, top5 * 100.0 / total
+    present = torch.unique(test_targets)
+    if present.numel() != num_classes:
+        missing = sorted(set(range(num_classes)) - set(present.tolist()))
+        warnings.warn(
+            f"kNN evaluation skipped this epoch (NaN): the validation set has no sample of class(es) "
+            f"{missing[:10]}, and solo-learn 1.0.2's kNN counts classes from the validation labels. "
+            "Use a validation set with every class (e.g. no data.val_subset) or knn_eval=false.",
+            stacklevel=2,
+        )
+        knn.reset()
+        return float("nan"), float("nan")
+    return solo_compute(knn)
 
 
 def rename_dino_clip_gradients(dino_cls: type) -> None:
