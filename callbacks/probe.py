@@ -20,8 +20,8 @@ from pathlib import Path
 from typing import Any, Optional
 
 import pytorch_lightning as pl
-from solo_qscore.callbacks.activation_statistics import extract_features, find_backbone
 
+from solo_qscore.callbacks.activation_statistics import extract_features, find_backbone
 from solo_qscore.collapse import normalized_embedding_std, rankme
 
 SCALARS = ("auroc", "auprc", "accuracy", "auroc_misclassified", "auprc_misclassified", "num_discriminative",
