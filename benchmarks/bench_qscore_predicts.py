@@ -1,0 +1,293 @@
+"""Benchmark: does Q-Score predict misclassification? (Q-Score paper Fig. 4) + compression (Fig. 2).
+
+Pre-trains SimCLR (contrastive) and BYOL (non-contrastive) with solo-learn through
+``solo_qscore.train.pretrain`` on the offline default data (``cifar10`` falls back to Fashion-MNIST
+at 32x32 RGB: real CIFAR-10 is not available offline), extracts frozen backbone features, and runs
+``solo_qscore.report.qscore_report`` at eps = 4 (paper) and eps = 2. For each eps it reports the
+AUROC / AUPRC of Q against the linear probe's correctness, with the base rate, next to label-free
+alternatives scored on the same samples and the same correct flags:
+
+* max-softmax confidence of the probe (supervised: it *is* the probe, an upper reference),
+* the norm ``||h_i||`` of the raw representation,
+* the z-score of the top feature, ``max_j (hhat_ij - mu_i) / sigma_i`` (SPEC section 1 notation),
+
+and the compression study (probe accuracy vs number of kept features: discriminative band, random
+subsets, lower/upper tail of A, PCA).
+
+Paper setting: ResNet-18/50 pre-trained 1000 epochs (CIFAR-10) or 400+ epochs (ImageNet-100/1K) on
+GPUs. Here ``--scale 1`` = 2 epochs on 3,000 training images (val 2,000), ~7 min per method on one
+CPU core; ``--scale k`` multiplies the number of samples and epochs.
+
+    .venv/bin/python benchmarks/bench_qscore_predicts.py --scale 1 --threads 1
+
+Checkpoints and per-method JSON go to ``runs/bench_qscore_<method>/``; an existing checkpoint of the
+same scale is reused (``--retrain`` to force). Plots: ``benchmarks/qscore_predicts_*.png``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("WANDB_MODE", "disabled")
+
+PAPER = {
+    "auprc_max": "91.45 (ImageNet-100, BYOL); 78.78 (ImageNet-1K)",
+    "auroc_max": "73.26 (ImageNet-100, SimCLR); 65.44 (ImageNet-1K)",
+    "compression": ("discriminative features keep linear accuracy with up to 40% fewer dimensions, "
+                    "beating random subsets"),
+}
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--scale", type=float, default=1.0, help="multiplies samples and epochs (1 = 3000 train, 2 epochs)")
+    p.add_argument("--threads", type=int, default=1, help="torch threads (default 1: shared CPU)")
+    p.add_argument("--num-workers", type=int, default=1, help="data.num_workers")
+    p.add_argument("--methods", nargs="+", default=["simclr", "byol"])
+    p.add_argument("--eps", type=float, nargs="+", default=[4.0, 2.0])
+    p.add_argument("--random-seeds", type=int, default=4, help="random subsets per size (>= 4)")
+    p.add_argument("--compression-eps", type=float, nargs="+", default=[2.0],
+                   help="eps values at which to run the compression study (it depends on eps through A)")
+    p.add_argument("--fractions", type=float, nargs="+", default=[0.1, 0.2, 0.3, 0.4, 0.6, 0.8, 1.0],
+                   help="compression sizes k = round(f r); |D| is always added")
+    p.add_argument("--retrain", action="store_true", help="ignore an existing checkpoint")
+    p.add_argument("--run-prefix", default="runs/bench_qscore_")
+    p.add_argument("--png-prefix", default="benchmarks/qscore_predicts")
+    return p.parse_args(argv)
+
+
+def sizes_for(scale: float) -> dict:
+    return {
+        "train_subset": max(256, int(round(3000 * scale))),
+        "val_subset": max(200, int(round(2000 * scale))),
+        "epochs": max(1, int(round(2 * scale))),
+    }
+
+
+def overrides_for(method: str, args: argparse.Namespace, sz: dict) -> list[str]:
+    return [
+        f"data.train_subset={sz['train_subset']}", f"data.val_subset={sz['val_subset']}",
+        "data.batch_size=128", f"data.num_workers={args.num_workers}",
+        f"trainer.max_epochs={sz['epochs']}", "trainer.accelerator=cpu", "trainer.devices=1",
+        "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false",
+        "scheduler.warmup_epochs=0", "wandb.enabled=false", "qscore.enabled=false",
+        "probe.every_n_epochs=0", f"output_dir={args.run_prefix}{method}", f"name=bench-qscore-{method}",
+    ]
+
+
+def binary_scores(score, correct) -> dict:
+    import torch
+    from torchmetrics.functional.classification import binary_auroc, binary_average_precision, binary_roc
+
+    s = torch.as_tensor(score, dtype=torch.float64)
+    c = torch.as_tensor(correct).long()
+    fpr, tpr, _ = binary_roc(s, c)
+    return {
+        "auroc": float(binary_auroc(s, c)),
+        "auprc": float(binary_average_precision(s, c)),
+        "fpr": fpr.numpy(), "tpr": tpr.numpy(),
+    }
+
+
+def analyse(method: str, ckpt: str, args: argparse.Namespace) -> dict:
+    import torch
+
+    from solo_qscore.adapters.solo_v1 import load_method
+    from solo_qscore.callbacks import extract_features, find_backbone
+    from solo_qscore.data import make_eval_loaders
+    from solo_qscore.report import qscore_report
+
+    t0 = time.time()
+    model, cfg, _ = load_method(ckpt)
+    backbone = find_backbone(model)
+    device = torch.device("cpu")
+    train_loader, val_loader = make_eval_loaders(cfg["data"], batch_size=256)
+    train_h, train_y = extract_features(backbone, train_loader, device)
+    val_h, val_y = extract_features(backbone, val_loader, device)
+    dataset = getattr(train_loader.dataset, "name", None) or getattr(
+        getattr(train_loader.dataset, "dataset", None), "name", cfg["data"]["dataset"])
+    t_extract = time.time() - t0
+
+    # label-free alternatives (independent of eps)
+    hhat = val_h.double() / val_h.double().norm(dim=1, keepdim=True).clamp_min(1e-12)
+    mu = hhat.mean(dim=1, keepdim=True)
+    sigma = hhat.std(dim=1, unbiased=False, keepdim=True)
+    zmax = ((hhat - mu) / sigma.clamp_min(1e-12)).max(dim=1).values
+    norm = val_h.double().norm(dim=1)
+
+    out = {"method": method, "dataset": str(dataset), "checkpoint": ckpt, "num_train": int(train_h.shape[0]),
+           "num_val": int(val_h.shape[0]), "r": int(train_h.shape[1]), "extract_seconds": t_extract,
+           "per_eps": []}
+    for eps in args.eps:
+        t1 = time.time()
+        rep = qscore_report(train_h, train_y, val_h, val_y, eps=eps, band=(50.0, 95.0),
+                            num_random_seeds=args.random_seeds,
+                            compression_fractions=args.fractions if eps in args.compression_eps else None,
+                            probe_kwargs={"max_iter": cfg["probe"]["max_iter"],
+                                          "weight_decay": cfg["probe"]["weight_decay"]})
+        arr = rep["arrays"]
+        correct = torch.as_tensor(arr["correct"]).bool()
+        # mean |L_i| on the validation set too (report's mean_active is over the train set)
+        vz = (hhat - mu) / sigma.clamp_min(1e-12)
+        val_mean_active = float((vz > eps).sum(dim=1).double().mean())
+        scores = {"Q": arr["q"], "max-softmax": arr["confidence"], "||h||": norm.numpy(),
+                  "top z-score": zmax.numpy()}
+        metrics = {}
+        if 0 < int(correct.sum()) < correct.numel():
+            for name, s in scores.items():
+                metrics[name] = binary_scores(s, correct)
+        out["per_eps"].append({
+            "eps": eps,
+            "mean_active_train": rep["mean_active"],
+            "mean_active_val": val_mean_active,
+            "accuracy": rep["accuracy"],
+            "num_discriminative": rep["num_discriminative"],
+            "q_zero_fraction": rep["q_zero_fraction"],
+            "auroc_Q_report": rep["auroc"], "auprc_Q_report": rep["auprc"],
+            "note": rep["note"],
+            "metrics": {k: {"auroc": v["auroc"], "auprc": v["auprc"]} for k, v in metrics.items()},
+            "roc": {k: {"fpr": v["fpr"].tolist(), "tpr": v["tpr"].tolist()} for k, v in metrics.items()},
+            "compression": rep["compression"],
+            "seconds": time.time() - t1,
+        })
+        print(f"[{method}] eps={eps:g}: mean|L_i| train {rep['mean_active']:.3f} val {val_mean_active:.3f}, "
+              f"acc {rep['accuracy']:.4f}, AUROC(Q) {rep['auroc']}, AUPRC(Q) {rep['auprc']} "
+              f"({time.time() - t1:.0f}s)", flush=True)
+    return out
+
+
+def fmt(v, pct: bool = True) -> str:
+    if v is None:
+        return "n/a"
+    return f"{100 * v:.2f}" if pct else f"{v:.3f}"
+
+
+def print_tables(results: list[dict]) -> str:
+    lines = ["| method | ε | mean\\|L_i\\| (train / val) | #D | Q≡0 frac | accuracy = base rate | AUROC / AUPRC of Q | "
+             "max-softmax (supervised ref.) | ‖h‖ | top-feature z-score |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for res in results:
+        for e in res["per_eps"]:
+            m = e["metrics"]
+
+            def pair(name, m=m):
+                return f"{fmt(m[name]['auroc'])} / {fmt(m[name]['auprc'])}" if name in m else "n/a"
+            lines.append(
+                f"| {res['method']} | {e['eps']:g} | {e['mean_active_train']:.3f} / {e['mean_active_val']:.3f} | "
+                f"{e['num_discriminative']} | {e['q_zero_fraction']:.3f} | {fmt(e['accuracy'])} | {pair('Q')} | "
+                f"{pair('max-softmax')} | {pair('||h||')} | {pair('top z-score')} |")
+    text = "\n".join(lines) + "\n"
+    for res in results:
+        for e in res["per_eps"]:
+            c = e["compression"]
+            if not c:
+                continue
+            text += (f"\nCompression, {res['method']}, ε = {e['eps']:g} (r = {c['num_features']}, |D| = "
+                     f"{c['num_discriminative']}, full accuracy {fmt(c['full_accuracy'])}%, "
+                     f"{c['num_random_seeds']} random seeds); accuracy %:\n\n")
+            text += "| k | band | random mean ± std | lower tail | upper tail | PCA |\n|---|---|---|---|---|---|\n"
+            for i, k in enumerate(c["sizes"]):
+                rm, rs = c["random_mean"][i], c["random_std"][i]
+                text += (f"| {k} | {fmt(c['band'][i])} | {fmt(rm)} ± {fmt(rs)} | {fmt(c['lower_tail'][i])} | "
+                         f"{fmt(c['upper_tail'][i])} | {fmt(c['pca'][i])} |\n")
+    print(text, flush=True)
+    return text
+
+
+def save_plots(results: list[dict], prefix: str) -> list[str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from solo_qscore.plots import compression_figure, save_figure_atomic
+
+    paths = []
+    colors = {"Q": "C0", "max-softmax": "C3", "||h||": "C2", "top z-score": "C1"}
+    for res in results:
+        n = len(res["per_eps"])
+        fig, axes = plt.subplots(1, n, figsize=(5.2 * n, 4.8), squeeze=False)
+        for ax, e in zip(axes[0], res["per_eps"]):
+            for name, roc in e["roc"].items():
+                ax.plot(roc["fpr"], roc["tpr"], color=colors[name],
+                        label=f"{name} (AUROC {100 * e['metrics'][name]['auroc']:.1f})")
+            ax.plot([0, 1], [0, 1], "k:", lw=1)
+            ax.set_title(f"{res['method']}, ε = {e['eps']:g}, acc {100 * e['accuracy']:.1f}%, "
+                         f"mean|L_i| {e['mean_active_train']:.2f}", fontsize=9)
+            ax.set_xlabel("FPR (misclassified scored as correct)")
+            ax.set_ylabel("TPR (correct)")
+            ax.legend(fontsize=8, loc="lower right")
+            ax.grid(alpha=0.3)
+        fig.tight_layout()
+        path = f"{prefix}_roc_{res['method']}.png"
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        paths.append(path)
+        for e in res["per_eps"]:
+            if e["compression"]:
+                fig = compression_figure(e["compression"], title=(
+                    f"{res['method']} on {res['dataset']}: probe accuracy on feature subsets (ε = {e['eps']:g})"))
+                path = f"{prefix}_compression_{res['method']}_eps{e['eps']:g}.png"
+                save_figure_atomic(fig, path)
+                paths.append(path)
+    return paths
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    import torch
+
+    torch.set_num_threads(args.threads)
+    from solo_qscore.config import load_config
+    from solo_qscore.train import pretrain
+
+    sz = sizes_for(args.scale)
+    print(f"scale {args.scale}: {sz}, threads {args.threads}, methods {args.methods}, eps {args.eps}", flush=True)
+    t_start = time.time()
+    results = []
+    for method in args.methods:
+        cfg = load_config(str(ROOT / f"method_configs/cifar10/{method}.yaml"), overrides_for(method, args, sz))
+        out_dir = ROOT / cfg["output_dir"]
+        ckpt = out_dir / "checkpoints" / "last.ckpt"
+        stamp = out_dir / "bench_scale.json"
+        reuse = (not args.retrain and ckpt.exists() and stamp.exists()
+                 and json.loads(stamp.read_text()) == sz)
+        t0 = time.time()
+        if reuse:
+            print(f"[{method}] reusing {ckpt}", flush=True)
+            train_seconds = json.loads((out_dir / "bench_train_seconds.json").read_text())
+        else:
+            cwd = os.getcwd()
+            os.chdir(ROOT)
+            try:
+                summary = pretrain(cfg)
+            finally:
+                os.chdir(cwd)
+            train_seconds = time.time() - t0
+            stamp.write_text(json.dumps(sz))
+            (out_dir / "bench_train_seconds.json").write_text(json.dumps(train_seconds))
+            print(f"[{method}] pre-trained in {train_seconds:.0f}s: {summary.get('dataset')}", flush=True)
+        res = analyse(method, str(ckpt), args)
+        res["train_seconds"] = train_seconds
+        res["sizes"] = sz
+        (out_dir / "bench_qscore_predicts.json").write_text(json.dumps(res, indent=1))
+        results.append(res)
+        print(f"[{method}] done, {time.time() - t0:.0f}s (extract {res['extract_seconds']:.0f}s)", flush=True)
+
+    print_tables(results)
+    for path in save_plots(results, str(ROOT / args.png_prefix)):
+        print("saved", path)
+    print(f"paper: AUPRC up to {PAPER['auprc_max']}; AUROC up to {PAPER['auroc_max']}; {PAPER['compression']}")
+    print(f"total wall time {time.time() - t_start:.0f}s", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
