@@ -96,9 +96,17 @@ class ActivationStatisticsCallback(pl.Callback):
         if isinstance(buffer, Tensor):
             buffer.copy_(discriminative.to(buffer.device))
 
+    def _discriminative_on(self, device: torch.device) -> Tensor:
+        # one host-to-device copy per new set, not one per training step
+        cached = getattr(self, "_discriminative_cache", None)
+        if cached is None or cached[0] is not self.discriminative or cached[1].device != device:
+            self._discriminative_cache = (self.discriminative, self.discriminative.to(device))
+        return self._discriminative_cache[1]
+
     def _statistics_pass(self, pl_module: pl.LightningModule) -> ActivationStatistics:
         feats, _ = extract_features(find_backbone(pl_module), self.dataloader, pl_module.device)
-        metric = ActivationStatistics(feats.shape[1], self.eps).to(pl_module.device)
+        # every process has passed over the whole loader: no need to sum across processes
+        metric = ActivationStatistics(feats.shape[1], self.eps, sync_on_compute=False).to(pl_module.device)
         metric.update(feats)
         return metric
 
@@ -155,7 +163,7 @@ class ActivationStatisticsCallback(pl.Callback):
             return
         metric = self._ensure_metric(h.shape[1], h.device)
         if self.discriminative is not None:
-            self._q.append(metric.update_and_score(h, self.discriminative.to(h.device)))
+            self._q.append(metric.update_and_score(h, self._discriminative_on(h.device)))
         else:
             metric.update(h)
 
@@ -181,13 +189,13 @@ class ActivationStatisticsCallback(pl.Callback):
             "qscore/mean_active": float(num_active) / float(num_samples) if float(num_samples) else 0.0,
             "qscore/num_samples": float(num_samples),
         }
-        if self._q:
-            q = torch.cat(self._q).float().cpu()
+        q = torch.cat(self._q).float().cpu() if self._q else None
+        if q is not None:
             quantiles = torch.quantile(q, torch.tensor([0.1, 0.5, 0.9]))
             logs.update({"qscore/q_mean": float(q.mean()), "qscore/q_p10": float(quantiles[0]),
                          "qscore/q_p50": float(quantiles[1]), "qscore/q_p90": float(quantiles[2])})
         pl_module.log_dict(logs, rank_zero_only=True)
-        self._log_wandb(trainer, q=torch.cat(self._q).float().cpu() if self._q else None)
+        self._log_wandb(trainer, q=q)
         # reset here, not at epoch start: a checkpoint taken mid-epoch keeps its partial counts
         metric.reset()
         self._q = []

@@ -33,6 +33,11 @@ def check_finite(row_stat: Tensor, name: str = "h") -> None:
         )
 
 
+def check_finite_rows(h: Tensor, name: str = "h") -> None:
+    """Raise ``ValueError`` if any row of ``h`` holds NaN/Inf (for cached features off the hot path)."""
+    check_finite(torch.where(torch.isfinite(h).all(dim=1), 0.0, float("nan")), name)
+
+
 def check_mask(mask: Tensor, num_features: int, name: str = "discriminative") -> None:
     """Raise ``ValueError`` unless ``mask`` is a boolean ``[r]`` feature mask."""
     if not isinstance(mask, Tensor) or mask.dtype != torch.bool:

@@ -25,18 +25,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from solo_qscore._validation import check_finite_rows, check_representations
+
 __all__ = ["LinearProbe", "ProbeResult", "feature_mean_std", "fit_linear_probe", "probe_correctness"]
 
 
 def _check_features(features: Tensor, name: str) -> None:
-    if not isinstance(features, Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor, got {type(features).__name__}")
-    if features.ndim != 2:
-        raise ValueError(f"{name} must have shape [N, r], got {tuple(features.shape)}")
-    if not features.is_floating_point():
-        raise ValueError(f"{name} must be a floating-point tensor, got dtype {features.dtype}")
-    if not bool(torch.isfinite(features).all()):
-        raise ValueError(f"{name} contains NaN or Inf values; cannot fit or evaluate a linear probe")
+    check_representations(features, name)
+    check_finite_rows(features, name)
 
 
 def _check_labels(labels: Tensor, n: int, name: str) -> None:

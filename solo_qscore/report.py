@@ -37,6 +37,7 @@ from torchmetrics.functional.classification import (
     binary_roc,
 )
 
+from solo_qscore._validation import check_finite_rows, check_representations
 from solo_qscore.discriminative import (
     band_ranks,
     discriminative_mask,
@@ -77,20 +78,12 @@ PNG_NAMES: tuple[str, ...] = (
 
 # ----------------------------------------------------------------------------------------------- checks
 def _check_inputs(h: Tensor, y: Tensor, name: str, num_features: int | None = None) -> None:
-    if not isinstance(h, Tensor) or h.ndim != 2 or not h.is_floating_point():
-        shape = tuple(h.shape) if isinstance(h, Tensor) else type(h).__name__
-        raise ValueError(f"{name}_h must be a floating-point tensor [N, r], got {shape}")
+    check_representations(h, f"{name}_h")
     if h.shape[0] == 0:
         raise ValueError(f"{name}_h is empty: the Q-Score report needs at least one {name} sample")
     if num_features is not None and h.shape[1] != num_features:
         raise ValueError(f"{name}_h has {h.shape[1]} features but train_h has {num_features}")
-    bad_rows = ~torch.isfinite(h).all(dim=1)
-    if bool(bad_rows.any()):
-        first = bad_rows.nonzero().flatten()[:5].tolist()
-        raise ValueError(
-            f"{name}_h contains NaN or Inf values ({int(bad_rows.sum())} of {h.shape[0]} rows, first rows "
-            f"{first}); the encoder has diverged or the cached features are corrupt"
-        )
+    check_finite_rows(h, f"{name}_h")
     if not isinstance(y, Tensor) or y.ndim != 1 or y.shape[0] != h.shape[0]:
         shape = tuple(y.shape) if isinstance(y, Tensor) else type(y).__name__
         raise ValueError(f"{name}_y must be a 1-D tensor of {h.shape[0]} class indices, got {shape}")
