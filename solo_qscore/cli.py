@@ -43,6 +43,8 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
         overrides.insert(0, "qscore.enabled=true")
     if args.ifm:
         overrides.insert(0, "ifm.enabled=true")
+    if args.lasso:
+        overrides.insert(0, "lasso.enabled=true")
     cfg = load_config(_config_path(args.config), overrides)
     from solo_qscore.train import check_loss_decreases, pretrain
 
@@ -153,6 +155,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("config", help="YAML config, e.g. method_configs/cifar10/simclr.yaml")
     p.add_argument("--qscore", action="store_true", help="turn on Q-Score regularisation (qscore.enabled=true)")
     p.add_argument("--ifm", action="store_true", help="turn on IFM (ifm.enabled=true; InfoNCE methods only)")
+    p.add_argument("--lasso", action="store_true", help="add the lasso baseline penalty (lasso.enabled=true)")
     p.add_argument("--from", dest="init_from", help="further-train the weights of this checkpoint")
     p.add_argument("--resume", help="resume this checkpoint exactly")
     p.add_argument("--assert-loss-decreases", action="store_true", help="smoke check: finite, decreasing loss")
@@ -168,7 +171,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_probe)
     p = sub.add_parser("main", help="the main job: short SimCLR + Q-Score + IFM run, then the probe report")
     p.set_defaults(func=cmd_main)
+    _register_analysis_commands(sub)
     return parser
+
+
+def _register_analysis_commands(sub) -> None:
+    """Add the subcommands of ``solo_qscore.analysis`` modules (each one defines ``register(sub)``)."""
+    import importlib
+    import pkgutil
+
+    import solo_qscore.analysis as analysis
+
+    for info in sorted(pkgutil.iter_modules(analysis.__path__), key=lambda m: m.name):
+        module = importlib.import_module(f"solo_qscore.analysis.{info.name}")
+        register = getattr(module, "register", None)
+        if register is not None:
+            register(sub)
 
 
 def main(argv: Optional[list[str]] = None) -> int:

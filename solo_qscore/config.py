@@ -39,6 +39,7 @@ DEFAULTS: dict[str, Any] = {
     "qscore": {"enabled": False, "eps": 4.0, "band": [50.0, 95.0], "lambda1": 1e-4, "lambda2": 1e-4,
                "statistics": "train_step"},
     "ifm": {"enabled": False, "epsilon": 0.1, "alpha": 1.0},
+    "lasso": {"enabled": False, "weight": 1e-4},
     "probe": {"every_n_epochs": 0, "max_iter": 100, "weight_decay": 1e-4},
     "wandb": {"enabled": True, "project": "solo-qscore", "entity": None, "offline": True},
 }
@@ -147,12 +148,13 @@ def validate(cfg: dict) -> None:
     _positive(cfg, "qscore.eps", allow_zero=True)
     _positive(cfg, "ifm.epsilon", allow_zero=True)
     _positive(cfg, "ifm.alpha", allow_zero=True)
+    _positive(cfg, "lasso.weight", allow_zero=True)
     band = cfg["qscore"]["band"]
     if not (isinstance(band, (list, tuple)) and len(band) == 2 and 0 <= band[0] < band[1] <= 100):
         raise ConfigError(f"config key 'qscore.band' must be [low, high] with 0 <= low < high <= 100, got {band!r}")
     if cfg["qscore"]["statistics"] not in ("train_step", "dataloader"):
         raise ConfigError("config key 'qscore.statistics' must be 'train_step' or 'dataloader'")
-    for section in ("qscore", "ifm", "wandb"):
+    for section in ("qscore", "ifm", "lasso", "wandb"):
         if not isinstance(cfg[section]["enabled"], bool):
             raise ConfigError(f"config key '{section}.enabled' must be true or false")
     if cfg["ifm"]["enabled"]:

@@ -7,6 +7,8 @@ Everything solo-learn-specific lives in ``solo_qscore.adapters``; the core never
   :func:`~solo_qscore.qscore_regularizer_terms` when Q-Score is on, and, for InfoNCE methods
   with IFM on, computes the contrastive term with the IFM loss instead of solo's own, so the
   total is ``(L + alpha*L_eps)/(1 + alpha)`` plus solo's online-classifier loss.
+* ``lasso.enabled`` adds the paper's lasso baseline, :func:`~solo_qscore.lasso_penalty`, on the
+  same captured features.
 * The discriminative set is the boolean buffer ``qscore_discriminative`` (in checkpoints). It is
   empty, so the regulariser is off, until the activation-statistics callback fills it at the end
   of the first epoch (or before training, when further-training from a checkpoint).
@@ -27,7 +29,7 @@ from solo_qscore.adapters import solo_v1_compat  # noqa: F401  (patches solo on 
 from solo_qscore.backbone import find_backbone
 from solo_qscore.config import ConfigError
 from solo_qscore.ifm import IFM_METHODS, ifm_moco_loss, ifm_nnclr_loss, ifm_simclr_loss
-from solo_qscore.regularizer import qscore_regularizer_terms
+from solo_qscore.regularizer import lasso_penalty, qscore_regularizer_terms
 
 CHECKPOINT_KEY = "solo_qscore"
 
@@ -59,11 +61,12 @@ def method_classes() -> dict[str, type]:
 class QScoreIFMMixin:
     """Mixin placed before a solo-learn method class; see the module docstring."""
 
-    def __init__(self, *, qscore: dict | None = None, ifm: dict | None = None, run_config: dict | None = None,
-                 **solo_kwargs: Any) -> None:
+    def __init__(self, *, qscore: dict | None = None, ifm: dict | None = None, lasso: dict | None = None,
+                 run_config: dict | None = None, **solo_kwargs: Any) -> None:
         super().__init__(**solo_kwargs)
         self.qscore_cfg = dict(qscore or {"enabled": False})
         self.ifm_cfg = dict(ifm or {"enabled": False})
+        self.lasso_cfg = dict(lasso or {"enabled": False})
         self.run_config = run_config
         method = getattr(type(self), "solo_method_name", None)
         if self.ifm_cfg.get("enabled") and method not in IFM_METHODS:
@@ -112,6 +115,11 @@ class QScoreIFMMixin:
                  "train_qscore_l1_term": terms.l1_term, "train_qscore_batch_q": terms.q.mean()},
                 on_step=True, on_epoch=True,
             )
+        if self.lasso_cfg.get("enabled") and features is not None:
+            # the paper's baseline (Table 1): an L1 penalty on the normalised representations
+            penalty = lasso_penalty(features, weight=self.lasso_cfg.get("weight", 1e-4), validate=False)
+            loss = loss + penalty
+            self.log("train_lasso", penalty, on_step=True, on_epoch=True)
         return loss
 
     # -- IFM ---------------------------------------------------------------------------------
@@ -234,7 +242,7 @@ def build_method(cfg: dict, num_classes: int, num_devices: int = 1) -> torch.nn.
             f"config key 'method_kwargs': solo-learn's {solo_cls.__name__} takes no argument(s) {', '.join(unknown)}"
         )
     try:
-        return cls(qscore=cfg["qscore"], ifm=cfg["ifm"], run_config=cfg, **kwargs)
+        return cls(qscore=cfg["qscore"], ifm=cfg["ifm"], lasso=cfg["lasso"], run_config=cfg, **kwargs)
     except TypeError as err:
         raise ConfigError(f"config key 'method_kwargs' does not fit solo-learn's {cfg['method']}: {err}") from err
 
