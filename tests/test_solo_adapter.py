@@ -558,3 +558,32 @@ def test_compat_patches_are_idempotent():
     after = (base.BaseMethod.configure_optimizers, SwAV.__init__, dino.DINO.clip_gradients,
              base.BaseMomentumMethod.on_train_batch_end)
     assert before == after
+
+
+# --------------------------------------------------------------------------------------------
+# The lasso baseline (Q-Score paper Table 1)
+# --------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("method", ["simclr", "byol"])
+def test_lasso_adds_the_penalty_on_the_captured_features(method):
+    from solo_qscore import lasso_penalty
+
+    cfg = small_config(method, "lasso.enabled=true", "lasso.weight=0.5")
+    ours = build_method(cfg, NUM_CLASSES)
+    solo = method_classes()[method](**solo_kwargs(cfg, NUM_CLASSES))
+    solo.load_state_dict(ours.state_dict(), strict=False)
+    logged = {}
+    ours.log = lambda name, value, **kwargs: logged.__setitem__(name, value)
+    ours.log_dict = solo.log = solo.log_dict = lambda *args, **kwargs: None
+    ours.train(), solo.train()
+    batch = next(iter(pretrain_loader(cfg)))
+    with torch.no_grad():
+        loss_ours, loss_solo = _step(ours, batch), _step(solo, batch)
+    expected = lasso_penalty(ours.qscore_batch_features, weight=0.5)
+    assert expected.item() > 0
+    assert loss_ours.item() - loss_solo.item() == pytest.approx(expected.item(), rel=1e-4, abs=1e-6)
+    assert logged["train_lasso"].item() == pytest.approx(expected.item(), rel=1e-6)
+
+
+def test_lasso_weight_must_be_non_negative():
+    with pytest.raises(ConfigError, match="lasso.weight"):
+        load_config(CONFIG_DIR / "simclr.yaml", ["lasso.weight=-1"])

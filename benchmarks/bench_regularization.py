@@ -1,0 +1,181 @@
+"""Benchmark: does Q-Score regularisation improve the probe? (Q-Score paper Table 1 / A.1)
+
+Further-trains the checkpoints of ``bench_qscore_predicts.py`` (SimCLR and BYOL, ResNet-18, Fashion-MNIST
+at 32x32 RGB) for the same number of steps, from the same weights, with the same data order, several ways:
+
+* ``plain``: the method's own loss only,
+* ``qscore``: plus the Q-Score regulariser R (SPEC §2.6) with lambda1 = lambda2 = 1e-4 (the paper's), and a
+  small sweep of larger lambdas,
+* ``lasso``: plus the lasso baseline ``weight * mean_i ||h_i/||h_i|| ||_1`` (the paper's Table 1 baseline),
+
+through the real training path (``solo_qscore.train.pretrain(cfg, init_from=CKPT)``, the same code as
+``solo-qscore finetune``: D is seeded from an exact pass over the train set before the first step). After
+each run the final probe of ``QScoreProbeCallback`` gives linear-probe accuracy, mean |L_i| and the
+AUROC/AUPRC of Q against probe correctness; the table also shows the checkpoint before further-training.
+
+Differences from the paper, all for the CPU budget: the paper further-trains 1000-epoch encoders for
+50 epochs at lr 1e-5 with LARS; here 2-epoch encoders for ``--steps`` steps at the pre-training learning
+rate (at lr 1e-5 a few dozen steps change nothing measurable), and eps = 2 instead of 4 (after 2 epochs
+Q = 0 for almost every sample at eps = 4, so the Q term of R would be zero; see results_qscore_predicts.md).
+
+    .venv/bin/python benchmarks/bench_regularization.py               # ~10 runs x 16 steps, ~45 min on 1 core
+    .venv/bin/python benchmarks/bench_regularization.py --steps 46 --methods simclr
+
+``--scale k`` scales the pre-training (via bench_qscore_predicts, trained first when its checkpoint is
+missing) and the number of further-training steps. Results: ``benchmarks/results_regularization.md``
+(written by hand from the printed table), raw JSON ``runs/bench_reg_summary.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+os.environ.setdefault("WANDB_MODE", "disabled")
+
+# Q-Score paper Table A.1 (CIFAR-10, ResNet-18, linear probe accuracy %): before -> after regularisation
+PAPER = {"simclr": "90.83 -> 92.31", "byol": "92.59 -> 92.82", "mocov2plus": "92.95 -> 94.77",
+         "barlow_twins": "93.46 -> 93.87"}
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--scale", type=float, default=1.0, help="pre-training scale (bench_qscore_predicts) and steps")
+    p.add_argument("--steps", type=int, default=16, help="further-training steps per arm at scale 1")
+    p.add_argument("--methods", nargs="+", default=["simclr", "byol"])
+    p.add_argument("--lambdas", type=float, nargs="+", default=[1e-4, 1e-3, 1e-2],
+                   help="lambda1 = lambda2 values of the Q-Score arms (the first is the paper's)")
+    p.add_argument("--lasso", type=float, nargs="+", default=[1e-4], help="lasso weights")
+    p.add_argument("--eps", type=float, default=2.0)
+    p.add_argument("--lr", type=float, default=None, help="further-training lr (default: the checkpoint's)")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--num-workers", type=int, default=1)
+    p.add_argument("--run-prefix", default="runs/bench_reg_")
+    p.add_argument("--rerun", action="store_true", help="ignore finished arms")
+    return p.parse_args(argv)
+
+
+def arms(args: argparse.Namespace) -> list[tuple[str, list[str]]]:
+    out = [("plain", ["qscore.enabled=false", "lasso.enabled=false"])]
+    for lam in args.lambdas:
+        out.append((f"qscore {lam:g}", ["qscore.enabled=true", f"qscore.lambda1={lam}", f"qscore.lambda2={lam}",
+                                        "lasso.enabled=false"]))
+    for w in args.lasso:
+        out.append((f"lasso {w:g}", ["qscore.enabled=false", "lasso.enabled=true", f"lasso.weight={w}"]))
+    return out
+
+
+def ensure_checkpoint(method: str, args: argparse.Namespace) -> Path:
+    import bench_qscore_predicts as pred
+
+    ckpt = ROOT / f"runs/bench_qscore_{method}/checkpoints/last.ckpt"
+    stamp = ckpt.parent.parent / "bench_scale.json"
+    if not (ckpt.exists() and stamp.exists() and json.loads(stamp.read_text()) == pred.sizes_for(args.scale)):
+        print(f"[{method}] no checkpoint at scale {args.scale}: running bench_qscore_predicts first", flush=True)
+        pred.main(["--scale", str(args.scale), "--threads", str(args.threads), "--methods", method])
+    return ckpt
+
+
+def before_row(method: str, ckpt: Path, eps: float) -> dict:
+    """The checkpoint's own numbers at ``eps`` (from bench_qscore_predicts' JSON)."""
+    res = json.loads((ckpt.parent.parent / "bench_qscore_predicts.json").read_text())
+    row = next((r for r in res["per_eps"] if r["eps"] == eps), None)
+    if row is None:
+        return {"arm": "before", "note": f"bench_qscore_predicts has no eps={eps} entry"}
+    return {"arm": "before (checkpoint)", "accuracy": row["accuracy"], "mean_active": row["mean_active_train"],
+            "auroc": row["auroc_Q_report"], "auprc": row["auprc_Q_report"],
+            "num_discriminative": row["num_discriminative"]}
+
+
+def run_arm(method: str, ckpt: Path, name: str, arm_overrides: list[str], args: argparse.Namespace) -> dict:
+    import torch
+
+    from solo_qscore.config import load_config
+    from solo_qscore.train import pretrain
+
+    saved = torch.load(ckpt, map_location="cpu", weights_only=False)["solo_qscore"]["config"]
+    out_dir = f"{args.run_prefix}{method}_{name.replace(' ', '_')}"
+    summary_path = ROOT / out_dir / "bench_arm.json"
+    if summary_path.exists() and not args.rerun:
+        print(f"[{method}] {name}: reusing {summary_path}", flush=True)
+        return json.loads(summary_path.read_text())
+    steps = max(1, int(round(args.steps * args.scale)))
+    overrides = [
+        f"trainer.max_steps={steps}", "trainer.max_epochs=1000", "scheduler.warmup_epochs=0",
+        "scheduler.name=warmup_cosine", f"qscore.eps={args.eps}", "probe.every_n_epochs=0",
+        "wandb.enabled=false", "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false",
+        "trainer.enable_checkpointing=true", f"data.num_workers={args.num_workers}",
+        f"output_dir={out_dir}", f"name=bench-reg-{method}-{name.replace(' ', '-')}", *arm_overrides,
+    ]
+    if args.lr is not None:
+        overrides.append(f"optimizer.lr={args.lr}")
+    cfg = load_config(saved, overrides)
+    t0 = time.time()
+    cwd = os.getcwd()
+    os.chdir(ROOT)
+    try:
+        summary = pretrain(cfg, init_from=str(ckpt))
+    finally:
+        os.chdir(cwd)
+    report = json.loads((ROOT / summary["probe_dir"] / "probe.json").read_text())
+    row = {"arm": name, "steps": summary["global_step"], "accuracy": report["accuracy"],
+           "mean_active": report.get("mean_active"), "auroc": report.get("auroc"), "auprc": report.get("auprc"),
+           "num_discriminative": report.get("num_discriminative"), "seconds": time.time() - t0,
+           "lr": cfg["optimizer"]["lr"], "overrides": arm_overrides}
+    summary_path.write_text(json.dumps(row, indent=1))
+    print(f"[{method}] {name}: acc {row['accuracy']:.4f} mean|L_i| {row['mean_active']:.3f} "
+          f"AUROC {row['auroc']} ({row['seconds']:.0f}s)", flush=True)
+    return row
+
+
+def fmt(v, pct: bool = True) -> str:
+    if v is None:
+        return "n/a"
+    return f"{100 * v:.2f}" if pct else f"{v:.2f}"
+
+
+def table(results: dict[str, list[dict]]) -> str:
+    lines = ["| method | arm | probe acc % | Δ vs plain | mean \\|L_i\\| | AUROC(Q) % | AUPRC(Q) % | paper acc % |",
+             "|---|---|---|---|---|---|---|---|"]
+    for method, rows in results.items():
+        plain = next((r["accuracy"] for r in rows if r["arm"] == "plain"), None)
+        for r in rows:
+            delta = "" if plain is None or r.get("accuracy") is None or r["arm"] == "plain" else \
+                f"{100 * (r['accuracy'] - plain):+.2f}"
+            paper = PAPER.get(method, "—") if r["arm"].startswith("before") else ""
+            lines.append(f"| {method} | {r['arm']} | {fmt(r.get('accuracy'))} | {delta} | "
+                         f"{fmt(r.get('mean_active'), pct=False)} | {fmt(r.get('auroc'))} | {fmt(r.get('auprc'))} | "
+                         f"{paper} |")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    import torch
+
+    torch.set_num_threads(args.threads)
+    t_start = time.time()
+    results: dict[str, list[dict]] = {}
+    for method in args.methods:
+        ckpt = ensure_checkpoint(method, args)
+        rows = [before_row(method, ckpt, args.eps)]
+        for name, overrides in arms(args):
+            rows.append(run_arm(method, ckpt, name, overrides, args))
+        results[method] = rows
+        (ROOT / "runs/bench_reg_summary.json").write_text(json.dumps(results, indent=1))
+    print()
+    print(table(results))
+    print(f"\nsteps per arm {max(1, int(round(args.steps * args.scale)))}, eps {args.eps}, "
+          f"total wall time {time.time() - t_start:.0f}s; command: {' '.join(sys.argv)}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
