@@ -145,3 +145,18 @@ def test_finetune_seeds_the_discriminative_set_and_regularises_from_the_first_st
     assert saved["solo_qscore"]["config"]["optimizer"]["lr"] == pytest.approx(1e-5)
     assert saved["solo_qscore"]["config"]["qscore"]["enabled"] is True
     assert bool(saved["state_dict"]["qscore_discriminative"].any())
+
+
+def test_checkpoint_written_before_a_config_section_existed_still_loads(pretrained, tmp_path):
+    """A checkpoint whose stored config lacks a section added later (here ``lasso``) loads with its default."""
+    import torch
+
+    from solo_qscore.adapters.solo_v1 import CHECKPOINT_KEY, load_method
+
+    checkpoint = torch.load(pretrained / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    del checkpoint[CHECKPOINT_KEY]["config"]["lasso"]
+    old = tmp_path / "old.ckpt"
+    torch.save(checkpoint, old)
+    model, cfg, _ = load_method(str(old))
+    assert cfg["lasso"] == {"enabled": False, "weight": 1e-4}
+    assert model.lasso_cfg["enabled"] is False
