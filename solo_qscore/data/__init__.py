@@ -1,5 +1,5 @@
 """Datasets, augmentations and loaders: real datasets when present, offline ones (Fashion-MNIST,
-MNIST, Trifeature) otherwise; solo-learn 1.0.2's pre-training batch format."""
+MNIST, Trifeature, digits_grid) otherwise; solo-learn 1.0.2's pre-training batch format."""
 
 from .datasets import (
     DATASET_NAMES,
@@ -8,6 +8,7 @@ from .datasets import (
     ImageFolderDataset,
     load_dataset,
 )
+from .digits_grid import DIGITS_GRID_ATTRIBUTES, DigitsGridDataset, compose_digits_grid
 from .loaders import (
     SUBSET_SEED,
     LabelledSubset,
@@ -32,9 +33,11 @@ __all__ = [
     "ATTRIBUTES",
     "AUGMENTATION_DEFAULTS",
     "DATASET_NAMES",
+    "DIGITS_GRID_ATTRIBUTES",
     "SUBSET_SEED",
     "ArrayImageDataset",
     "DatasetUnavailableError",
+    "DigitsGridDataset",
     "ImageFolderDataset",
     "LabelledSubset",
     "NCropAugmentation",
@@ -42,6 +45,7 @@ __all__ = [
     "TransformDataset",
     "TrifeatureDataset",
     "build_crop_pipelines",
+    "compose_digits_grid",
     "dataset_stats",
     "eval_transform",
     "generate_trifeature",

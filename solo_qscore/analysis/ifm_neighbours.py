@@ -1,0 +1,231 @@
+r"""``solo-qscore ifm-neighbours CKPT``: visualise IFM's latent perturbations by nearest-neighbour retrieval.
+
+IFM paper §3.1, Fig. 4. For ``K`` anchors ``x`` drawn from the train set (the memory bank), with
+:math:`v = g(f(x))` the L2-normalised projector output (the vector the InfoNCE loss uses), a
+positive :math:`v^+` from an augmented view of ``x`` (the run's own augmentation) and a negative
+:math:`v^-` from another train image, each synthesised point :math:`v^+ - \varepsilon v` and
+:math:`v^- + \varepsilon v` is shown as its cosine 1-nearest neighbour in the bank. Writes
+``ifm_neighbours.png`` (one row per anchor) and ``ifm_neighbours.json`` to ``--out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+__all__ = ["ifm_neighbours", "register", "run"]
+
+DEFAULT_EPS = (0.0, 0.1, 0.2, 1.0)
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "ifm-neighbours",
+        help="IFM paper Fig. 4: retrieve the train images nearest to IFM-perturbed positives and negatives")
+    p.add_argument("checkpoint", help="a checkpoint written by solo-qscore pretrain/main")
+    p.add_argument("--out", help="output folder (default OUTPUT_DIR/ifm_neighbours)")
+    p.add_argument("--anchors", type=int, default=6, help="number of anchor rows (default 6)")
+    p.add_argument("--eps", type=float, nargs="+", default=list(DEFAULT_EPS),
+                   help="perturbation budgets (default 0 0.1 0.2 1)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the anchor/negative choice and the augmentation")
+    p.add_argument("--space", choices=("projection", "backbone"), default="projection",
+                   help="embedding to perturb: the normalised projector output the loss uses (default) or the "
+                        "backbone representation")
+    p.add_argument("--renormalize", action="store_true",
+                   help="re-normalise perturbed vectors (the paper's +norm variant; no effect on cosine retrieval)")
+    p.set_defaults(func=run)
+
+
+def _load(checkpoint: str, overrides: list[str]):
+    """``(model, run config with overrides)`` of a solo-qscore checkpoint (``ConfigError`` if it is not one)."""
+    from solo_qscore.config import ConfigError, load_config
+
+    if not Path(checkpoint).is_file():
+        raise ConfigError(f"checkpoint '{checkpoint}' does not exist")
+    from solo_qscore.adapters.solo_v1 import CHECKPOINT_KEY, build_method, load_method
+
+    try:
+        model, saved_cfg, _ = load_method(checkpoint)
+    except KeyError:
+        # a checkpoint saved before a config section existed: complete its config with the defaults
+        import torch
+
+        ckpt = torch.load(checkpoint, map_location="cpu", weights_only=False)
+        saved_cfg = load_config(ckpt[CHECKPOINT_KEY]["config"])
+        model = build_method(saved_cfg, int(ckpt["state_dict"]["classifier.weight"].shape[0]))
+        model.load_state_dict(ckpt["state_dict"])
+    except ValueError as err:
+        raise ConfigError(str(err)) from err
+    return model, load_config(saved_cfg, overrides)
+
+
+def _embed(model, x, space: str):
+    import torch.nn.functional as F
+
+    from solo_qscore.backbone import find_backbone
+
+    h = find_backbone(model)(x)
+    return F.normalize(model.projector(h) if space == "projection" else h, dim=-1)
+
+
+def ifm_neighbours(
+    model, cfg: dict, anchors: int = 6, eps=DEFAULT_EPS, seed: int = 0, space: str = "projection",
+    renormalize: bool = False, batch_size: int = 256,
+) -> dict:
+    """Compute the retrievals; returns a dict with the indices/labels/similarities and the images to draw."""
+    import torch
+    from torch.utils.data import DataLoader
+
+    from solo_qscore.config import ConfigError
+    from solo_qscore.data import build_crop_pipelines, dataset_stats, make_eval_loaders
+    from solo_qscore.ifm_visual import cosine_nearest_neighbours, ifm_perturb
+
+    if anchors < 1:
+        raise ConfigError(f"--anchors must be a positive integer, got {anchors}")
+    if not eps or any(e < 0 for e in eps):
+        raise ConfigError(f"--eps needs one or more budgets >= 0, got {eps}")
+    if space == "projection" and not hasattr(model, "projector"):
+        raise ConfigError(f"{type(model).__name__} has no projector; use --space backbone")
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    model.to(device).eval()
+    train_loader, _ = make_eval_loaders(cfg["data"], batch_size=batch_size)
+    eval_set = train_loader.dataset  # (normalised tensor, label) items
+    raw_set = eval_set.dataset  # (PIL image, label) items
+    n = len(eval_set)
+    if n < 2 * anchors:
+        raise ConfigError(f"the memory bank has {n} images, fewer than 2 x --anchors = {2 * anchors}")
+
+    with torch.no_grad():
+        bank, labels = [], []
+        for x, y in DataLoader(eval_set, batch_size=batch_size, shuffle=False):
+            bank.append(_embed(model, x.to(device), space).float())
+            labels.append(y)
+        bank, labels = torch.cat(bank), torch.cat(labels)
+
+        gen = torch.Generator().manual_seed(int(seed))
+        order = torch.randperm(n, generator=gen)
+        anchor_idx, negative_idx = order[:anchors], order[anchors:2 * anchors]
+        # the positive: one augmented view of each anchor image, drawn with the run's own pipeline
+        mean, std = dataset_stats(getattr(raw_set, "name", "") or "")
+        view = build_crop_pipelines(cfg["augmentations"], mean, std)[0]
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(int(seed))
+            views = torch.stack([view(raw_set[int(i)][0]) for i in anchor_idx])  # K images only
+        positive = _embed(model, views.to(device), space).float()
+
+        v, v_neg = bank[anchor_idx.to(device)], bank[negative_idx.to(device)]
+        pos_eps, neg_eps = ifm_perturb(v, positive, v_neg, list(eps), renormalize=renormalize)
+        e, k, d = pos_eps.shape
+        pos_nn, pos_sim = cosine_nearest_neighbours(pos_eps.reshape(e * k, d), bank)
+        neg_nn, neg_sim = cosine_nearest_neighbours(neg_eps.reshape(e * k, d), bank)
+        pos_nn, neg_nn = pos_nn.view(e, k).cpu(), neg_nn.view(e, k).cpu()
+        # similarity of each retrieved image's embedding to the anchor: how far IFM moved the sample
+        pos_to_anchor = (bank[pos_nn.view(-1).to(device)].view(e, k, d) * v).sum(-1).cpu()
+        neg_to_anchor = (bank[neg_nn.view(-1).to(device)].view(e, k, d) * v).sum(-1).cpu()
+        view_to_anchor = (positive * v).sum(-1).cpu()
+        neg_clean_to_anchor = (v_neg * v).sum(-1).cpu()
+
+    eps_list = [float(x) for x in eps]
+    anchor_labels = labels[anchor_idx]
+    summary = {
+        f"{eps_:g}": {
+            "positive_mean_cos_to_anchor": float(pos_to_anchor[j].mean()),
+            "negative_mean_cos_to_anchor": float(neg_to_anchor[j].mean()),
+            "positive_same_class_as_anchor": float((labels[pos_nn[j]] == anchor_labels).double().mean()),
+            "negative_same_class_as_anchor": float((labels[neg_nn[j]] == anchor_labels).double().mean()),
+            "positive_is_anchor_image": float((pos_nn[j] == anchor_idx).double().mean()),
+        }
+        for j, eps_ in enumerate(eps_list)
+    }
+    rows = []
+    for r in range(anchors):
+        rows.append({
+            "anchor_index": int(anchor_idx[r]), "anchor_label": int(anchor_labels[r]),
+            "negative_index": int(negative_idx[r]), "negative_label": int(labels[negative_idx[r]]),
+            "cos_view_anchor": float(view_to_anchor[r]), "cos_negative_anchor": float(neg_clean_to_anchor[r]),
+            "positive_retrieved": [int(i) for i in pos_nn[:, r]],
+            "positive_retrieved_labels": [int(labels[i]) for i in pos_nn[:, r]],
+            "positive_retrieved_cos_to_anchor": [float(s) for s in pos_to_anchor[:, r]],
+            "negative_retrieved": [int(i) for i in neg_nn[:, r]],
+            "negative_retrieved_labels": [int(labels[i]) for i in neg_nn[:, r]],
+            "negative_retrieved_cos_to_anchor": [float(s) for s in neg_to_anchor[:, r]],
+        })
+    view_images = (views * torch.tensor(std).view(1, 3, 1, 1) + torch.tensor(mean).view(1, 3, 1, 1)).clamp(0, 1)
+    return {
+        "eps": eps_list, "space": space, "renormalize": bool(renormalize), "seed": int(seed),
+        "dataset": getattr(raw_set, "name", None), "bank_size": n, "embedding_dim": int(bank.shape[1]),
+        "summary": summary, "rows": rows,
+        "_raw_set": raw_set, "_views": view_images.permute(0, 2, 3, 1).numpy(),
+        "_pos_sim": pos_sim.view(e, k).cpu(), "_neg_sim": neg_sim.view(e, k).cpu(),
+    }
+
+
+def neighbours_figure(result: dict):
+    """The strip: per row the anchor, its view, NN(v+ - eps v) per eps, the negative, NN(v- + eps v) per eps."""
+    import numpy as np
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    raw, eps, rows = result["_raw_set"], result["eps"], result["rows"]
+    ncols = 3 + 2 * len(eps)
+    cell = 0.95
+    fig = Figure(figsize=(ncols * cell + 0.3, len(rows) * cell * 1.18 + 0.55), dpi=100)
+    FigureCanvasAgg(fig)
+    grid = fig.add_gridspec(len(rows), ncols + 1, wspace=0.06, hspace=0.42,
+                            width_ratios=[1, 1] + [1] * len(eps) + [0.25, 1] + [1] * len(eps),
+                            left=0.01, right=0.99, top=1 - 0.5 / fig.get_figheight(), bottom=0.02)
+
+    def show(ax, img, title, caption, color="black") -> None:
+        ax.imshow(np.asarray(img), interpolation="nearest")
+        ax.set_xticks([])
+        ax.set_yticks([])
+        for side in ax.spines.values():
+            side.set_edgecolor(color)
+            side.set_linewidth(1.2)
+        if title:
+            ax.set_title(title, fontsize=7, pad=2)
+        ax.text(0.5, -0.04, caption, transform=ax.transAxes, ha="center", va="top", fontsize=5.5)
+
+    for r, row in enumerate(rows):
+        top = r == 0
+        cols = [0, 1] + [2 + j for j in range(len(eps))]
+        show(fig.add_subplot(grid[r, cols[0]]), raw[row["anchor_index"]][0], "anchor x" if top else "",
+             f"y={row['anchor_label']}", "#1b7837")
+        show(fig.add_subplot(grid[r, cols[1]]), result["_views"][r], "view x+" if top else "",
+             f"cos {row['cos_view_anchor']:.3f}", "#2166ac")
+        for j, e in enumerate(eps):
+            show(fig.add_subplot(grid[r, 2 + j]), raw[row["positive_retrieved"][j]][0],
+                 f"NN(v+ − {e:g}v)" if top else "",
+                 f"y={row['positive_retrieved_labels'][j]} cos {row['positive_retrieved_cos_to_anchor'][j]:.3f}",
+                 "#2166ac")
+        base = 3 + len(eps)
+        show(fig.add_subplot(grid[r, base]), raw[row["negative_index"]][0], "negative x−" if top else "",
+             f"y={row['negative_label']} cos {row['cos_negative_anchor']:.3f}", "#d6604d")
+        for j, e in enumerate(eps):
+            show(fig.add_subplot(grid[r, base + 1 + j]), raw[row["negative_retrieved"][j]][0],
+                 f"NN(v− + {e:g}v)" if top else "",
+                 f"y={row['negative_retrieved_labels'][j]} cos {row['negative_retrieved_cos_to_anchor'][j]:.3f}",
+                 "#d6604d")
+    space = "normalised projector output" if result["space"] == "projection" else "normalised backbone output"
+    fig.suptitle(f"IFM latent perturbations, 1-NN (cosine) in {result['bank_size']} {result['dataset']} train "
+                 f"images; {space}; caption: label, cos to anchor", fontsize=7.5, y=1 - 0.08 / fig.get_figheight(),
+                 va="top")
+    return fig
+
+
+def run(args: argparse.Namespace) -> int:
+    from solo_qscore.plots import atomic_file, save_figure_atomic
+
+    model, cfg = _load(args.checkpoint, list(getattr(args, "overrides", [])))
+    result = ifm_neighbours(model, cfg, anchors=args.anchors, eps=args.eps, seed=args.seed, space=args.space,
+                            renormalize=args.renormalize)
+    out = Path(args.out or Path(cfg["output_dir"]) / "ifm_neighbours")
+    save_figure_atomic(neighbours_figure(result), out / "ifm_neighbours.png", dpi=100)
+    public = {k: v for k, v in result.items() if not k.startswith("_")}
+    public["checkpoint"] = str(args.checkpoint)
+    with atomic_file(out / "ifm_neighbours.json", binary=False) as handle:
+        json.dump(public, handle, indent=2)
+    print(json.dumps(public["summary"], indent=2))
+    print(f"figure: {out / 'ifm_neighbours.png'}")
+    return 0
