@@ -20,10 +20,16 @@ combinations (100k, 90/10 split), ResNet-18, batch 512, Adam lr 1e-3 wd 1e-6, 20
 solo-learn's CIFAR SimCLR augmentations *with* colour jitter and grayscale (``--paper-aug`` drops them
 as the paper did). ``--scale k`` multiplies the number of train images and epochs by k.
 
+``--hard-negatives BETA [BETA ...]`` adds, for every tau and seed, SimCLR arms with hard negative sampling
+(``solo_qscore.hard_negatives.hard_negative_simclr_loss``, Robinson et al. ICLR 2021, class prior ``--tau-plus``),
+the paper's second difficulty knob (Fig. 3), so IFM can be compared against both tau and beta. Without it the
+runs, table and figure are exactly as before.
+
 Usage::
 
     .venv/bin/python benchmarks/bench_ifm_trifeature.py               # 18 runs, ~30-40 min on 1 core
     .venv/bin/python benchmarks/bench_ifm_trifeature.py --single      # time one run to size the budget
+    .venv/bin/python benchmarks/bench_ifm_trifeature.py --hard-negatives 1.0 2.0   # + 12 hard-negative runs
 """
 
 from __future__ import annotations
@@ -52,6 +58,7 @@ from solo_qscore.data import (
     dataset_stats,
     eval_transform,
 )
+from solo_qscore.hard_negatives import hard_negative_simclr_loss
 from solo_qscore.probe import fit_linear_probe
 
 HERE = Path(__file__).resolve().parent
@@ -143,7 +150,8 @@ def readout(backbone: nn.Module, train: TrifeatureDataset, test: TrifeatureDatas
 
 # ------------------------------------------------------------------------------------------------- run
 def run_one(train: TrifeatureDataset, test: TrifeatureDataset, tau: float, epsilon: float, seed: int,
-            args: argparse.Namespace) -> dict:
+            args: argparse.Namespace, beta: float | None = None) -> dict:
+    """One SimCLR run: IFM with ``epsilon`` (0 = plain), or, with ``beta`` set, hard negative sampling."""
     torch.manual_seed(seed)
     np.random.seed(seed)
     backbone = SmallResNet(tuple(args.widths))
@@ -162,7 +170,11 @@ def run_one(train: TrifeatureDataset, test: TrifeatureDataset, tau: float, epsil
         for idx, crops, _ in loader:
             x = torch.cat(crops)
             z = proj(backbone(x))
-            loss = ifm_simclr_loss(z, idx.repeat(len(crops)), temperature=tau, epsilon=epsilon, alpha=1.0)
+            if beta is None:
+                loss = ifm_simclr_loss(z, idx.repeat(len(crops)), temperature=tau, epsilon=epsilon, alpha=1.0)
+            else:
+                loss = hard_negative_simclr_loss(z, idx.repeat(len(crops)), temperature=tau, beta=beta,
+                                                 tau_plus=args.tau_plus)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -174,8 +186,11 @@ def run_one(train: TrifeatureDataset, test: TrifeatureDataset, tau: float, epsil
     t1 = time.perf_counter()
     acc = readout(backbone, train, test)
     t_read = time.perf_counter() - t1
-    return {"tau": tau, "epsilon": epsilon, "seed": seed, "acc": acc, "loss": losses,
-            "t_train": t_train, "t_readout": t_read}
+    out = {"tau": tau, "epsilon": epsilon, "seed": seed, "acc": acc, "loss": losses,
+           "t_train": t_train, "t_readout": t_read}
+    if beta is not None:  # hard-negative arms only, so default runs keep their format
+        out.update(beta=beta, tau_plus=args.tau_plus)
+    return out
 
 
 def random_init(train: TrifeatureDataset, test: TrifeatureDataset, seed: int, args: argparse.Namespace) -> dict:
@@ -185,6 +200,19 @@ def random_init(train: TrifeatureDataset, test: TrifeatureDataset, seed: int, ar
 
 
 # --------------------------------------------------------------------------------------------- report
+def arms(args: argparse.Namespace) -> list[tuple[str, float, float | None, str]]:
+    """(label, epsilon, beta, colour) of every arm: plain, IFM, then one per hard-negative beta."""
+    out = [("SimCLR", 0.0, None, "tab:blue"), (f"SimCLR + IFM (ε={args.epsilon})", args.epsilon, None, "tab:orange")]
+    hn_colors = ("tab:green", "tab:purple", "tab:brown", "tab:pink", "tab:olive", "tab:cyan")
+    for i, beta in enumerate(args.hard_negatives or []):
+        out.append((f"SimCLR + HN (β={beta}, τ+={args.tau_plus})", 0.0, beta, hn_colors[i % len(hn_colors)]))
+    return out
+
+
+def in_arm(r: dict, epsilon: float, beta: float | None) -> bool:
+    return r["epsilon"] == epsilon and r.get("beta") == beta
+
+
 def ms(values: list[float]) -> tuple[float, float]:
     a = np.asarray(values, dtype=float)
     return float(a.mean()), float(a.std(ddof=1)) if len(a) > 1 else 0.0
@@ -201,18 +229,29 @@ def summarise(runs: list[dict], init: list[dict], args: argparse.Namespace) -> s
         lines.append("| – | random init | " + " | ".join(f"{m:.1f} ± {s:.1f}" for m, s in cells)
                      + f" | {avg[0]:.1f} ± {avg[1]:.1f} |")
     for tau in taus:
-        for eps, name in ((0.0, "SimCLR"), (args.epsilon, f"SimCLR + IFM (ε={args.epsilon})")):
-            rs = [r for r in runs if r["tau"] == tau and r["epsilon"] == eps]
+        for name, eps, beta, _ in arms(args):
+            rs = [r for r in runs if r["tau"] == tau and in_arm(r, eps, beta)]
             cells = [ms([r["acc"][a] for r in rs]) for a in ATTRIBUTES]
             avg = ms([np.mean([r["acc"][a] for a in ATTRIBUTES]) for r in rs])
             lines.append(f"| {tau} | {name} | " + " | ".join(f"{m:.1f} ± {s:.1f}" for m, s in cells)
                          + f" | {avg[0]:.1f} ± {avg[1]:.1f} |")
-    lines += ["", "IFM − plain, paired by seed (mean ± std over seeds; n = number of seeds where IFM > plain):", "",
-              "| τ | " + " | ".join(f"Δ {a}" for a in ATTRIBUTES) + " | claim (all three Δ > 0) |",
-              "|" + "---|" * (2 + len(ATTRIBUTES))]
+    lines += paired_table(runs, taus, "IFM", args.epsilon, None)
+    for beta in args.hard_negatives or []:
+        lines += paired_table(runs, taus, f"HN β={beta}", 0.0, beta)
+    lines += ["", "Trade-off across τ (plain SimCLR): best τ per attribute: "
+              + ", ".join(f"{a} → τ={max(taus, key=lambda t, a=a: np.mean([r['acc'][a] for r in runs if r['tau'] == t and in_arm(r, 0.0, None)]))}"  # noqa: E501
+                          for a in ATTRIBUTES)]
+    return "\n".join(lines)
+
+
+def paired_table(runs: list[dict], taus: list[float], name: str, epsilon: float, beta: float | None) -> list[str]:
+    """Markdown lines of the arm (epsilon, beta) minus plain SimCLR, paired by seed, per tau."""
+    lines = ["", f"{name} − plain, paired by seed (mean ± std over seeds; n = number of seeds where {name} > plain):",
+             "", "| τ | " + " | ".join(f"Δ {a}" for a in ATTRIBUTES) + " | claim (all three Δ > 0) |",
+             "|" + "---|" * (2 + len(ATTRIBUTES))]
     for tau in taus:
-        plain = {r["seed"]: r["acc"] for r in runs if r["tau"] == tau and r["epsilon"] == 0.0}
-        ifm = {r["seed"]: r["acc"] for r in runs if r["tau"] == tau and r["epsilon"] == args.epsilon}
+        plain = {r["seed"]: r["acc"] for r in runs if r["tau"] == tau and in_arm(r, 0.0, None)}
+        ifm = {r["seed"]: r["acc"] for r in runs if r["tau"] == tau and in_arm(r, epsilon, beta)}
         seeds = sorted(set(plain) & set(ifm))
         cells, verdict = [], []
         for a in ATTRIBUTES:
@@ -226,10 +265,7 @@ def summarise(runs: list[dict], init: list[dict], args: argparse.Namespace) -> s
         holds_sig = all(v == "sig+" for v in verdict)
         txt = "yes (each Δ > 2 s.e.)" if holds_sig else ("means only, not significant" if holds_mean else "no")
         lines.append(f"| {tau} | " + " | ".join(cells) + f" | {txt} [{', '.join(verdict)}] |")
-    lines += ["", "Trade-off across τ (plain SimCLR): best τ per attribute: "
-              + ", ".join(f"{a} → τ={max(taus, key=lambda t, a=a: np.mean([r['acc'][a] for r in runs if r['tau'] == t and r['epsilon'] == 0.0]))}"  # noqa: E501
-                          for a in ATTRIBUTES)]
-    return "\n".join(lines)
+    return lines
 
 
 def plot(runs: list[dict], init: list[dict], args: argparse.Namespace, path: Path) -> None:
@@ -239,12 +275,12 @@ def plot(runs: list[dict], init: list[dict], args: argparse.Namespace, path: Pat
 
     taus = sorted({r["tau"] for r in runs})
     fig, axes = plt.subplots(1, len(ATTRIBUTES), figsize=(4.2 * len(ATTRIBUTES), 3.8), sharey=False)
-    width = 0.38
+    all_arms = arms(args)
+    width = 0.38 if len(all_arms) == 2 else 0.8 / len(all_arms)
     for ax, a in zip(axes, ATTRIBUTES):
-        for j, (eps, label, color) in enumerate(((0.0, "SimCLR", "tab:blue"),
-                                                 (args.epsilon, f"SimCLR + IFM (ε={args.epsilon})", "tab:orange"))):
-            stats = [ms([r["acc"][a] for r in runs if r["tau"] == t and r["epsilon"] == eps]) for t in taus]
-            xs = np.arange(len(taus)) + (j - 0.5) * width
+        for j, (label, eps, beta, color) in enumerate(all_arms):
+            stats = [ms([r["acc"][a] for r in runs if r["tau"] == t and in_arm(r, eps, beta)]) for t in taus]
+            xs = np.arange(len(taus)) + (j - (len(all_arms) - 1) / 2) * width
             ax.bar(xs, [m for m, _ in stats], width, yerr=[s for _, s in stats], capsize=3, label=label, color=color)
         if init:
             m, _ = ms([r["acc"][a] for r in init])
@@ -269,6 +305,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--scale", type=int, default=1, help="multiplies train samples and epochs")
     p.add_argument("--taus", type=float, nargs="+", default=[0.05, 0.2, 0.5])
     p.add_argument("--epsilon", type=float, default=0.1)
+    p.add_argument("--hard-negatives", type=float, nargs="+", metavar="BETA", default=None,
+                   help="add hard-negative SimCLR arms with these hardness values beta (Robinson et al. 2021)")
+    p.add_argument("--tau-plus", type=float, default=0.1, help="class prior tau+ of the hard-negative arms")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--train-samples", type=int, default=4000, help="at scale 1")
     p.add_argument("--test-samples", type=int, default=2000)
@@ -282,7 +321,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--workers", type=int, default=0)
     p.add_argument("--root", default="datasets")
     p.add_argument("--data-seed", type=int, default=0)
-    p.add_argument("--single", action="store_true", help="time one run (first tau, IFM, first seed) and exit")
+    p.add_argument("--single", action="store_true", help="time one run (first tau, IFM, first seed) and exit; "
+                   "with --hard-negatives, the first beta instead of IFM")
     p.add_argument("--no-init", action="store_true", help="skip the random-init readout baseline")
     p.add_argument("--png", default=str(HERE / "ifm_trifeature.png"))
     p.add_argument("--json", default="/tmp/ifm_trifeature.json", help="raw per-run results (rewritten after each run)")
@@ -300,7 +340,10 @@ def main(argv: list[str] | None = None) -> None:
           f"paper_aug={args.paper_aug} | data {time.perf_counter() - t_start:.1f}s", flush=True)
 
     if args.single:
-        r = run_one(train, test, args.taus[0], args.epsilon, args.seeds[0], args)
+        if args.hard_negatives:
+            r = run_one(train, test, args.taus[0], 0.0, args.seeds[0], args, beta=args.hard_negatives[0])
+        else:
+            r = run_one(train, test, args.taus[0], args.epsilon, args.seeds[0], args)
         print(json.dumps(r, indent=1), flush=True)
         return
 
@@ -314,6 +357,14 @@ def main(argv: list[str] | None = None) -> None:
                 r = run_one(train, test, tau, eps, seed, args)
                 runs.append(r)
                 print(f"seed {seed} tau {tau} eps {eps}: " + " ".join(f"{a} {r['acc'][a]:.1f}" for a in ATTRIBUTES)
+                      + f" | loss {r['loss'][0]:.3f}->{r['loss'][-1]:.3f} | train {r['t_train']:.0f}s "
+                      f"readout {r['t_readout']:.0f}s | elapsed {time.perf_counter() - t_start:.0f}s", flush=True)
+                Path(args.json).write_text(json.dumps({"args": vars(args), "init": init, "runs": runs}))
+            for beta in args.hard_negatives or []:
+                r = run_one(train, test, tau, 0.0, seed, args, beta=beta)
+                runs.append(r)
+                print(f"seed {seed} tau {tau} beta {beta} tau+ {args.tau_plus}: "
+                      + " ".join(f"{a} {r['acc'][a]:.1f}" for a in ATTRIBUTES)
                       + f" | loss {r['loss'][0]:.3f}->{r['loss'][-1]:.3f} | train {r['t_train']:.0f}s "
                       f"readout {r['t_readout']:.0f}s | elapsed {time.perf_counter() - t_start:.0f}s", flush=True)
                 Path(args.json).write_text(json.dumps({"args": vars(args), "init": init, "runs": runs}))

@@ -11,6 +11,7 @@ from solo_qscore.discriminative import (
     random_mask,
     upper_tail_mask,
 )
+from solo_qscore.hard_negatives import hard_negative_infonce, hard_negative_simclr_loss, hard_negative_weights
 from solo_qscore.ifm import IFM_METHODS, ifm_moco_loss, ifm_nnclr_loss, ifm_simclr_loss
 from solo_qscore.qscore import q_score
 from solo_qscore.regularizer import (
@@ -29,6 +30,9 @@ __all__ = [
     "RegularizerTerms",
     "discriminative_mask",
     "feature_ranks",
+    "hard_negative_infonce",
+    "hard_negative_simclr_loss",
+    "hard_negative_weights",
     "highly_activating",
     "ifm_moco_loss",
     "ifm_nnclr_loss",

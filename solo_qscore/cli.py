@@ -45,6 +45,8 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
         overrides.insert(0, "ifm.enabled=true")
     if args.lasso:
         overrides.insert(0, "lasso.enabled=true")
+    if args.hard_negatives:
+        overrides.insert(0, "hard_negatives.enabled=true")
     cfg = load_config(_config_path(args.config), overrides)
     from solo_qscore.train import check_loss_decreases, pretrain
 
@@ -156,6 +158,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--qscore", action="store_true", help="turn on Q-Score regularisation (qscore.enabled=true)")
     p.add_argument("--ifm", action="store_true", help="turn on IFM (ifm.enabled=true; InfoNCE methods only)")
     p.add_argument("--lasso", action="store_true", help="add the lasso baseline penalty (lasso.enabled=true)")
+    p.add_argument("--hard-negatives", action="store_true",
+                   help="hard negative sampling loss, SimCLR only (hard_negatives.enabled=true)")
     p.add_argument("--from", dest="init_from", help="further-train the weights of this checkpoint")
     p.add_argument("--resume", help="resume this checkpoint exactly")
     p.add_argument("--assert-loss-decreases", action="store_true", help="smoke check: finite, decreasing loss")

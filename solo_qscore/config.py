@@ -39,6 +39,7 @@ DEFAULTS: dict[str, Any] = {
     "qscore": {"enabled": False, "eps": 4.0, "band": [50.0, 95.0], "lambda1": 1e-4, "lambda2": 1e-4,
                "statistics": "train_step"},
     "ifm": {"enabled": False, "epsilon": 0.1, "alpha": 1.0},
+    "hard_negatives": {"enabled": False, "beta": 1.0, "tau_plus": 0.1},
     "lasso": {"enabled": False, "weight": 1e-4},
     "probe": {"every_n_epochs": 0, "max_iter": 100, "weight_decay": 1e-4},
     "wandb": {"enabled": True, "project": "solo-qscore", "entity": None, "offline": True},
@@ -149,12 +150,16 @@ def validate(cfg: dict) -> None:
     _positive(cfg, "ifm.epsilon", allow_zero=True)
     _positive(cfg, "ifm.alpha", allow_zero=True)
     _positive(cfg, "lasso.weight", allow_zero=True)
+    _positive(cfg, "hard_negatives.beta", allow_zero=True)
+    tau_plus = cfg["hard_negatives"]["tau_plus"]
+    if not (isinstance(tau_plus, (int, float)) and not isinstance(tau_plus, bool) and 0 <= tau_plus < 1):
+        raise ConfigError(f"config key 'hard_negatives.tau_plus' must be a number in [0, 1), got {tau_plus!r}")
     band = cfg["qscore"]["band"]
     if not (isinstance(band, (list, tuple)) and len(band) == 2 and 0 <= band[0] < band[1] <= 100):
         raise ConfigError(f"config key 'qscore.band' must be [low, high] with 0 <= low < high <= 100, got {band!r}")
     if cfg["qscore"]["statistics"] not in ("train_step", "dataloader"):
         raise ConfigError("config key 'qscore.statistics' must be 'train_step' or 'dataloader'")
-    for section in ("qscore", "ifm", "lasso", "wandb"):
+    for section in ("qscore", "ifm", "hard_negatives", "lasso", "wandb"):
         if not isinstance(cfg[section]["enabled"], bool):
             raise ConfigError(f"config key '{section}.enabled' must be true or false")
     if cfg["ifm"]["enabled"]:
@@ -165,9 +170,29 @@ def validate(cfg: dict) -> None:
                 f"IFM applies to InfoNCE methods only ({', '.join(IFM_METHODS)}); "
                 f"method '{cfg['method']}' is not one of them (config key 'ifm.enabled')"
             )
+    if cfg["hard_negatives"]["enabled"]:
+        _check_hard_negatives(cfg)
     crops = sum(int(a.get("num_crops", 1)) for a in cfg["augmentations"])
     want = cfg["data"]["num_large_crops"] + cfg["data"]["num_small_crops"]
     if cfg["augmentations"] and crops != want:
         raise ConfigError(
             f"config key 'augmentations' makes {crops} crops but data.num_large_crops + num_small_crops = {want}"
+        )
+
+
+def _check_hard_negatives(cfg: dict) -> None:
+    """Hard negative sampling replaces SimCLR's InfoNCE: SimCLR only, unsupervised, and not with IFM."""
+    if cfg["method"] != "simclr":
+        raise ConfigError(
+            f"hard negative sampling is a SimCLR loss; method '{cfg['method']}' is not simclr "
+            "(config key 'hard_negatives.enabled')"
+        )
+    if cfg["ifm"]["enabled"]:
+        raise ConfigError(
+            "config keys 'hard_negatives.enabled' and 'ifm.enabled' cannot both be true: each replaces "
+            "SimCLR's loss with its own (compare them as separate runs)"
+        )
+    if cfg["method_kwargs"].get("supervised"):
+        raise ConfigError(
+            "config key 'hard_negatives.enabled' is not defined for supervised SimCLR (method_kwargs.supervised=true)"
         )

@@ -7,6 +7,9 @@ Everything solo-learn-specific lives in ``solo_qscore.adapters``; the core never
   :func:`~solo_qscore.qscore_regularizer_terms` when Q-Score is on, and, for InfoNCE methods
   with IFM on, computes the contrastive term with the IFM loss instead of solo's own, so the
   total is ``(L + alpha*L_eps)/(1 + alpha)`` plus solo's online-classifier loss.
+* ``hard_negatives.enabled`` (SimCLR only, not with IFM) computes SimCLR's contrastive term with
+  :func:`~solo_qscore.hard_negatives.hard_negative_simclr_loss` (Robinson et al., ICLR 2021)
+  instead of solo's InfoNCE, plus solo's online-classifier loss.
 * ``lasso.enabled`` adds the paper's lasso baseline, :func:`~solo_qscore.lasso_penalty`, on the
   same captured features.
 * The discriminative set is the boolean buffer ``qscore_discriminative`` (in checkpoints). It is
@@ -28,6 +31,7 @@ from torch import Tensor
 from solo_qscore.adapters import solo_v1_compat  # noqa: F401  (patches solo on import)
 from solo_qscore.backbone import find_backbone
 from solo_qscore.config import ConfigError
+from solo_qscore.hard_negatives import hard_negative_simclr_loss
 from solo_qscore.ifm import IFM_METHODS, ifm_moco_loss, ifm_nnclr_loss, ifm_simclr_loss
 from solo_qscore.regularizer import lasso_penalty, qscore_regularizer_terms
 
@@ -62,11 +66,12 @@ class QScoreIFMMixin:
     """Mixin placed before a solo-learn method class; see the module docstring."""
 
     def __init__(self, *, qscore: dict | None = None, ifm: dict | None = None, lasso: dict | None = None,
-                 run_config: dict | None = None, **solo_kwargs: Any) -> None:
+                 hard_negatives: dict | None = None, run_config: dict | None = None, **solo_kwargs: Any) -> None:
         super().__init__(**solo_kwargs)
         self.qscore_cfg = dict(qscore or {"enabled": False})
         self.ifm_cfg = dict(ifm or {"enabled": False})
         self.lasso_cfg = dict(lasso or {"enabled": False})
+        self.hard_negatives_cfg = dict(hard_negatives or {"enabled": False})
         self.run_config = run_config
         method = getattr(type(self), "solo_method_name", None)
         if self.ifm_cfg.get("enabled") and method not in IFM_METHODS:
@@ -75,6 +80,15 @@ class QScoreIFMMixin:
             )
         if self.ifm_cfg.get("enabled") and getattr(self, "supervised", False):
             raise ConfigError("IFM is not defined for supervised SimCLR (method_kwargs.supervised=true)")
+        if self.hard_negatives_cfg.get("enabled"):
+            if method != "simclr":
+                raise ConfigError(f"hard negative sampling is a SimCLR loss; got '{method}' "
+                                  "(config key 'hard_negatives.enabled')")
+            if self.ifm_cfg.get("enabled"):
+                raise ConfigError("config keys 'hard_negatives.enabled' and 'ifm.enabled' cannot both be true")
+            if getattr(self, "supervised", False):
+                raise ConfigError("hard negative sampling is not defined for supervised SimCLR "
+                                  "(method_kwargs.supervised=true)")
         self.register_buffer("qscore_discriminative", torch.zeros(self.features_dim, dtype=torch.bool))
         self._captured: list[Tensor] = []
         self._capturing = False
@@ -95,6 +109,8 @@ class QScoreIFMMixin:
         try:
             if self.ifm_cfg.get("enabled"):
                 loss = self._ifm_training_step(batch, batch_idx)
+            elif self.hard_negatives_cfg.get("enabled"):
+                loss = self._hard_negative_training_step(batch, batch_idx)
             else:
                 loss = super().training_step(batch, batch_idx)
         finally:
@@ -155,6 +171,20 @@ class QScoreIFMMixin:
             + ifm_moco_loss(q2, k1, queue[0], self.temperature, epsilon=eps, alpha=alpha)
         ) / 2
         self._dequeue_and_enqueue(torch.stack((gather(k1), gather(k2))))
+        self.log("train_nce_loss", nce_loss, on_epoch=True, sync_dist=True)
+        return nce_loss + out["loss"]
+
+    def _hard_negative_training_step(self, batch, batch_idx) -> Tensor:
+        """solo's SimCLR step with its InfoNCE replaced by the hard-negative loss (same views, projector)."""
+        from solo.methods.base import BaseMethod
+
+        cfg = self.hard_negatives_cfg
+        out = BaseMethod.training_step(self, batch, batch_idx)
+        feats = out["feats"]
+        z = torch.cat([self.projector(f) for f in feats])
+        indexes = batch[0].repeat(len(feats))
+        nce_loss = hard_negative_simclr_loss(z, indexes, self.temperature, beta=float(cfg.get("beta", 1.0)),
+                                             tau_plus=float(cfg.get("tau_plus", 0.1)))
         self.log("train_nce_loss", nce_loss, on_epoch=True, sync_dist=True)
         return nce_loss + out["loss"]
 
@@ -242,7 +272,8 @@ def build_method(cfg: dict, num_classes: int, num_devices: int = 1) -> torch.nn.
             f"config key 'method_kwargs': solo-learn's {solo_cls.__name__} takes no argument(s) {', '.join(unknown)}"
         )
     try:
-        return cls(qscore=cfg["qscore"], ifm=cfg["ifm"], lasso=cfg["lasso"], run_config=cfg, **kwargs)
+        return cls(qscore=cfg["qscore"], ifm=cfg["ifm"], lasso=cfg["lasso"], hard_negatives=cfg.get("hard_negatives"),
+                   run_config=cfg, **kwargs)
     except TypeError as err:
         raise ConfigError(f"config key 'method_kwargs' does not fit solo-learn's {cfg['method']}: {err}") from err
 
@@ -253,7 +284,9 @@ def load_method(checkpoint_path: str, map_location: str = "cpu", num_classes: in
     meta = checkpoint.get(CHECKPOINT_KEY)
     if not meta or not meta.get("config"):
         raise ValueError(f"{checkpoint_path} was not written by solo-qscore (no '{CHECKPOINT_KEY}' entry)")
-    cfg = meta["config"]
+    from solo_qscore.config import load_config
+
+    cfg = load_config(meta["config"])  # fills config sections added after the checkpoint was written
     state = checkpoint["state_dict"]
     if num_classes is None:
         num_classes = state["classifier.weight"].shape[0]

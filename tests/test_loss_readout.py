@@ -1,0 +1,234 @@
+"""InfoNCE loss vs linear-readout error across encoders (IFM paper Fig. 2): the pure functions and the
+``solo-qscore loss-readout`` command on three tiny Trifeature checkpoints in ``pretrain``'s format.
+
+The checkpoints (SimCLR ResNet-18 at tau 0.1 and 0.5, and with hard negatives; 32x32 Trifeature,
+128 training images, one epoch of batch 64 = two steps) are barely trained: the tests check that
+the command computes exactly what it claims (the held-out InfoNCE against an independent evaluation
+with ``ifm_simclr_loss``, the readout error against an independent probe, the correlations against
+``np.corrcoef``), not what the correlations are.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from solo_qscore import ifm_simclr_loss
+from solo_qscore.cli import main
+from solo_qscore.config import load_config
+from solo_qscore.loss_readout import (
+    MIN_ENCODERS,
+    correlation_matrix,
+    heldout_infonce,
+    loss_readout_correlation,
+    pearson,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+SIMCLR = ROOT / "method_configs" / "cifar10" / "simclr.yaml"
+DATA_ROOT = ROOT / "datasets"  # the Trifeature cache the pretrain command uses by default
+TRAIN_SUBSET, VAL_SUBSET, BATCH = 128, 64, 32
+TINY = [
+    "data.dataset=trifeature", f"data.root={DATA_ROOT}", f"data.train_subset={TRAIN_SUBSET}",
+    f"data.val_subset={VAL_SUBSET}", "data.batch_size=64", "data.num_workers=0", "trainer.max_epochs=1",
+    "scheduler.warmup_epochs=0", "method_kwargs.proj_hidden_dim=64", "method_kwargs.proj_output_dim=32",
+    "wandb.enabled=false", "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false",
+]
+ARMS = {
+    "tau01": ["method_kwargs.temperature=0.1"],
+    "tau05": ["method_kwargs.temperature=0.5"],
+    "hard": ["hard_negatives.enabled=true", "hard_negatives.beta=1.0"],
+}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def tiny_checkpoint(cfg: dict) -> str:
+    """What ``solo-qscore pretrain`` trains and saves (same module, loader and checkpoint, with the run config
+    inside), without its end-of-training Q-Score probe report, which would take most of this file's time."""
+    import pytorch_lightning as pl
+
+    from solo_qscore.adapters.solo_v1 import build_method
+    from solo_qscore.data import make_pretrain_loader, num_classes_of
+
+    pl.seed_everything(cfg["seed"], verbose=False)
+    model = build_method(cfg, num_classes_of(cfg["data"]))
+    trainer = pl.Trainer(accelerator="cpu", devices=1, max_epochs=1, logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0)
+    trainer.fit(model, make_pretrain_loader(cfg["data"], cfg["augmentations"], seed=cfg["seed"]))
+    assert trainer.global_step == TRAIN_SUBSET // 64
+    path = Path(cfg["output_dir"]) / "last.ckpt"
+    trainer.save_checkpoint(str(path))
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory, one_thread) -> list[str]:
+    base = tmp_path_factory.mktemp("loss_readout_ckpts")
+    return [tiny_checkpoint(load_config(SIMCLR, [*TINY, *extra, f"output_dir={base / name}", f"name={name}"]))
+            for name, extra in ARMS.items()]
+
+
+@pytest.fixture(scope="module")
+def command_result(checkpoints, tmp_path_factory) -> tuple[dict, Path]:
+    out = tmp_path_factory.mktemp("loss_readout_out")
+    assert main(["loss-readout", *checkpoints, "--batch-size", str(BATCH), "--out", str(out)]) == 0
+    return json.loads((out / "loss_readout.json").read_text()), out
+
+
+# ------------------------------------------------------------------------------------- pure functions
+def test_pearson_equals_numpy_corrcoef():
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(7, generator=g), torch.randn(7, generator=g)
+    assert pearson(x, y).item() == pytest.approx(np.corrcoef(x.numpy(), y.numpy())[0, 1], abs=1e-12)
+    assert pearson(x, 3 * x - 2).item() == pytest.approx(1.0, abs=1e-12)
+    assert pearson(x, -x).item() == pytest.approx(-1.0, abs=1e-12)
+    # by hand: x - mean = (-1, 0, 1), y - mean = (-1, 1, 0): r = 1 / sqrt(2 * 2) = 0.5
+    assert pearson(torch.tensor([1.0, 2, 3]), torch.tensor([1.0, 3, 2])).item() == pytest.approx(0.5, abs=1e-12)
+
+
+def test_correlation_matrix_and_loss_columns_equal_numpy():
+    g = torch.Generator().manual_seed(1)
+    values = torch.rand(9, 4, generator=g, dtype=torch.float64)
+    ref = np.corrcoef(values.numpy().T)
+    np.testing.assert_allclose(correlation_matrix(values).numpy(), ref, atol=1e-12)
+    losses, errors = values[:, 0], values[:, 1:] * 100
+    np.testing.assert_allclose(loss_readout_correlation(losses, errors).numpy(), ref[0, 1:], atol=1e-12)
+
+
+def test_constant_column_gives_nan_like_numpy():
+    values = torch.tensor([[1.0, 5.0], [2.0, 5.0], [4.0, 5.0]])
+    corr = correlation_matrix(values)
+    assert torch.isnan(corr[0, 1]) and torch.isnan(corr[1, 1]) and corr[0, 0].item() == pytest.approx(1.0)
+
+
+def test_fewer_than_three_encoders_or_bad_values_raise():
+    with pytest.raises(ValueError, match=f"at least {MIN_ENCODERS}"):
+        pearson(torch.tensor([1.0, 2.0]), torch.tensor([2.0, 1.0]))
+    with pytest.raises(ValueError, match="NaN"):
+        pearson(torch.tensor([1.0, float("nan"), 3.0]), torch.tensor([1.0, 2.0, 3.0]))
+    with pytest.raises(ValueError, match="same length"):
+        pearson(torch.arange(4.0), torch.arange(3.0))
+    with pytest.raises(ValueError, match="errors"):
+        loss_readout_correlation(torch.arange(4.0), torch.zeros(3, 2))
+
+
+def test_heldout_infonce_equals_ifm_simclr_loss_per_batch():
+    g = torch.Generator().manual_seed(2)
+    n, b, d, tau = 70, 16, 8, 0.5
+    z1, z2 = torch.randn(n, d, generator=g), torch.randn(n, d, generator=g)
+    per_batch = [
+        ifm_simclr_loss(torch.cat([z1[k:k + b], z2[k:k + b]]), torch.arange(b).repeat(2), tau, epsilon=0)
+        for k in range(0, n - b + 1, b)  # the last 6 rows do not fill a batch and are dropped
+    ]
+    assert len(per_batch) == 4
+    expected = torch.stack(per_batch).mean().item()
+    assert heldout_infonce(z1, z2, tau, b).item() == pytest.approx(expected, abs=1e-6)
+    # identical views in orthogonal directions: pos = e^{1/tau}, 2B-2 negatives at e^0
+    eye = torch.eye(4)
+    exact = np.log(np.exp(1 / tau) + 6) - 1 / tau
+    assert heldout_infonce(eye, eye, tau, 4).item() == pytest.approx(exact, abs=1e-6)
+
+
+def test_heldout_infonce_bad_input():
+    z = torch.randn(8, 4)
+    with pytest.raises(ValueError, match="fewer than one batch"):
+        heldout_infonce(z, z, 0.5, 16)
+    with pytest.raises(ValueError, match="batch_size"):
+        heldout_infonce(z, z, 0.5, 1)
+    with pytest.raises(ValueError, match="temperature"):
+        heldout_infonce(z, z, 0.0, 4)
+    with pytest.raises(ValueError, match=r"\[n, d\]"):
+        heldout_infonce(z, z[:4], 0.5, 4)
+
+
+def test_attribute_labels_trifeature_dict_and_class():
+    from solo_qscore.analysis.loss_readout import attribute_labels
+    from solo_qscore.data import ArrayImageDataset, TrifeatureDataset
+
+    tri = TrifeatureDataset(DATA_ROOT, train=False, image_size=32)
+    labels = attribute_labels(tri)
+    assert list(labels) == ["color", "shape", "texture"]
+    assert torch.equal(labels["shape"], torch.as_tensor(tri.targets))  # the default target is shape
+    plain = ArrayImageDataset(np.zeros((3, 4, 4, 3), np.uint8), np.array([2, 0, 1]), "toy", 3, 4)
+    assert list(attribute_labels(plain)) == ["class"] and attribute_labels(plain)["class"].tolist() == [2, 0, 1]
+
+
+# ------------------------------------------------------------------------------------------ the command
+def test_command_errors_for_fewer_than_three_checkpoints(checkpoints, capsys):
+    assert main(["loss-readout", *checkpoints[:2]]) == 2
+    assert "at least 3 checkpoints" in capsys.readouterr().err
+
+
+def test_command_errors_for_checkpoints_of_different_datasets(checkpoints, tmp_path, capsys):
+    other = torch.load(checkpoints[2], map_location="cpu", weights_only=False)
+    other["solo_qscore"]["config"]["data"]["dataset"] = "fashion_mnist"
+    path = tmp_path / "fmnist.ckpt"
+    torch.save(other, path)
+    assert main(["loss-readout", checkpoints[0], checkpoints[1], str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "different data" in err and "fashion_mnist" in err and "trifeature" in err and "data.dataset" in err
+
+
+def test_command_end_to_end_correlations_equal_numpy(command_result, checkpoints):
+    result, out = command_result
+    assert result["attributes"] == ["color", "shape", "texture"]
+    assert result["dataset"] == "trifeature" and result["temperature"] == 0.5
+    assert (result["num_train"], result["num_val"], result["num_views_batches"]) == (TRAIN_SUBSET, VAL_SUBSET, 2)
+    rows = result["checkpoints"]
+    assert [r["checkpoint"] for r in rows] == checkpoints and [r["name"] for r in rows] == list(ARMS)
+    assert rows[2]["hard_negatives"] == {"enabled": True, "beta": 1.0, "tau_plus": 0.1}
+    assert [r["train_temperature"] for r in rows] == [0.1, 0.5, 0.2]
+    table = np.array([[r["infonce"], *(r["error"][a] for a in result["attributes"])] for r in rows])
+    np.testing.assert_allclose(np.array(result["correlation"], dtype=float), np.corrcoef(table.T), atol=1e-9)
+    for k, a in enumerate(result["attributes"]):
+        assert result["loss_error_correlation"][a] == pytest.approx(np.corrcoef(table[:, 0], table[:, 1 + k])[0, 1])
+        for r in rows:  # an error rate on 64 images is a multiple of 100/64 %
+            assert 0 <= r["error"][a] <= 100 and (r["error"][a] * VAL_SUBSET / 100) == pytest.approx(
+                round(r["error"][a] * VAL_SUBSET / 100), abs=1e-9)
+    # 2 batches of 32 -> 62 negatives per view: a loss near log(63) for barely trained encoders
+    assert all(abs(r["infonce"] - np.log(2 * BATCH - 1)) < 1.0 for r in rows)
+    png = out / "loss_readout.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 20_000
+
+
+def test_command_values_equal_an_independent_evaluation(command_result, checkpoints):
+    from solo_qscore.adapters.solo_v1 import load_method
+    from solo_qscore.backbone import find_backbone
+    from solo_qscore.data import TrifeatureDataset, build_crop_pipelines, dataset_stats, eval_transform, subset_indices
+    from solo_qscore.probe import fit_linear_probe
+
+    result, _ = command_result
+    model, cfg, _ = load_method(checkpoints[1])
+    backbone, projector = find_backbone(model).eval(), model.projector.eval()
+    mean, std = dataset_stats("trifeature")
+    val = TrifeatureDataset(DATA_ROOT, train=False, image_size=32)
+    train = TrifeatureDataset(DATA_ROOT, train=True, image_size=32)
+    val_idx, train_idx = subset_indices(len(val), VAL_SUBSET), subset_indices(len(train), TRAIN_SUBSET)
+    first, second = build_crop_pipelines(cfg["augmentations"], mean, std)[:2]
+    torch.manual_seed(0)  # --seed 0: the same crops, drawn image by image, view 1 then view 2
+    views = [(first(img), second(img)) for img in (val[int(i)][0] for i in val_idx)]
+    with torch.no_grad():
+        z1 = projector(backbone(torch.stack([v[0] for v in views])))
+        z2 = projector(backbone(torch.stack([v[1] for v in views])))
+        losses = [ifm_simclr_loss(torch.cat([z1[k:k + BATCH], z2[k:k + BATCH]]), torch.arange(BATCH).repeat(2),
+                                  0.5, epsilon=0) for k in range(0, VAL_SUBSET, BATCH)]
+        plain = eval_transform(32, mean, std)
+        train_h = backbone(torch.stack([plain(train[int(i)][0]) for i in train_idx]))
+        val_h = backbone(torch.stack([plain(val[int(i)][0]) for i in val_idx]))
+    row = result["checkpoints"][1]
+    assert row["infonce"] == pytest.approx(torch.stack(losses).mean().item(), abs=1e-4)
+    for k, a in enumerate(("color", "shape", "texture")):
+        probe = fit_linear_probe(train_h, train.attributes[train_idx, k], max_iter=100, weight_decay=1e-4)
+        error = 100 * float((probe.predict(val_h) != val.attributes[val_idx, k]).double().mean())
+        assert row["error"][a] == pytest.approx(error, abs=100 / VAL_SUBSET + 1e-9)  # batch-size rounding: <= 1 image
