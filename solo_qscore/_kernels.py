@@ -16,6 +16,8 @@ from torch import Tensor
 
 from solo_qscore.activations import NORM_EPS, row_stats
 
+PARALLEL_MIN_ELEMENTS = 1 << 22  # N * r from which the multi-threaded kernel pays off (~4M values)
+
 
 class ActivationSummary(NamedTuple):
     counts: Tensor  # LongTensor[r]: number of finite rows with j in L_i
@@ -39,9 +41,7 @@ def _summary_torch(h: Tensor, discriminative: Tensor, eps: float) -> ActivationS
 try:  # numba is a dependency, but the library keeps working (slower) without it
     import numba
 
-    # reassociation lets the row loops vectorise; no "nnan"/"ninf", so the finiteness test stays exact
-    @numba.njit(parallel=True, fastmath={"reassoc", "contract", "nsz", "arcp"})
-    def _summary_kernel(h, disc, eps, norm_eps, counts, num_active, q, finite):  # pragma: no cover
+    def _summary_rows(h, disc, eps, norm_eps, counts, num_active, q, finite):  # pragma: no cover
         n, r = h.shape
         nthreads = numba.get_num_threads()
         local = np.zeros((nthreads, r), dtype=np.int64)
@@ -80,6 +80,12 @@ try:  # numba is a dependency, but the library keeps working (slower) without it
             for j in range(r):
                 counts[j] += local[t, j]
 
+    # reassociation lets the row loops vectorise; no "nnan"/"ninf", so the finiteness test stays exact
+    _FASTMATH = {"reassoc", "contract", "nsz", "arcp"}
+    _summary_kernel = numba.njit(parallel=True, fastmath=_FASTMATH)(_summary_rows)
+    # a training batch is summarised in well under a millisecond by one thread; waking numba's thread
+    # pool for it costs more than it saves, and its spinning workers compete with torch's threads
+    _summary_kernel_serial = numba.njit(parallel=False)(_summary_rows)  # strict IEEE: keeps the NaN test
     HAVE_NUMBA = True
 except ImportError:  # pragma: no cover
     HAVE_NUMBA = False
@@ -93,7 +99,12 @@ def _summary_numba(h: Tensor, discriminative: Tensor, eps: float) -> ActivationS
     q = np.zeros(n, dtype=array.dtype)
     finite = np.zeros(n, dtype=np.bool_)
     disc = np.ascontiguousarray(discriminative.cpu().numpy())
-    _summary_kernel(array, disc, float(eps), NORM_EPS, counts, num_active, q, finite)
+    if array.size >= PARALLEL_MIN_ELEMENTS and torch.get_num_threads() > 1:
+        # as many numba threads as torch is allowed, so the two pools do not oversubscribe the CPU
+        numba.set_num_threads(max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)))
+        _summary_kernel(array, disc, float(eps), NORM_EPS, counts, num_active, q, finite)
+    else:
+        _summary_kernel_serial(array, disc, float(eps), NORM_EPS, counts, num_active, q, finite)
     return ActivationSummary(
         torch.from_numpy(counts), torch.from_numpy(num_active), torch.from_numpy(q), torch.from_numpy(finite)
     )

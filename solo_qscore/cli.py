@@ -26,7 +26,8 @@ MAIN_OVERRIDES = [
 # Further-training with the regulariser, as the paper does (Q-Score paper §5: lr 1e-5, LARS,
 # warm-up then cosine annealing, 50 epochs); the rest of the config comes from the checkpoint.
 FINETUNE_OVERRIDES = ["qscore.enabled=true", "optimizer.lr=1.0e-5", "trainer.max_epochs=50",
-                      "scheduler.name=warmup_cosine", "scheduler.warmup_epochs=5"]
+                      "scheduler.name=warmup_cosine", "scheduler.warmup_epochs=5",
+                      "scheduler.warmup_start_lr=1.0e-6"]  # warm up to 1e-5, not down from pre-training's start
 
 
 def _config_path(path: str) -> str:
@@ -78,6 +79,7 @@ def cmd_finetune(args: argparse.Namespace) -> int:
 def cmd_probe(args: argparse.Namespace) -> int:
     import torch
 
+    from solo_qscore.associations import dataset_class_names
     from solo_qscore.callbacks import extract_features, find_backbone
     from solo_qscore.data import make_eval_loaders
     from solo_qscore.report import qscore_report, write_report
@@ -99,6 +101,7 @@ def cmd_probe(args: argparse.Namespace) -> int:
     val_h, val_y = extract_features(backbone, val_loader, device)
     q = cfg["qscore"]
     report = qscore_report(train_h, train_y, val_h, val_y, eps=q["eps"], band=tuple(q["band"]),
+                           class_names=dataset_class_names(train_loader.dataset),
                            probe_kwargs={"max_iter": cfg["probe"]["max_iter"],
                                          "weight_decay": cfg["probe"]["weight_decay"]})
     out = Path(args.out or Path(cfg["output_dir"]) / "probe")

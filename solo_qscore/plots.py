@@ -1,4 +1,4 @@
-"""Matplotlib figures of the Q-Score report (the paper's Fig. 1, 2, 3, 4, A.5 and A.7).
+"""Matplotlib figures of the Q-Score report (the paper's Fig. 1, 2, 3, 4, A.5, A.7 and A.10).
 
 Every builder returns a :class:`matplotlib.figure.Figure` drawn with the Agg canvas; no pyplot
 state is touched, so the builders are safe in training processes and threads. Save with
@@ -27,12 +27,14 @@ from matplotlib.figure import Figure
 __all__ = [
     "COLORS",
     "activation_frequency_figure",
+    "associations_figure",
     "atomic_file",
     "compression_figure",
     "discriminative_heatmap_figure",
     "figure_to_png_bytes",
     "pr_curve_figure",
     "q_histogram_figure",
+    "regularization_comparison_figure",
     "roc_curve_figure",
     "save_figure_atomic",
 ]
@@ -455,6 +457,144 @@ def q_histogram_figure(
     suffix = f"  (AUROC {_fmt(auroc)})" if auroc is not None else ""
     ax.set_title(title + suffix, fontsize=11)
     ax.legend(loc="upper right", fontsize=8, framealpha=0.9)
+    return fig
+
+
+def associations_figure(
+    rows: Sequence[Mapping],
+    class_names: Sequence[str] | None = None,
+    ncols: int = 4,
+    title: str = "Classes of the samples that highly activate each discriminative feature",
+) -> Figure:
+    r"""A grid of small bar plots, one per feature (the bar plots of the paper's Fig. 1).
+
+    ``rows`` are the rows of :func:`solo_qscore.associations.association_table`: per feature, the
+    shares :math:`F_{cj}` (%) of its top classes among the samples with :math:`j \in L_i`. A black tick
+    on each bar marks the class prior :math:`\pi_c` (the share a class-blind feature would have).
+    Class names label the bars when given, class indices otherwise.
+    """
+    rows = list(rows)
+    if not rows:
+        fig = _new_figure(6.0, 2.6)
+        ax = fig.add_subplot()
+        ax.set_axis_off()
+        _no_data(ax, "no discriminative feature is highly activated by any sample:\nno class association")
+        fig.suptitle(title, fontsize=11)
+        return fig
+    ncols = max(1, min(int(ncols), len(rows)))
+    nrows = -(-len(rows) // ncols)
+    fig = _new_figure(2.75 * ncols, 0.6 + 2.45 * nrows)
+    axes = np.atleast_1d(fig.subplots(nrows, ncols, sharey=True, squeeze=False)).ravel()
+    for ax in axes[len(rows):]:
+        ax.set_axis_off()
+    for ax, row in zip(axes, rows):
+        _style(ax)
+        ax.grid(False, axis="x")
+        classes = list(row.get("top_classes", []))
+        shares = 100.0 * np.asarray(row.get("top_fractions", []), dtype=float)
+        priors = 100.0 * np.asarray(row.get("top_priors", [np.nan] * len(classes)), dtype=float)
+        if class_names is not None:
+            labels = [str(class_names[c]) for c in classes]
+        else:
+            labels = list(row.get("top_class_names") or [str(c) for c in classes])
+        x = np.arange(len(classes))
+        colors = [COLORS["band"]] + ["#a6d1a8"] * max(len(classes) - 1, 0)
+        ax.bar(x, shares, color=colors[: len(classes)], width=0.72)
+        ax.scatter(x, priors, marker="_", s=260, color="#222222", lw=1.6, zorder=3,
+                   label="class prior" if ax is axes[0] else None)
+        for xi, share, prior in zip(x, shares, priors):  # the label above both the bar and the prior tick
+            ax.text(xi, np.nanmax([share, prior]) + 1.5, f"{share:.0f}", ha="center", va="bottom", fontsize=7)
+        ax.set_xticks(x, labels=labels, rotation=40, ha="right", rotation_mode="anchor", fontsize=7)
+        ax.set_xlim(-0.6, max(len(classes), 3) - 0.4)
+        ax.set_ylim(0, 109)
+        ax.tick_params(axis="y", labelsize=7)
+        ax.set_title(
+            f"feature {row['feature']}:  A = {row['activation_frequency']:.2f}%, n = {row['support']}",
+            fontsize=8,
+        )
+    for ax in axes[::ncols]:
+        ax.set_ylabel("% of activating samples", fontsize=8)
+    axes[0].legend(loc="upper right", fontsize=7, framealpha=0.9, handletextpad=0.2)
+    fig.suptitle(title, fontsize=11)
+    return fig
+
+
+def _mean_or_nan(values: np.ndarray) -> float:
+    return float(values.mean()) if values.size else float("nan")
+
+
+def regularization_comparison_figure(
+    before: Mapping,
+    after: Mapping,
+    labels: tuple[str, str] = ("before", "after"),
+    eps: float = 4.0,
+    title: str = "Before vs after Q-Score regularisation (validation set)",
+) -> Figure:
+    r"""Distributions of :math:`|L_i|` and of the probe confidence, before vs after (paper Fig. A.10).
+
+    ``before`` and ``after`` hold per-sample arrays of the same validation set: ``num_active``
+    (:math:`|L_i|`), ``confidence`` (max softmax of the linear probe) and ``correct`` (bool).
+    Rows: :math:`|L_i|`, confidence. Columns: correctly classified, misclassified (densities, dashed
+    lines at the means) and the means of all / correct / misclassified samples as bars (the paper's
+    Fig. A.10 shows the means over the whole population).
+    """
+    colors = ("#9e9e9e", COLORS["band"])
+    fig = _new_figure(13.0, 7.0)
+    axes = fig.subplots(2, 3, gridspec_kw={"width_ratios": [1.0, 1.0, 0.9]})
+    metrics = [("num_active", rf"$|L_i|$: highly activating features ($\epsilon$ = {eps:g})", True),
+               ("confidence", "probe confidence (max softmax)", False)]
+    data = [{k: np.asarray(d[k], dtype=float if k != "correct" else bool) for k in ("num_active", "confidence",
+                                                                                   "correct")}
+            for d in (before, after)]
+    for row, (key, name, integer) in enumerate(metrics):
+        values = [d[key] for d in data]
+        finite = np.concatenate([v[np.isfinite(v)] for v in values])
+        if integer:
+            top = int(finite.max()) if finite.size else 1
+            bins = np.arange(-0.5, max(top, 1) + 1.5, max(1, int(np.ceil((top + 1) / 40))))
+        else:
+            lo = float(finite.min()) if finite.size else 0.0
+            bins = np.linspace(min(lo, 1.0) - 1e-9, 1.0 + 1e-9, 41)
+        for col, (group, group_name, group_color) in enumerate(
+            ((True, "correctly classified", COLORS["correct"]), (False, "misclassified", COLORS["misclassified"]))
+        ):
+            ax = axes[row, col]
+            _style(ax)
+            for d, label, color in zip(data, labels, colors):
+                v = d[key][d["correct"] == group]
+                if v.size == 0:
+                    continue
+                ax.hist(v, bins=bins, density=True, histtype="stepfilled", alpha=0.25, color=color)
+                ax.hist(v, bins=bins, density=True, histtype="step", lw=1.6, color=color,
+                        label=f"{label} (n = {v.size}, mean {v.mean():.3g})")
+                ax.axvline(v.mean(), color=color, ls="--", lw=1.2)
+            if not ax.get_legend_handles_labels()[0]:
+                _no_data(ax, f"no {group_name} samples")
+            else:  # room above the histograms for the legend
+                ax.set_ylim(0, ax.get_ylim()[1] * 1.3)
+                ax.legend(loc="upper left", fontsize=8, framealpha=0.9)
+            ax.set_title(group_name, color=group_color, fontsize=10)
+            ax.set_xlabel(name, fontsize=9)
+            ax.set_ylabel("density", fontsize=9)
+        ax = axes[row, 2]
+        _style(ax)
+        ax.grid(False, axis="x")
+        groups = ("all", "correct", "misclassified")
+        x = np.arange(len(groups))
+        width = 0.38
+        for k, (d, label, color) in enumerate(zip(data, labels, colors)):
+            means = [_mean_or_nan(d[key]), _mean_or_nan(d[key][d["correct"]]),
+                     _mean_or_nan(d[key][~d["correct"]])]
+            bars = ax.bar(x + (k - 0.5) * width, np.nan_to_num(means), width, color=color, label=label)
+            for bar, m in zip(bars, means):
+                ax.text(bar.get_x() + bar.get_width() / 2, bar.get_height(), "n/a" if np.isnan(m) else f"{m:.3g}",
+                        ha="center", va="bottom", fontsize=7)
+        ax.set_xticks(x, labels=groups, fontsize=9)
+        ax.set_ylabel(f"mean {name.split(':')[0]}", fontsize=9)
+        ax.set_ylim(0, ax.get_ylim()[1] * 1.25)
+        ax.set_title("means", fontsize=10)
+        ax.legend(loc="upper right", fontsize=8, framealpha=0.9, ncols=2)
+    fig.suptitle(title, fontsize=12)
     return fig
 
 

@@ -12,6 +12,9 @@ r"""The Q-Score report: does Q predict which samples a linear probe gets right? 
 4. Compression (paper Fig. 2, A.5, A.7): probe accuracy with only ``k`` features kept, for the
    discriminative band, random subsets (mean and std over seeds), the lower and upper tails of ``A``
    and the top-``k`` principal components.
+5. Class-feature associations (paper Fig. 1, bar plots): for each discriminative feature, the share
+   of each class among the train samples that highly activate it
+   (:mod:`solo_qscore.associations`).
 
 :func:`write_report` writes ``probe.json`` and the PNG figures atomically; :func:`log_report_to_wandb`
 sends the same to Weights & Biases.
@@ -38,6 +41,7 @@ from torchmetrics.functional.classification import (
 )
 
 from solo_qscore._validation import check_finite_rows, check_representations
+from solo_qscore.associations import association_summary, feature_class_associations
 from solo_qscore.discriminative import (
     band_ranks,
     discriminative_mask,
@@ -54,8 +58,10 @@ from solo_qscore.statistics import ActivationStatistics
 
 __all__ = [
     "DEFAULT_COMPRESSION_FRACTIONS",
+    "associations_figure",
     "band_window_mask",
     "compression_masks",
+    "heatmap_figure",
     "log_report_to_wandb",
     "qscore_report",
     "report_figures",
@@ -73,6 +79,7 @@ PNG_NAMES: tuple[str, ...] = (
     "compression",
     "discriminative_heatmap",
     "q_histogram",
+    "associations",
 )
 
 
@@ -321,6 +328,10 @@ def qscore_report(
     max_curve_points: int = 200,
     heatmap_max_classes: int = 20,
     compression_max_train: int | None = None,
+    class_names: Sequence[str] | None = None,
+    associations_max_features: int = 12,
+    associations_top_k: int = 5,
+    associations_min_support: int = 5,
 ) -> dict[str, Any]:
     r"""Compute the Q-Score report of frozen representations (see the module docstring).
 
@@ -345,6 +356,13 @@ def qscore_report(
         compression_max_train: fit the compression probes on at most this many train samples (a
             fixed random subset) to bound its cost (about ``9 x len(sizes)`` probe fits); ``None``
             uses the whole train set.
+        class_names: names of the classes (index = label) for the figures and the associations
+            table (see :func:`~solo_qscore.associations.dataset_class_names`); ``None``: indices.
+        associations_max_features, associations_top_k, associations_min_support: the associations
+            table lists at most this many discriminative features (most class-specific first), each
+            with its ``top_k`` classes; features with fewer activating train samples than
+            ``min_support`` are ranked last (see
+            :func:`~solo_qscore.associations.association_table`).
 
     Returns:
         A dict of JSON-ready values (metrics may be ``None`` when undefined, then ``note`` says why),
@@ -362,6 +380,10 @@ def qscore_report(
     val_y = val_y.long().to(val_h.device)
     if num_classes is None:
         num_classes = max(int(train_y.max()), int(val_y.max())) + 1
+    if class_names is not None:
+        class_names = [str(name) for name in class_names]
+        if len(class_names) < num_classes:
+            raise ValueError(f"class_names has {len(class_names)} names but there are {num_classes} classes")
 
     # 1. activation frequencies and the discriminative set, on the train set
     # the report is computed where the features are: never wait for other processes
@@ -454,6 +476,17 @@ def qscore_report(
             compression_max_train,
         )
 
+    # 5. class-feature associations of the discriminative features, on the train set like A and D
+    assoc = feature_class_associations(train_h, train_y, D.to(train_h.device), eps=eps, num_classes=num_classes)
+    associations = association_summary(
+        assoc,
+        class_names=class_names,
+        max_features=associations_max_features,
+        top_k=associations_top_k,
+        min_support=associations_min_support,
+    )
+    associations["population"] = "train"
+
     probe = result.probe
     report: dict[str, Any] = {
         "auroc": view["auroc"] if view else None,
@@ -490,6 +523,8 @@ def qscore_report(
         "note": "; ".join(notes) if notes else None,
         "curves": curves,
         "compression": compression,
+        "class_names": class_names,
+        "associations": associations,
         "arrays": {
             "A": A.double().cpu().numpy(),
             "discriminative": D.cpu().numpy(),
@@ -503,6 +538,7 @@ def qscore_report(
             "heatmap": _heatmap_arrays(
                 val_h.cpu(), val_y_cpu, correct, D.cpu(), num_classes, heatmap_max_classes
             ),
+            "associations": assoc,
         },
     }
     return report
@@ -584,25 +620,60 @@ def report_figures(report: Mapping[str, Any]) -> dict[str, Any]:
         )
     if report.get("compression"):
         figures["compression"] = plots.compression_figure(report["compression"])
-    heat = arrays.get("heatmap")
-    if heat is not None:
-        classes = heat["classes"]
-        present = int(np.count_nonzero(heat["count_correct"] + heat["count_misclassified"]))
-        subset = ""
-        if len(classes) < present:
-            subset = f"; the {len(classes)} of {present} classes with most errors"
-        figures["discriminative_heatmap"] = plots.discriminative_heatmap_figure(
-            heat["correct"][classes],
-            heat["misclassified"][classes],
-            [str(int(c)) for c in classes],
-            heat["count_correct"][classes],
-            heat["count_misclassified"][classes],
-            title=f"Mean activations of the {report.get('num_discriminative')} discriminative features "
-            f"per class (band [{band[0]:g}, {band[1]:g}){subset})",
-        )
+    if arrays.get("heatmap") is not None:
+        figures["discriminative_heatmap"] = heatmap_figure(report)
     if "q" in arrays:
         figures["q_histogram"] = plots.q_histogram_figure(arrays["q"], arrays["correct"], report.get("auroc"))
+    associations = report.get("associations")
+    if arrays.get("associations") is not None and associations is not None:
+        figures["associations"] = associations_figure(report)
     return figures
+
+
+def _class_label(report: Mapping[str, Any], c: int) -> str:
+    names = report.get("class_names")
+    return str(names[c]) if names is not None and 0 <= c < len(names) else str(c)
+
+
+def heatmap_figure(report: Mapping[str, Any], title_prefix: str = ""):
+    """The heat map of mean discriminative activations of correct vs misclassified samples (paper Fig. 3).
+
+    Rows are the classes with most errors (at most ``heatmap_max_classes``), labelled by name when
+    the report has ``class_names``; needs the fresh report's ``arrays``.
+    """
+    from solo_qscore import plots
+
+    heat = report["arrays"]["heatmap"]
+    band = tuple(report.get("band", (50.0, 95.0)))
+    classes = heat["classes"]
+    present = int(np.count_nonzero(heat["count_correct"] + heat["count_misclassified"]))
+    subset = ""
+    if len(classes) < present:
+        subset = f"; the {len(classes)} of {present} classes with most errors"
+    return plots.discriminative_heatmap_figure(
+        heat["correct"][classes],
+        heat["misclassified"][classes],
+        [_class_label(report, int(c)) for c in classes],
+        heat["count_correct"][classes],
+        heat["count_misclassified"][classes],
+        title=f"{title_prefix}Mean activations of the {report.get('num_discriminative')} discriminative features "
+        f"per class (band [{band[0]:g}, {band[1]:g}){subset})",
+    )
+
+
+def associations_figure(report: Mapping[str, Any]):
+    """Grid of bar plots of the report's ``associations`` table (paper Fig. 1, bar plots)."""
+    from solo_qscore import plots
+
+    entry = report["associations"]
+    rows = entry.get("features") or []
+    title = "Classes among the train samples that highly activate each discriminative feature"
+    if entry.get("mean_purity") is not None:
+        title += (
+            f"\n(most class-specific {len(rows)} of {entry['num_features']}; mean purity over D "
+            f"{100 * entry['mean_purity']:.1f}% vs {100 * entry['mean_purity_shuffled']:.1f}% with shuffled labels)"
+        )
+    return plots.associations_figure(rows, report.get("class_names"), title=title)
 
 
 def write_report(report: Mapping[str, Any], out_dir: str | os.PathLike, plots: bool = True) -> Path:
@@ -611,7 +682,7 @@ def write_report(report: Mapping[str, Any], out_dir: str | os.PathLike, plots: b
     Every file is written atomically (temp file in ``out_dir``, then ``os.replace``), so a crash
     never leaves a truncated ``probe.json`` and a previous one stays intact. The PNGs are
     ``pr_curve``, ``roc_curve``, ``activation_frequency``, ``compression``,
-    ``discriminative_heatmap`` and ``q_histogram`` (those the report has the data for).
+    ``discriminative_heatmap``, ``q_histogram`` and ``associations`` (those the report has the data for).
 
     Returns:
         The path of ``probe.json``.
@@ -655,10 +726,12 @@ def log_report_to_wandb(
     """Log the report to Weights & Biases (works offline with ``WANDB_MODE=offline``).
 
     Scalars go to ``{prefix}/auroc`` etc. (also into the run summary), the PR/ROC curves as
-    ``wandb.plot.line`` charts over tables, the compression study as a table and a chart, and the
-    figures as ``wandb.Image``. ``run_or_logger`` is a ``wandb`` run or a Lightning ``WandbLogger``
-    (its ``.experiment`` is used). ``step`` is passed to ``run.log`` for a run, or logged as
-    ``trainer/global_step`` for a Lightning logger (whose charts use that as x axis).
+    ``wandb.plot.line`` charts over tables, the compression study as a table and a chart, the
+    class-feature associations as a table (``{prefix}/associations_table``, with
+    ``{prefix}/associations_mean_purity``), and the figures as ``wandb.Image``. ``run_or_logger`` is a
+    ``wandb`` run or a Lightning ``WandbLogger`` (its ``.experiment`` is used). ``step`` is passed to
+    ``run.log`` for a run, or logged as ``trainer/global_step`` for a Lightning logger (whose charts use
+    that as x axis).
 
     Returns:
         The dict that was logged.
@@ -718,6 +791,32 @@ def log_report_to_wandb(
         payload[f"{prefix}/compression_table"] = table
         payload[f"{prefix}/compression_chart"] = wandb.plot.line(
             table, "num_features", "accuracy", stroke="method", title="Probe accuracy on feature subsets"
+        )
+    associations = report.get("associations")
+    if associations:
+        if associations.get("mean_purity") is not None:
+            for key in ("mean_purity", "mean_purity_shuffled"):
+                payload[f"{prefix}/associations_{key}"] = associations[key]
+                run.summary[f"{prefix}/associations_{key}"] = associations[key]
+        names = report.get("class_names")
+
+        def label(c: int) -> str:
+            return str(names[c]) if names is not None else str(c)
+
+        rows = [
+            [
+                row["feature"],
+                row["support"],
+                row["activation_frequency"],
+                label(row["top_class"]),
+                row["purity"],
+                ", ".join(f"{label(c)}: {100 * f:.1f}%" for c, f in zip(row["top_classes"], row["top_fractions"])),
+            ]
+            for row in associations.get("features") or []
+        ]
+        payload[f"{prefix}/associations_table"] = wandb.Table(
+            data=rows,
+            columns=["feature", "support", "activation_frequency_%", "top_class", "purity", "top_classes"],
         )
     for name, fig in report_figures(report).items():
         image = Image.open(io.BytesIO(figure_to_png_bytes(fig)))

@@ -67,6 +67,7 @@ def pretrain(cfg: dict, init_from: Optional[str] = None, resume: Optional[str] =
         record_loss: keep the loss of every step in the summary (``losses``).
     """
     from solo_qscore.adapters.solo_v1 import build_method
+    from solo_qscore.associations import dataset_class_names
     from solo_qscore.data import make_eval_loaders, make_pretrain_loader, num_classes_of
 
     pl.seed_everything(cfg["seed"], workers=True)
@@ -97,7 +98,8 @@ def pretrain(cfg: dict, init_from: Optional[str] = None, resume: Optional[str] =
         QScoreProbeCallback(probe_train, probe_val, every_n_epochs=cfg["probe"]["every_n_epochs"],
                             eps=qcfg["eps"], band=band, out_dir=str(output_dir / "probe"),
                             report_kwargs={"probe_kwargs": {"max_iter": cfg["probe"]["max_iter"],
-                                                            "weight_decay": cfg["probe"]["weight_decay"]}}),
+                                                            "weight_decay": cfg["probe"]["weight_decay"]},
+                                           "class_names": dataset_class_names(probe_train.dataset)}),
         pl.callbacks.ModelCheckpoint(dirpath=str(output_dir / "checkpoints"), save_last=True),
         pl.callbacks.LearningRateMonitor(logging_interval="epoch"),
     ]

@@ -323,10 +323,16 @@ def test_ifm_argument_errors():
         ifm_moco_loss(torch.randn(2, 3), torch.randn(2, 3), torch.randn(4, 5), 0.2)
 
 
-def test_fused_cpu_kernel_matches_torch_path():
+@pytest.mark.parametrize("parallel", [False, True], ids=["serial", "parallel"])
+def test_fused_cpu_kernel_matches_torch_path(parallel, monkeypatch):
+    from solo_qscore import _kernels
     from solo_qscore._kernels import HAVE_NUMBA, _summary_torch, activation_summary
 
     assert HAVE_NUMBA, "numba is a dependency: the fused CPU kernel must be in use"
+    # small batches take the one-thread kernel; lower the threshold to exercise the parallel one too
+    monkeypatch.setattr(_kernels, "PARALLEL_MIN_ELEMENTS", 1 if parallel else 1 << 40)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
     torch.manual_seed(7)
     h = torch.randn(300, 96).relu() + 0.01
     h[5] = float("nan")
@@ -338,6 +344,7 @@ def test_fused_cpu_kernel_matches_torch_path():
     assert torch.equal(fast.num_active, ref.num_active)
     assert torch.equal(fast.finite, ref.finite)
     torch.testing.assert_close(fast.q, ref.q, atol=1e-6, rtol=1e-5)
+    torch.set_num_threads(threads)
 
 
 def test_update_and_score_is_update_plus_q_score():

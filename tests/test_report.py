@@ -278,6 +278,21 @@ def test_nan_features_raise(data):
         qscore_report(train_h, train_y, val_h[:, :10], val_y)
 
 
+# -------------------------------------------------------------------------------------- associations
+def test_associations_find_the_planted_class_concepts(report):
+    """Each class owns 8 planted concept features: the table's top class of a feature is its owner."""
+    roles = np.random.default_rng(1234).permutation(128)  # the feature roles of planted_features
+    owner = {int(j): c for c, features in enumerate(roles[:64].reshape(8, 8)) for j in features}
+    entry = report["associations"]
+    rows = entry["features"]
+    assert len(rows) == 12 and entry["num_features"] == report["num_discriminative"]
+    assert [owner.get(row["feature"]) for row in rows] == [row["top_class"] for row in rows]
+    assert all(row["purity"] > 0.6 for row in rows)
+    # far above the chance level of shuffled labels, which is itself above the largest prior
+    assert entry["mean_purity"] > 2.5 * entry["mean_purity_shuffled"] > 2.5 * entry["max_prior"]
+    assert report["class_names"] is None and "top_class_names" not in rows[0]
+
+
 # ------------------------------------------------------------------------------------------- writers
 def _png_size(path: Path) -> tuple[int, int]:
     data = path.read_bytes()
@@ -394,6 +409,10 @@ def test_wandb_offline_logging(report, tmp_path, monkeypatch):
         run.finish()
     assert payload["probe/accuracy"] == report["accuracy"]
     assert {"probe/pr_curve_chart", "probe/roc_curve_chart", "probe/compression_table"} <= set(payload)
+    assert payload["probe/associations_table"].get_column("feature") == [
+        row["feature"] for row in report["associations"]["features"]
+    ]
+    assert payload["probe/associations_mean_purity"] == report["associations"]["mean_purity"]
     images = sorted(p.name for p in (run_dir / "media" / "images" / "probe").glob("*.png"))
     for name in PNG_NAMES:
         assert any(image.startswith(name) for image in images), (name, images)
