@@ -140,20 +140,15 @@ class QScoreIFMMixin:
 
     # -- IFM ---------------------------------------------------------------------------------
     def _ifm_training_step(self, batch, batch_idx) -> Tensor:
-        from solo.methods.base import BaseMethod, BaseMomentumMethod
+        from solo.methods.base import BaseMomentumMethod
         from solo.utils.misc import gather
 
         cfg = self.ifm_cfg
         eps, alpha = float(cfg.get("epsilon", 0.1)), float(cfg.get("alpha", 1.0))
         method = type(self).solo_method_name
         if method == "simclr":
-            out = BaseMethod.training_step(self, batch, batch_idx)
-            feats = out["feats"]
-            z = torch.cat([self.projector(f) for f in feats])
-            indexes = batch[0].repeat(len(feats))
-            nce_loss = ifm_simclr_loss(z, indexes, self.temperature, epsilon=eps, alpha=alpha)
-            self.log("train_nce_loss", nce_loss, on_epoch=True, sync_dist=True)
-            return nce_loss + out["loss"]
+            return self._simclr_step(
+                batch, batch_idx, lambda z, idx: ifm_simclr_loss(z, idx, self.temperature, epsilon=eps, alpha=alpha))
         if method == "nnclr":
             return self._ifm_nnclr_step(batch, batch_idx, eps, alpha)
         # mocov2plus: solo's symmetric loss, both terms perturbed (SPEC §3)
@@ -176,15 +171,20 @@ class QScoreIFMMixin:
 
     def _hard_negative_training_step(self, batch, batch_idx) -> Tensor:
         """solo's SimCLR step with its InfoNCE replaced by the hard-negative loss (same views, projector)."""
+        cfg = self.hard_negatives_cfg
+        beta, tau_plus = float(cfg.get("beta", 1.0)), float(cfg.get("tau_plus", 0.1))
+        return self._simclr_step(
+            batch, batch_idx,
+            lambda z, idx: hard_negative_simclr_loss(z, idx, self.temperature, beta=beta, tau_plus=tau_plus))
+
+    def _simclr_step(self, batch, batch_idx, contrastive_loss) -> Tensor:
+        """solo's SimCLR step with ``contrastive_loss(z, indexes)`` in place of its InfoNCE (+ classifier loss)."""
         from solo.methods.base import BaseMethod
 
-        cfg = self.hard_negatives_cfg
         out = BaseMethod.training_step(self, batch, batch_idx)
         feats = out["feats"]
         z = torch.cat([self.projector(f) for f in feats])
-        indexes = batch[0].repeat(len(feats))
-        nce_loss = hard_negative_simclr_loss(z, indexes, self.temperature, beta=float(cfg.get("beta", 1.0)),
-                                             tau_plus=float(cfg.get("tau_plus", 0.1)))
+        nce_loss = contrastive_loss(z, batch[0].repeat(len(feats)))
         self.log("train_nce_loss", nce_loss, on_epoch=True, sync_dist=True)
         return nce_loss + out["loss"]
 
@@ -272,7 +272,7 @@ def build_method(cfg: dict, num_classes: int, num_devices: int = 1) -> torch.nn.
             f"config key 'method_kwargs': solo-learn's {solo_cls.__name__} takes no argument(s) {', '.join(unknown)}"
         )
     try:
-        return cls(qscore=cfg["qscore"], ifm=cfg["ifm"], lasso=cfg["lasso"], hard_negatives=cfg.get("hard_negatives"),
+        return cls(qscore=cfg["qscore"], ifm=cfg["ifm"], lasso=cfg["lasso"], hard_negatives=cfg["hard_negatives"],
                    run_config=cfg, **kwargs)
     except TypeError as err:
         raise ConfigError(f"config key 'method_kwargs' does not fit solo-learn's {cfg['method']}: {err}") from err

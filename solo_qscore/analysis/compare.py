@@ -29,8 +29,6 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from solo_qscore.config import ConfigError
-
 LABELS = ("before", "after")
 
 
@@ -140,20 +138,10 @@ def compare_representations(
 
 
 # -------------------------------------------------------------------------------------- command
-def _load(path: str):
-    from solo_qscore.adapters.solo_v1 import load_method
-
-    if not Path(path).is_file():
-        raise ConfigError(f"checkpoint '{path}' does not exist")
-    try:
-        return load_method(path)
-    except ValueError as err:  # not a solo-qscore checkpoint
-        raise ConfigError(str(err)) from err
-
-
 def cmd_compare(args: argparse.Namespace) -> int:
     import torch
 
+    from solo_qscore.analysis import load_checkpoint
     from solo_qscore.associations import dataset_class_names
     from solo_qscore.backbone import find_backbone
     from solo_qscore.callbacks import extract_features
@@ -162,8 +150,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from solo_qscore.plots import regularization_comparison_figure, save_figure_atomic
     from solo_qscore.report import heatmap_figure, to_jsonable, write_json_atomic
 
-    model_before, saved_before, ckpt_before = _load(args.before)
-    model_after, saved_after, ckpt_after = _load(args.after)
+    model_before, saved_before, ckpt_before = load_checkpoint(args.before)
+    model_after, saved_after, ckpt_after = load_checkpoint(args.after)
     cfg = load_config(saved_before, list(getattr(args, "overrides", []) or []))
     notes = []
     for key in ("dataset", "image_size"):

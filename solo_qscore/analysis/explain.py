@@ -28,8 +28,6 @@ DEFAULT_TOP_FEATURES = 6
 DEFAULT_SAMPLES = 8
 DPI = 100
 HEAT_ALPHA = 0.45
-FASHION_MNIST_CLASSES = ("T-shirt", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag",
-                         "ankle boot")
 
 
 # ----------------------------------------------------------------------------- shared helpers
@@ -38,36 +36,15 @@ def load_run(checkpoint: str, overrides: list[str]):
     """``(backbone, cfg, device)`` of a ``solo-qscore pretrain`` checkpoint; overrides apply to its config."""
     import torch
 
-    from solo_qscore.adapters.solo_v1 import load_method
+    from solo_qscore.analysis import load_checkpoint
     from solo_qscore.backbone import find_backbone
 
-    if not Path(checkpoint).is_file():
-        raise ConfigError(f"checkpoint {checkpoint} does not exist")
-    try:
-        model, saved, _ = load_method(checkpoint)
-    except KeyError:
-        # a checkpoint written before a config section existed (e.g. 'lasso'): rebuild it with the
-        # current defaults filled in (load_method passes the saved config on unchanged)
-        model, saved = _load_with_defaults(checkpoint)
-    except ValueError as err:
-        raise ConfigError(f"cannot load {checkpoint}: {err}") from err
+    model, saved, _ = load_checkpoint(checkpoint)
     cfg = load_config(saved, list(overrides))
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     backbone = find_backbone(model).to(device)
     backbone.eval()
     return backbone, cfg, device
-
-
-def _load_with_defaults(checkpoint: str):
-    import torch
-
-    from solo_qscore.adapters.solo_v1 import CHECKPOINT_KEY, build_method
-
-    state = torch.load(checkpoint, map_location="cpu", weights_only=False)
-    saved = load_config(state[CHECKPOINT_KEY]["config"])
-    model = build_method(saved, state["state_dict"]["classifier.weight"].shape[0])
-    model.load_state_dict(state["state_dict"])
-    return model, saved
 
 
 def discriminative_set(h, eps: float, band) -> tuple[Any, Any]:
@@ -149,22 +126,6 @@ def to_display(images, dataset_name: str):
     return (images.cpu() * std + mean).clamp(0, 1).permute(0, 2, 3, 1).numpy()
 
 
-def class_names(dataset) -> tuple[str, ...] | None:
-    """Names of the labels of an eval dataset, where known (for figure titles)."""
-    from solo_qscore.data import trifeature as tri
-
-    base = dataset
-    while hasattr(base, "dataset"):
-        base = base.dataset
-    name = getattr(dataset, "name", None)
-    if name == "fashion_mnist":
-        return FASHION_MNIST_CLASSES
-    if name == "trifeature":
-        target = getattr(base, "target", "shape")
-        return {"color": tri.COLOR_NAMES, "shape": tri.SHAPE_NAMES, "texture": tri.TEXTURE_NAMES}[target]
-    return None
-
-
 def label_text(label: int, names) -> str:
     return names[label] if names is not None and 0 <= label < len(names) else str(label)
 
@@ -232,6 +193,7 @@ def explain_figure(display, heat, features, A, positions, labels, h_sel, z_sel, 
 
 
 def cmd_explain(args: argparse.Namespace) -> int:
+    from solo_qscore.associations import dataset_class_names
     from solo_qscore.callbacks import extract_features
     from solo_qscore.data import make_eval_loaders
     from solo_qscore.gradcam import grad_cam, resolve_layer
@@ -264,7 +226,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
     out = Path(args.out or Path(cfg["output_dir"]) / "explain")
     display = to_display(images, val_loader.dataset.name)
     fig = explain_figure(display, heat.numpy(), features, A, index.view_as(positions), val_y[flat],
-                         h_sel, z_sel, positions.shape[1], class_names(val_loader.dataset))
+                         h_sel, z_sel, positions.shape[1], dataset_class_names(val_loader.dataset))
     png = save_png(fig, out / "explain.png")
 
     m = positions.shape[1]

@@ -39,24 +39,10 @@ def register(subparsers) -> None:
 
 def _load(checkpoint: str, overrides: list[str]):
     """``(model, run config with overrides)`` of a solo-qscore checkpoint (``ConfigError`` if it is not one)."""
-    from solo_qscore.config import ConfigError, load_config
+    from solo_qscore.analysis import load_checkpoint
+    from solo_qscore.config import load_config
 
-    if not Path(checkpoint).is_file():
-        raise ConfigError(f"checkpoint '{checkpoint}' does not exist")
-    from solo_qscore.adapters.solo_v1 import CHECKPOINT_KEY, build_method, load_method
-
-    try:
-        model, saved_cfg, _ = load_method(checkpoint)
-    except KeyError:
-        # a checkpoint saved before a config section existed: complete its config with the defaults
-        import torch
-
-        ckpt = torch.load(checkpoint, map_location="cpu", weights_only=False)
-        saved_cfg = load_config(ckpt[CHECKPOINT_KEY]["config"])
-        model = build_method(saved_cfg, int(ckpt["state_dict"]["classifier.weight"].shape[0]))
-        model.load_state_dict(ckpt["state_dict"])
-    except ValueError as err:
-        raise ConfigError(str(err)) from err
+    model, saved_cfg, _ = load_checkpoint(checkpoint)
     return model, load_config(saved_cfg, overrides)
 
 

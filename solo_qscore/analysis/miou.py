@@ -25,7 +25,6 @@ import json
 from pathlib import Path
 
 from solo_qscore.analysis.explain import (
-    class_names,
     common_arguments,
     dataset_indices,
     discriminative_set,
@@ -114,6 +113,7 @@ def cmd_miou(args: argparse.Namespace) -> int:
     import torch
     from torch.utils.data import DataLoader, Subset
 
+    from solo_qscore.associations import dataset_class_names
     from solo_qscore.callbacks import extract_features
     from solo_qscore.data import make_eval_loaders
     from solo_qscore.gradcam import discriminative_targets, grad_cam, resolve_layer
@@ -206,7 +206,7 @@ def cmd_miou(args: argparse.Namespace) -> int:
                  f" mIoU {text(summary['miou'])} over {summary['num_scored']} images"
                  f" (uniform heat map: {text(baseline['miou'])})")
         fig = miou_figure(picks, display, heat.numpy(), masks.numpy(), iou.numpy(), index[positions].numpy(),
-                          val_y[positions].numpy(), class_names(val_set), summary, title)
+                          val_y[positions].numpy(), dataset_class_names(val_set), summary, title)
         report["image"] = str(save_png(fig, out / "miou.png"))
     with atomic_file(out / "miou.json", binary=False) as handle:
         json.dump(report, handle, indent=2)
