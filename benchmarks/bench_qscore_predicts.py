@@ -57,18 +57,26 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="eps values at which to run the compression study (it depends on eps through A)")
     p.add_argument("--fractions", type=float, nargs="+", default=[0.1, 0.2, 0.3, 0.4, 0.6, 0.8, 1.0],
                    help="compression sizes k = round(f r); |D| is always added")
+    p.add_argument("--epochs", type=int, default=None,
+                   help="pre-training epochs (default: 2 x scale); samples still follow --scale")
+    p.add_argument("--trend-every", type=int, default=0,
+                   help="also keep a checkpoint every K epochs and report Q against training length "
+                        "(table, trend plot); 0 = final checkpoint only")
     p.add_argument("--retrain", action="store_true", help="ignore an existing checkpoint")
     p.add_argument("--run-prefix", default="runs/bench_qscore_")
     p.add_argument("--png-prefix", default="benchmarks/qscore_predicts")
     return p.parse_args(argv)
 
 
-def sizes_for(scale: float) -> dict:
-    return {
+def sizes_for(scale: float, epochs: int | None = None, trend_every: int = 0) -> dict:
+    sz = {
         "train_subset": max(256, int(round(3000 * scale))),
         "val_subset": max(200, int(round(2000 * scale))),
-        "epochs": max(1, int(round(2 * scale))),
+        "epochs": epochs if epochs is not None else max(1, int(round(2 * scale))),
     }
+    if trend_every:
+        sz["trend_every"] = trend_every
+    return sz
 
 
 def overrides_for(method: str, args: argparse.Namespace, sz: dict) -> list[str]:
@@ -96,7 +104,7 @@ def binary_scores(score, correct) -> dict:
     }
 
 
-def analyse(method: str, ckpt: str, args: argparse.Namespace) -> dict:
+def analyse(method: str, ckpt: str, args: argparse.Namespace, compression: bool = True) -> dict:
     import torch
 
     from solo_qscore.adapters.solo_v1 import load_method
@@ -129,7 +137,8 @@ def analyse(method: str, ckpt: str, args: argparse.Namespace) -> dict:
         t1 = time.time()
         rep = qscore_report(train_h, train_y, val_h, val_y, eps=eps, band=(50.0, 95.0),
                             num_random_seeds=args.random_seeds,
-                            compression_fractions=args.fractions if eps in args.compression_eps else None,
+                            compression_fractions=(args.fractions if compression and eps in args.compression_eps
+                                                   else None),
                             probe_kwargs={"max_iter": cfg["probe"]["max_iter"],
                                           "weight_decay": cfg["probe"]["weight_decay"]})
         arr = rep["arrays"]
@@ -161,6 +170,70 @@ def analyse(method: str, ckpt: str, args: argparse.Namespace) -> dict:
               f"acc {rep['accuracy']:.4f}, AUROC(Q) {rep['auroc']}, AUPRC(Q) {rep['auprc']} "
               f"({time.time() - t1:.0f}s)", flush=True)
     return out
+
+
+def trend_checkpointing(out_dir: Path, every: int) -> list:
+    """A callback that saves ``checkpoints/trend/epoch{index}.ckpt`` every ``every`` epochs (none when 0).
+
+    (A second ``ModelCheckpoint`` would clash with the run's own one: Lightning requires unique state keys.)
+    """
+    if not every:
+        return []
+    import pytorch_lightning as pl
+
+    class EveryKEpochs(pl.Callback):
+        def on_train_epoch_end(self, trainer, pl_module):
+            if (trainer.current_epoch + 1) % every == 0:
+                trainer.save_checkpoint(str(out_dir / "checkpoints" / "trend" / f"epoch{trainer.current_epoch}.ckpt"))
+
+    return [EveryKEpochs()]
+
+
+def trend_row(epochs: int, res: dict) -> dict:
+    row = {"epochs": epochs}
+    for e in res["per_eps"]:
+        row[f"eps{e['eps']:g}"] = {"accuracy": e["accuracy"], "mean_active_val": e["mean_active_val"],
+                                   "q_zero_fraction": e["q_zero_fraction"], "metrics": e["metrics"]}
+    return row
+
+
+def analyse_trend(method: str, out_dir: Path, final: dict, final_epochs: int, args) -> list[dict]:
+    """Q against training length: the report on every kept epoch checkpoint (no compression study)."""
+    rows = []
+    for path in sorted((out_dir / "checkpoints" / "trend").glob("epoch*.ckpt"),
+                       key=lambda q: int(q.stem.removeprefix("epoch"))):
+        epochs = int(path.stem.removeprefix("epoch")) + 1  # Lightning's epoch index is 0-based
+        if epochs == final_epochs:
+            continue
+        print(f"[{method}] trend: checkpoint after {epochs} epochs", flush=True)
+        rows.append(trend_row(epochs, analyse(method, str(path), args, compression=False)))
+    rows.append(trend_row(final_epochs, final))
+    return rows
+
+
+def print_trend(results: list[dict]) -> str:
+    text = ""
+    for res in results:
+        rows = res.get("trend") or []
+        if not rows:
+            continue
+        eps_keys = [k for k in rows[-1] if k.startswith("eps")]
+        head = "| epochs | probe acc % | " + " | ".join(
+            f"{k.replace('eps', 'ε = ')}: mean\\|L_i\\| (val), AUROC / AUPRC of Q" for k in eps_keys)
+        head += " | top z-score AUROC | ‖h‖ AUROC | max-softmax AUROC (supervised) |"
+        text += f"\nQ against training length, {res['method']}:\n\n{head}\n|" + "---|" * (len(eps_keys) + 5) + "\n"
+        for row in rows:
+            first = row[eps_keys[0]]
+            cells = []
+            for k in eps_keys:
+                m = row[k]["metrics"].get("Q")
+                pair = f"{fmt(m['auroc'])} / {fmt(m['auprc'])}" if m else "n/a"
+                cells.append(f"{row[k]['mean_active_val']:.2f}, {pair}")
+            alt = [fmt(first["metrics"][n]["auroc"]) if n in first["metrics"] else "n/a"
+                   for n in ("top z-score", "||h||", "max-softmax")]
+            text += f"| {row['epochs']} | {fmt(first['accuracy'])} | " + " | ".join(cells + alt) + " |\n"
+    print(text, flush=True)
+    return text
 
 
 def fmt(v, pct: bool = True) -> str:
@@ -230,6 +303,8 @@ def save_plots(results: list[dict], prefix: str) -> list[str]:
         fig.savefig(path, dpi=110)
         plt.close(fig)
         paths.append(path)
+        if len(res.get("trend") or []) > 1:
+            paths.append(save_trend_plot(res, prefix))
         for e in res["per_eps"]:
             if e["compression"]:
                 fig = compression_figure(e["compression"], title=(
@@ -240,6 +315,43 @@ def save_plots(results: list[dict], prefix: str) -> list[str]:
     return paths
 
 
+def save_trend_plot(res: dict, prefix: str) -> str:
+    import matplotlib.pyplot as plt
+
+    rows = res["trend"]
+    x = [r["epochs"] for r in rows]
+    eps_keys = [k for k in rows[-1] if k.startswith("eps")]
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.2))
+    for i, k in enumerate(eps_keys):
+        auroc = [100 * r[k]["metrics"]["Q"]["auroc"] if "Q" in r[k]["metrics"] else float("nan") for r in rows]
+        ax1.plot(x, auroc, "o-", color=f"C{i}", label=f"Q, {k.replace('eps', 'ε = ')}")
+        ax2.plot(x, [r[k]["mean_active_val"] for r in rows], "o-", color=f"C{i}",
+                 label=f"mean |L_i|, {k.replace('eps', 'ε = ')}")
+    first = eps_keys[0]
+    for name, color in (("top z-score", "C2"), ("||h||", "C4"), ("max-softmax", "C3")):
+        ax1.plot(x, [100 * r[first]["metrics"][name]["auroc"] if name in r[first]["metrics"] else float("nan")
+                     for r in rows], "s--", color=color, alpha=0.7, label=name)
+    ax1.axhline(50, color="k", ls=":", lw=1)
+    ax1.set_xlabel("pre-training epochs")
+    ax1.set_ylabel("AUROC against probe correctness (%)")
+    ax1.legend(fontsize=8)
+    ax1.grid(alpha=0.3)
+    ax2b = ax2.twinx()
+    ax2b.plot(x, [100 * r[first]["accuracy"] for r in rows], "k^-", label="probe accuracy")
+    ax2b.set_ylabel("probe accuracy (%)")
+    ax2.set_xlabel("pre-training epochs")
+    ax2.set_ylabel("mean |L_i| on validation")
+    ax2.legend(loc="upper left", fontsize=8)
+    ax2b.legend(loc="lower right", fontsize=8)
+    ax2.grid(alpha=0.3)
+    fig.suptitle(f"{res['method']} on {res['dataset']}: Q-Score against training length", fontsize=10)
+    fig.tight_layout()
+    path = f"{prefix}_trend_{res['method']}.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     import torch
@@ -248,7 +360,7 @@ def main(argv=None) -> int:
     from solo_qscore.config import load_config
     from solo_qscore.train import pretrain
 
-    sz = sizes_for(args.scale)
+    sz = sizes_for(args.scale, args.epochs, args.trend_every)
     print(f"scale {args.scale}: {sz}, threads {args.threads}, methods {args.methods}, eps {args.eps}", flush=True)
     t_start = time.time()
     results = []
@@ -267,7 +379,7 @@ def main(argv=None) -> int:
             cwd = os.getcwd()
             os.chdir(ROOT)
             try:
-                summary = pretrain(cfg)
+                summary = pretrain(cfg, extra_callbacks=trend_checkpointing(out_dir, args.trend_every))
             finally:
                 os.chdir(cwd)
             train_seconds = time.time() - t0
@@ -277,11 +389,15 @@ def main(argv=None) -> int:
         res = analyse(method, str(ckpt), args)
         res["train_seconds"] = train_seconds
         res["sizes"] = sz
+        if args.trend_every:
+            res["trend"] = analyse_trend(method, out_dir, res, sz["epochs"], args)
         (out_dir / "bench_qscore_predicts.json").write_text(json.dumps(res, indent=1))
         results.append(res)
         print(f"[{method}] done, {time.time() - t0:.0f}s (extract {res['extract_seconds']:.0f}s)", flush=True)
 
     print_tables(results)
+    if args.trend_every:
+        print_trend(results)
     for path in save_plots(results, str(ROOT / args.png_prefix)):
         print("saved", path)
     print(f"paper: AUPRC up to {PAPER['auprc_max']}; AUROC up to {PAPER['auroc_max']}; {PAPER['compression']}")

@@ -13,6 +13,22 @@ regression, which a full-batch quasi-Newton method solves in a few dozen iterati
 solved with ``torch.optim.LBFGS`` (strong Wolfe line search) from a zero initialisation, so the
 result is deterministic. The bias is not penalised. This is the objective of scikit-learn's
 ``LogisticRegression(C=1/(λN))`` (lbfgs solver), with the same solution.
+
+Preconditioning. Self-supervised features are strongly correlated: the eigenvalues of their
+correlation matrix :math:`A = \frac1N X^\top X` span six orders of magnitude (2e-4 to 312 on a
+ResNet-18's 512 standardised features), and plain L-BFGS crawls: its steps are limited by the few
+dominant directions. The fit therefore runs in the coordinates :math:`V = W L` (so :math:`W = V L^{-1}`),
+
+.. math::
+
+    L L^\top = A + \mu I, \qquad \mu = \max\bigl(\lambda,\ \rho \operatorname{tr}(A) / r\bigr),
+
+which rescales every direction with eigenvalue above :math:`\mu` to unit curvature and leaves the weak
+ones about as they are (whitening those too, :math:`\rho \to 0`, slows the fit down on data where
+confident samples add little curvature there). It is the same objective and the same optimum; on
+backbone features and on pixels it reaches a given loss in 3-10x fewer iterations. :math:`A` is
+estimated on at most ``precondition_samples`` evenly spaced rows: a rough estimate changes the path,
+not the optimum.
 """
 
 from __future__ import annotations
@@ -166,6 +182,9 @@ def fit_linear_probe(
     tolerance_grad: float = 1e-6,
     history_size: int = 20,
     num_threads: int | None = None,
+    precondition: bool = True,
+    precondition_samples: int = 8192,
+    precondition_shift: float = 0.1,
 ) -> LinearProbe:
     r"""Fit multinomial logistic regression full-batch with L-BFGS (see the module docstring).
 
@@ -177,11 +196,16 @@ def fit_linear_probe(
             so this matches scikit-learn's ``C = 1 / (λ N)``).
         max_iter: maximum number of L-BFGS iterations.
         standardize: standardise each feature with the train mean and (population) std first.
-        tolerance_grad: stop when the largest gradient entry is below this.
+        tolerance_grad: stop when the largest entry of the objective's gradient with respect to
+            :math:`W` and :math:`b` is below this.
         history_size: L-BFGS memory.
         num_threads: CPU threads for the fit. ``None``: one thread for small problems
             (``N·r·C < 2e7``, where thread synchronisation costs more than it saves, and much more
             on a busy machine), torch's setting otherwise. Restored afterwards.
+        precondition: optimise in the coordinates :math:`W = V L^{-1}`, :math:`L L^\top = A + \mu I`
+            (module docstring); same optimum, fewer iterations on correlated features.
+        precondition_samples: rows used to estimate :math:`A` (evenly spaced; all when fewer).
+        precondition_shift: :math:`\rho`, the shift :math:`\mu` relative to the mean eigenvalue of :math:`A`.
 
     Raises:
         ValueError: bad shapes, NaN/Inf features, or invalid labels.
@@ -200,7 +224,8 @@ def fit_linear_probe(
         num_threads = 1
     with _cpu_threads(num_threads if device.type == "cpu" else None):
         return _fit(
-            features, labels, num_classes, weight_decay, max_iter, standardize, tolerance_grad, history_size
+            features, labels, num_classes, weight_decay, max_iter, standardize, tolerance_grad, history_size,
+            precondition_samples if precondition else 0, precondition_shift,
         )
 
 
@@ -213,6 +238,8 @@ def _fit(
     standardize: bool,
     tolerance_grad: float,
     history_size: int,
+    precondition_samples: int,
+    precondition_shift: float,
 ) -> LinearProbe:
     n, r = features.shape
     device = features.device
@@ -225,37 +252,74 @@ def _fit(
         mean = torch.zeros(r, device=device)
         std = torch.ones(r, device=device)
 
-    weight = torch.zeros(num_classes, r, device=device, requires_grad=True)
+    # optimise V with W = V @ inv_factor (identity when not preconditioning)
+    will_fit = max_iter > 0 and num_classes > 1
+    inv_factor = (_inverse_cholesky_factor(x, weight_decay, precondition_shift, precondition_samples)
+                  if precondition_samples and will_fit else None)
+    coords = torch.zeros(num_classes, r, device=device, requires_grad=True)
     bias = torch.zeros(num_classes, device=device, requires_grad=True)
     optimizer = torch.optim.LBFGS(
-        [weight, bias],
+        [coords, bias],
         lr=1.0,
         max_iter=int(max_iter),
         max_eval=int(max_iter) * 5 // 4 + 1,
-        tolerance_grad=tolerance_grad,
+        tolerance_grad=0.0,  # the closure checks the gradient in W's own coordinates
         tolerance_change=1e-10,
         history_size=history_size,
         line_search_fn="strong_wolfe",
     )
     half_decay = 0.5 * float(weight_decay)
 
+    def weight_of(v: Tensor) -> Tensor:
+        return v if inv_factor is None else v @ inv_factor
+
     def closure() -> Tensor:
         optimizer.zero_grad(set_to_none=False)
+        weight = weight_of(coords)
+        if inv_factor is not None:
+            weight.retain_grad()
         logits = torch.addmm(bias, x, weight.t())
         loss = F.cross_entropy(logits, y) + half_decay * weight.pow(2).sum()
         loss.backward()
+        # L-BFGS would test the gradient in V's coordinates, whose scale the preconditioner changes
+        if torch.maximum(weight.grad.abs().max(), bias.grad.abs().max()) <= tolerance_grad:
+            raise _Converged
         return loss
 
-    if max_iter > 0 and num_classes > 1:
+    if will_fit:
         with torch.enable_grad():
-            optimizer.step(closure)
-        iterations = int(optimizer.state[weight].get("n_iter", 0))
+            try:
+                optimizer.step(closure)
+            except _Converged:  # the parameters hold the point whose gradient passed the test
+                pass
+        iterations = int(optimizer.state[coords].get("n_iter", 0))
         with torch.no_grad():
+            weight = weight_of(coords)
             logits = torch.addmm(bias, x, weight.t())
             final_loss = float(F.cross_entropy(logits, y) + half_decay * weight.pow(2).sum())
     else:
-        iterations, final_loss = 0, float("nan")
+        weight, iterations, final_loss = coords, 0, float("nan")
     return LinearProbe(weight, bias, mean, std, num_iterations=iterations, final_loss=final_loss)
+
+
+class _Converged(Exception):
+    """Raised by the L-BFGS closure at a point that meets ``tolerance_grad``."""
+
+
+def _inverse_cholesky_factor(x: Tensor, weight_decay: float, relative_shift: float, max_samples: int) -> Tensor:
+    r""":math:`L^{-1}` for :math:`L L^\top = A + \mu I`, :math:`A = \frac1n X_S^\top X_S` over up to ``max_samples``
+    evenly spaced rows of ``x`` and :math:`\mu = \max(\lambda, \rho \operatorname{tr}(A)/r)`. The product is taken
+    in the features' dtype (it only shapes the path), the factorisation in float64."""
+    n, r = x.shape
+    rows = x if n <= max_samples else x[torch.linspace(0, n - 1, max_samples, device=x.device).long()]
+    second_moment = (rows.t() @ rows).double() / rows.shape[0]
+    mean_eigenvalue = float(second_moment.diagonal().mean())
+    shift = max(float(weight_decay), float(relative_shift) * mean_eigenvalue, 1e-12 * mean_eigenvalue)
+    eye = torch.eye(r, dtype=torch.float64, device=x.device)
+    factor, info = torch.linalg.cholesky_ex(second_moment + shift * eye)
+    if int(info) != 0 or shift <= 0:  # all-zero features or a failed factorisation: no preconditioning
+        return torch.eye(r, dtype=x.dtype, device=x.device)
+    return torch.linalg.solve_triangular(factor, eye, upper=False).to(x.dtype)
 
 
 def probe_correctness(

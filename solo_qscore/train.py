@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Optional
 
@@ -57,7 +58,7 @@ def _logger(cfg: dict, output_dir: Path):
 
 
 def pretrain(cfg: dict, init_from: Optional[str] = None, resume: Optional[str] = None,
-             record_loss: bool = False) -> dict[str, Any]:
+             record_loss: bool = False, extra_callbacks: Sequence[pl.Callback] = ()) -> dict[str, Any]:
     """Run a pre-training described by ``cfg`` (see ``solo_qscore.config``); returns a summary dict.
 
     Args:
@@ -65,6 +66,8 @@ def pretrain(cfg: dict, init_from: Optional[str] = None, resume: Optional[str] =
             as the paper does for Q-Score regularisation.
         resume: a checkpoint to resume exactly (optimiser, step, callback state).
         record_loss: keep the loss of every step in the summary (``losses``).
+        extra_callbacks: further Lightning callbacks for the Trainer (e.g. a ``ModelCheckpoint`` that
+            keeps every k-th epoch).
     """
     from solo_qscore.adapters.solo_v1 import build_method
     from solo_qscore.associations import dataset_class_names
@@ -105,6 +108,7 @@ def pretrain(cfg: dict, init_from: Optional[str] = None, resume: Optional[str] =
     ]
     if record_loss:
         callbacks.append(history)
+    callbacks.extend(extra_callbacks)
     logger = _logger(cfg, output_dir)
     trainer_kwargs.setdefault("log_every_n_steps", 10)
     trainer = pl.Trainer(callbacks=callbacks, logger=logger, default_root_dir=str(output_dir), **trainer_kwargs)

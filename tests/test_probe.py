@@ -165,3 +165,82 @@ def test_constant_feature_is_harmless():
     assert bool(torch.isfinite(probe.weight).all())
     assert float((probe.predict(x) == y).float().mean()) > 0.7
     assert np.isfinite(probe.final_loss)
+
+
+def _correlated_features(n: int = 1500, r: int = 96, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Eight informative directions mixed into many columns plus weak noise (eigenvalues over ~5 decades)."""
+    g = torch.Generator().manual_seed(seed)
+    y = torch.randint(0, 5, (n,), generator=g)
+    centres = torch.randn(5, 8, generator=g) * 1.5
+    latent = centres[y] + torch.randn(n, 8, generator=g)
+    noise = torch.randn(n, r, generator=g) * torch.logspace(0, -2.5, r)
+    return latent @ torch.randn(8, r, generator=g) + noise, y
+
+
+@pytest.fixture(scope="module")
+def fashion_pixels():
+    """1,500 real Fashion-MNIST images as 784 raw pixels: strongly correlated features."""
+    from solo_qscore.data import load_dataset
+
+    train = load_dataset("fashion_mnist", train=True)
+    x = torch.tensor(np.asarray(train.images[:1500]), dtype=torch.float32).reshape(1500, -1)
+    return x, torch.tensor(np.asarray(train.targets[:1500]))
+
+
+def test_inverse_cholesky_factor_whitens_the_shifted_second_moment():
+    from solo_qscore.probe import _inverse_cholesky_factor
+
+    x, _ = _correlated_features()
+    m = _inverse_cholesky_factor(x, 1e-4, 0.1, max_samples=10**6).double()
+    a = x.double().t() @ x.double() / x.shape[0]
+    shift = 0.1 * float(a.diagonal().mean())
+    eye = torch.eye(x.shape[1], dtype=torch.float64)
+    torch.testing.assert_close(m @ (a + shift * eye) @ m.t(), eye, atol=1e-3, rtol=0)
+    assert torch.equal(m, torch.tril(m))  # inverse of a lower-triangular factor
+    # the weight decay is the floor of the shift
+    m2 = _inverse_cholesky_factor(x, 10.0 * shift, 0.1, max_samples=10**6).double()
+    torch.testing.assert_close(m2 @ (a + 10.0 * shift * eye) @ m2.t(), eye, atol=1e-3, rtol=0)
+
+
+def test_preconditioning_reaches_the_same_optimum_much_faster_on_real_pixels(fashion_pixels):
+    x, y = fashion_pixels
+    kwargs = {"weight_decay": 1e-4, "tolerance_grad": 0.0}
+    plain = fit_linear_probe(x, y, max_iter=800, precondition=False, **kwargs)
+    pre = fit_linear_probe(x, y, max_iter=800, **kwargs)
+    optimum = min(plain.final_loss, pre.final_loss)
+    assert pre.final_loss == pytest.approx(plain.final_loss, abs=1e-5)  # one convex objective, one minimum
+    assert float((pre.predict(x) == plain.predict(x)).float().mean()) >= 0.995
+    # at the same small budget the preconditioned fit is far closer to that minimum
+    for budget in (10, 30):
+        gap_pre = fit_linear_probe(x, y, max_iter=budget, **kwargs).final_loss - optimum
+        gap_plain = fit_linear_probe(x, y, max_iter=budget, precondition=False, **kwargs).final_loss - optimum
+        assert gap_pre < 0.2 * gap_plain, (budget, gap_pre, gap_plain)
+
+
+def test_preconditioning_does_not_slow_down_an_easy_problem():
+    x, y = _correlated_features()
+    optimum = fit_linear_probe(x, y, weight_decay=1e-4, max_iter=3000, tolerance_grad=0.0,
+                               precondition=False).final_loss
+    pre = fit_linear_probe(x, y, weight_decay=1e-4, max_iter=100, tolerance_grad=0.0)
+    assert pre.final_loss - optimum < 1e-5
+
+
+def test_preconditioning_survives_rank_deficient_features_without_weight_decay():
+    x, y = _correlated_features(n=400, r=32)
+    x = torch.cat([x, x[:, :8], torch.zeros(400, 4)], dim=1)  # duplicated and constant columns: singular X^T X
+    probe = fit_linear_probe(x, y, weight_decay=0.0, max_iter=200)
+    assert torch.isfinite(probe.weight).all() and torch.isfinite(probe.bias).all()
+    assert float((probe.predict(x) == y).float().mean()) > 0.9
+    assert fit_linear_probe(torch.zeros(50, 6), torch.arange(50) % 3, weight_decay=0.0).weight.abs().max() == 0
+
+
+@pytest.mark.parametrize("precondition", [True, False])
+def test_tolerance_grad_is_met_by_the_gradient_in_w_and_b(fashion_pixels, precondition):
+    x, y = fashion_pixels
+    probe = fit_linear_probe(x, y, weight_decay=1e-3, max_iter=2000, tolerance_grad=1e-4, precondition=precondition)
+    assert probe.num_iterations < 2000  # stopped by the tolerance, not the budget
+    weight = probe.weight.clone().requires_grad_()
+    bias = probe.bias.clone().requires_grad_()
+    loss = F.cross_entropy(torch.addmm(bias, probe.transform(x), weight.t()), y) + 0.5e-3 * weight.pow(2).sum()
+    grad_w, grad_b = torch.autograd.grad(loss, [weight, bias])
+    assert max(float(grad_w.abs().max()), float(grad_b.abs().max())) <= 1.5e-4
