@@ -38,7 +38,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from solo_qscore._validation import check_finite_rows, check_representations
@@ -243,18 +242,21 @@ def _fit(
 ) -> LinearProbe:
     n, r = features.shape
     device = features.device
-    x = features.to(torch.float32)
     y = labels.to(device=device, dtype=torch.long)
     if standardize:
         mean, std = feature_mean_std(features)
-        x = (x - mean) / std
     else:
         mean = torch.zeros(r, device=device)
         std = torch.ones(r, device=device)
+    # Samples along the columns: the softmax over C classes then runs across contiguous rows of
+    # length N (30x faster on CPU than along rows of length C); filled by chunks, one copy at a time.
+    x_t = torch.empty(r, n, device=device, dtype=torch.float32)
+    for start in range(0, n, 16384):
+        x_t[:, start : start + 16384] = ((features[start : start + 16384].to(torch.float32) - mean) / std).t()
 
     # optimise V with W = V @ inv_factor (identity when not preconditioning)
     will_fit = max_iter > 0 and num_classes > 1
-    inv_factor = (_inverse_cholesky_factor(x, weight_decay, precondition_shift, precondition_samples)
+    inv_factor = (_inverse_cholesky_factor(x_t, weight_decay, precondition_shift, precondition_samples)
                   if precondition_samples and will_fit else None)
     coords = torch.zeros(num_classes, r, device=device, requires_grad=True)
     bias = torch.zeros(num_classes, device=device, requires_grad=True)
@@ -278,8 +280,7 @@ def _fit(
         weight = weight_of(coords)
         if inv_factor is not None:
             weight.retain_grad()
-        logits = torch.addmm(bias, x, weight.t())
-        loss = F.cross_entropy(logits, y) + half_decay * weight.pow(2).sum()
+        loss = _objective(x_t, y, weight, bias, half_decay)
         loss.backward()
         # L-BFGS would test the gradient in V's coordinates, whose scale the preconditioner changes
         if torch.maximum(weight.grad.abs().max(), bias.grad.abs().max()) <= tolerance_grad:
@@ -295,31 +296,37 @@ def _fit(
         iterations = int(optimizer.state[coords].get("n_iter", 0))
         with torch.no_grad():
             weight = weight_of(coords)
-            logits = torch.addmm(bias, x, weight.t())
-            final_loss = float(F.cross_entropy(logits, y) + half_decay * weight.pow(2).sum())
+            final_loss = float(_objective(x_t, y, weight, bias, half_decay))
     else:
         weight, iterations, final_loss = coords, 0, float("nan")
     return LinearProbe(weight, bias, mean, std, num_iterations=iterations, final_loss=final_loss)
+
+
+def _objective(x_t: Tensor, y: Tensor, weight: Tensor, bias: Tensor, half_decay: float) -> Tensor:
+    """Mean cross-entropy of ``W x + b`` plus ``half_decay * ||W||^2``, with ``x_t`` = ``[r, N]``."""
+    logits_t = torch.addmm(bias.unsqueeze(1), weight, x_t)  # [C, N]
+    return -logits_t.log_softmax(dim=0).gather(0, y.unsqueeze(0)).mean() + half_decay * weight.pow(2).sum()
 
 
 class _Converged(Exception):
     """Raised by the L-BFGS closure at a point that meets ``tolerance_grad``."""
 
 
-def _inverse_cholesky_factor(x: Tensor, weight_decay: float, relative_shift: float, max_samples: int) -> Tensor:
-    r""":math:`L^{-1}` for :math:`L L^\top = A + \mu I`, :math:`A = \frac1n X_S^\top X_S` over up to ``max_samples``
-    evenly spaced rows of ``x`` and :math:`\mu = \max(\lambda, \rho \operatorname{tr}(A)/r)`. The product is taken
-    in the features' dtype (it only shapes the path), the factorisation in float64."""
-    n, r = x.shape
-    rows = x if n <= max_samples else x[torch.linspace(0, n - 1, max_samples, device=x.device).long()]
-    second_moment = (rows.t() @ rows).double() / rows.shape[0]
+def _inverse_cholesky_factor(x_t: Tensor, weight_decay: float, relative_shift: float, max_samples: int) -> Tensor:
+    r""":math:`L^{-1}` for :math:`L L^\top = A + \mu I`, :math:`\mu = \max(\lambda, \rho \operatorname{tr}(A)/r)`,
+    :math:`A = \frac1n X_S^\top X_S` over up to ``max_samples`` evenly spaced samples (columns of
+    ``x_t`` = :math:`X^\top`). The product is taken in the features' dtype (it only shapes the path),
+    the factorisation in float64."""
+    r, n = x_t.shape
+    cols = x_t if n <= max_samples else x_t[:, torch.linspace(0, n - 1, max_samples, device=x_t.device).long()]
+    second_moment = (cols @ cols.t()).double() / cols.shape[1]
     mean_eigenvalue = float(second_moment.diagonal().mean())
     shift = max(float(weight_decay), float(relative_shift) * mean_eigenvalue, 1e-12 * mean_eigenvalue)
-    eye = torch.eye(r, dtype=torch.float64, device=x.device)
+    eye = torch.eye(r, dtype=torch.float64, device=x_t.device)
     factor, info = torch.linalg.cholesky_ex(second_moment + shift * eye)
     if int(info) != 0 or shift <= 0:  # all-zero features or a failed factorisation: no preconditioning
-        return torch.eye(r, dtype=x.dtype, device=x.device)
-    return torch.linalg.solve_triangular(factor, eye, upper=False).to(x.dtype)
+        return torch.eye(r, dtype=x_t.dtype, device=x_t.device)
+    return torch.linalg.solve_triangular(factor, eye, upper=False).to(x_t.dtype)
 
 
 def probe_correctness(

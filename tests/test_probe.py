@@ -191,14 +191,14 @@ def test_inverse_cholesky_factor_whitens_the_shifted_second_moment():
     from solo_qscore.probe import _inverse_cholesky_factor
 
     x, _ = _correlated_features()
-    m = _inverse_cholesky_factor(x, 1e-4, 0.1, max_samples=10**6).double()
+    m = _inverse_cholesky_factor(x.t(), 1e-4, 0.1, max_samples=10**6).double()
     a = x.double().t() @ x.double() / x.shape[0]
     shift = 0.1 * float(a.diagonal().mean())
     eye = torch.eye(x.shape[1], dtype=torch.float64)
     torch.testing.assert_close(m @ (a + shift * eye) @ m.t(), eye, atol=1e-3, rtol=0)
     assert torch.equal(m, torch.tril(m))  # inverse of a lower-triangular factor
     # the weight decay is the floor of the shift
-    m2 = _inverse_cholesky_factor(x, 10.0 * shift, 0.1, max_samples=10**6).double()
+    m2 = _inverse_cholesky_factor(x.t(), 10.0 * shift, 0.1, max_samples=10**6).double()
     torch.testing.assert_close(m2 @ (a + 10.0 * shift * eye) @ m2.t(), eye, atol=1e-3, rtol=0)
 
 
