@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
+import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 import yaml
@@ -155,6 +156,15 @@ def test_accuracies_are_real_probe_accuracies(fashion_features):
 
 # ----------------------------------------------------------------------------- the command
 
+class _StepCounter(pl.Callback):
+    """An extra callback handed to ``pretrain``: counts the optimiser steps it sees."""
+
+    steps = 0
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        type(self).steps += 1
+
+
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory) -> Path:
     """``solo_qscore.train.pretrain``: SimCLR ResNet-18, one step on 32 Fashion-MNIST images at 16 px."""
@@ -169,8 +179,12 @@ def tiny_run(tmp_path_factory) -> Path:
                             "data.num_workers=0", "trainer.max_steps=1", "probe.max_iter=20",
                             "method_kwargs.proj_hidden_dim=32", "method_kwargs.proj_output_dim=16",
                             "wandb.enabled=false", f"output_dir={out}"])
-    summary = pretrain(cfg)
+    summary = pretrain(cfg, extra_callbacks=[_StepCounter()])
     return Path(summary["checkpoint"])
+
+
+def test_pretrain_runs_extra_callbacks(tiny_run):
+    assert tiny_run.exists() and _StepCounter.steps == 1  # trainer.max_steps=1
 
 
 def test_command_end_to_end(tiny_run, tmp_path, capsys):
