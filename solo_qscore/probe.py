@@ -25,8 +25,9 @@ dominant directions. The fit therefore runs in the coordinates :math:`V = W L` (
 
 which rescales every direction with eigenvalue above :math:`\mu` to unit curvature and leaves the weak
 ones about as they are (whitening those too, :math:`\rho \to 0`, slows the fit down on data where
-confident samples add little curvature there). It is the same objective and the same optimum; on
-backbone features and on pixels it reaches a given loss in 3-10x fewer iterations. :math:`A` is
+confident samples add little curvature there). It is the same objective and the same optimum,
+reached in about a third of the iterations (263 instead of 896 on ResNet-18 features, 439 instead of
+1,356 on Fashion-MNIST pixels; ``benchmarks/bench_probe.py``). :math:`A` is
 estimated on at most ``precondition_samples`` evenly spaced rows: a rough estimate changes the path,
 not the optimum.
 """
