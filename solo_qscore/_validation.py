@@ -47,3 +47,14 @@ def check_mask(mask: Tensor, num_features: int, name: str = "discriminative") ->
         raise ValueError(
             f"{name} has shape {tuple(mask.shape)} but the representation has {num_features} features"
         )
+
+
+def check_class_labels(labels: Tensor, n: int, name: str = "labels") -> None:
+    """``labels`` must be a 1-D integer tensor of ``n`` non-negative class indices."""
+    if not isinstance(labels, Tensor) or labels.ndim != 1 or labels.shape[0] != n:
+        shape = tuple(labels.shape) if isinstance(labels, Tensor) else type(labels).__name__
+        raise ValueError(f"{name} must be a 1-D tensor of {n} class indices, got {shape}")
+    if labels.is_floating_point() or labels.dtype == torch.bool:
+        raise ValueError(f"{name} must hold integer class indices, got dtype {labels.dtype}")
+    if n and int(labels.min()) < 0:
+        raise ValueError(f"{name} contains negative class indices")

@@ -46,7 +46,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from solo_qscore._validation import check_finite_rows, check_mask, check_representations
+from solo_qscore._validation import check_class_labels, check_finite_rows, check_mask, check_representations
 from solo_qscore.activations import highly_activating
 
 __all__ = [
@@ -108,13 +108,8 @@ def dataset_class_names(dataset: Any) -> list[str] | None:
 
 
 def _check_labels(labels: Tensor, n: int, num_classes: int | None) -> int:
-    if not isinstance(labels, Tensor) or labels.ndim != 1 or labels.shape[0] != n:
-        shape = tuple(labels.shape) if isinstance(labels, Tensor) else type(labels).__name__
-        raise ValueError(f"labels must be a 1-D tensor of {n} class indices, got {shape}")
-    if labels.is_floating_point() or labels.dtype == torch.bool:
-        raise ValueError(f"labels must hold integer class indices, got dtype {labels.dtype}")
-    if n and int(labels.min()) < 0:
-        raise ValueError("labels contain negative class indices")
+    """Validate the labels and return the number of classes (``num_classes`` or inferred)."""
+    check_class_labels(labels, n)
     highest = int(labels.max()) + 1 if n else 0
     if num_classes is None:
         return max(highest, 1)

@@ -41,7 +41,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from solo_qscore._validation import check_finite_rows, check_representations
+from solo_qscore._validation import check_class_labels, check_finite_rows, check_representations
 
 __all__ = ["LinearProbe", "ProbeResult", "feature_mean_std", "fit_linear_probe", "probe_correctness"]
 
@@ -49,16 +49,6 @@ __all__ = ["LinearProbe", "ProbeResult", "feature_mean_std", "fit_linear_probe",
 def _check_features(features: Tensor, name: str) -> None:
     check_representations(features, name)
     check_finite_rows(features, name)
-
-
-def _check_labels(labels: Tensor, n: int, name: str) -> None:
-    if not isinstance(labels, Tensor) or labels.ndim != 1 or labels.shape[0] != n:
-        shape = tuple(labels.shape) if isinstance(labels, Tensor) else type(labels).__name__
-        raise ValueError(f"{name} must be a 1-D tensor of {n} class indices, got {shape}")
-    if labels.is_floating_point() or labels.dtype == torch.bool:
-        raise ValueError(f"{name} must hold integer class indices, got dtype {labels.dtype}")
-    if n and int(labels.min()) < 0:
-        raise ValueError(f"{name} contains negative class indices")
 
 
 SMALL_PROBLEM = 20_000_000  # N * r * C below which a single CPU thread is faster
@@ -212,7 +202,7 @@ def fit_linear_probe(
     """
     _check_features(features, "features")
     n, r = features.shape
-    _check_labels(labels, n, "labels")
+    check_class_labels(labels, n, "labels")
     if n == 0:
         raise ValueError("cannot fit a linear probe on an empty train set")
     max_label = int(labels.max()) + 1
@@ -345,7 +335,7 @@ def probe_correctness(
     to :func:`fit_linear_probe`.
     """
     _check_features(val_h, "val_h")
-    _check_labels(val_y, val_h.shape[0], "val_y")
+    check_class_labels(val_y, val_h.shape[0], "val_y")
     if train_h.ndim == 2 and val_h.shape[1] != train_h.shape[1]:
         raise ValueError(f"train_h has {train_h.shape[1]} features but val_h has {val_h.shape[1]}")
     if num_classes is None:

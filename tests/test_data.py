@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import gzip
-import socket
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -53,16 +52,6 @@ def data_cfg(**kw) -> dict:
            "num_large_crops": 2, "num_small_crops": 0}
     cfg.update(kw)
     return cfg
-
-
-@pytest.fixture
-def offline_sockets(monkeypatch):
-    """Make any download attempt fail fast, even if the network hangs instead of refusing."""
-    monkeypatch.setattr(ds_mod, "DOWNLOAD_TIMEOUT", 2.0)
-    previous = socket.getdefaulttimeout()
-    socket.setdefaulttimeout(2.0)
-    yield
-    socket.setdefaulttimeout(previous)
 
 
 # ----------------------------------------------------------------------------- real offline datasets

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import warnings
 from pathlib import Path
 
@@ -12,22 +11,11 @@ import torch
 from PIL import Image
 
 from solo_qscore.data import DATASET_NAMES, DigitsGridDataset, compose_digits_grid, load_dataset
-from solo_qscore.data import datasets as ds_mod
 from solo_qscore.data import digits_grid as dg_mod
 from solo_qscore.data.digits_grid import digit_cell_boxes, resize_images
 
 torch.set_num_threads(1)
 ROOT = Path(__file__).resolve().parent.parent
-
-
-@pytest.fixture
-def offline_sockets(monkeypatch):
-    """Make any download attempt of STL-10/CIFAR-10 fail fast."""
-    monkeypatch.setattr(ds_mod, "DOWNLOAD_TIMEOUT", 2.0)
-    previous = socket.getdefaulttimeout()
-    socket.setdefaulttimeout(2.0)
-    yield
-    socket.setdefaulttimeout(previous)
 
 
 def _mnist(train: bool = False):

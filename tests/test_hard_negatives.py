@@ -26,13 +26,7 @@ from solo_qscore.adapters.solo_v1 import build_method, method_classes, solo_kwar
 from solo_qscore.config import ConfigError, load_config
 from solo_qscore.hard_negatives import hard_negative_infonce, hard_negative_simclr_loss, hard_negative_weights
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def naive_loss(z: torch.Tensor, indexes: torch.Tensor, tau: float, beta: float, tau_plus: float) -> float:

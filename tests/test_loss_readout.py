@@ -45,12 +45,7 @@ ARMS = {
 }
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def tiny_checkpoint(cfg: dict) -> str:
@@ -73,7 +68,7 @@ def tiny_checkpoint(cfg: dict) -> str:
 
 
 @pytest.fixture(scope="module")
-def checkpoints(tmp_path_factory, one_thread) -> list[str]:
+def checkpoints(tmp_path_factory, one_torch_thread) -> list[str]:
     base = tmp_path_factory.mktemp("loss_readout_ckpts")
     return [tiny_checkpoint(load_config(SIMCLR, [*TINY, *extra, f"output_dir={base / name}", f"name={name}"]))
             for name, extra in ARMS.items()]
