@@ -19,10 +19,10 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
-import pytorch_lightning as pl
 import torch
-from pytorch_lightning.utilities import rank_zero_warn
 from torch import Tensor
+
+from solo_qscore.adapters.lightning import CALLBACK_BASES, rank_zero_warn, wandb_loggers
 
 from solo_qscore.backbone import find_backbone
 from solo_qscore.discriminative import band_ranks, discriminative_mask
@@ -32,13 +32,20 @@ BUFFER = "qscore_discriminative"
 
 
 @torch.no_grad()
-def extract_features(backbone: torch.nn.Module, loader, device: torch.device) -> tuple[Tensor, Tensor]:
-    """Backbone features and labels of a loader of ``(X, Y)`` batches, in eval mode."""
+def extract_features(backbone: torch.nn.Module, loader, device: torch.device,
+                     desc: str = "extracting features") -> tuple[Tensor, Tensor]:
+    """Backbone features and labels of a loader of ``(X, Y)`` batches, in eval mode.
+
+    A progress bar (``desc``) appears on a terminal when the pass takes more than a few seconds;
+    never when the environment variable ``CI`` is set (see :mod:`solo_qscore._progress`).
+    """
+    from solo_qscore._progress import progress
+
     was_training = backbone.training
     backbone.eval()
     feats, labels = [], []
     try:
-        for x, y in loader:
+        for x, y in progress(loader, desc=desc, unit="batch"):
             feats.append(backbone(x.to(device)).float())
             labels.append(y.to(device))
     finally:
@@ -46,7 +53,7 @@ def extract_features(backbone: torch.nn.Module, loader, device: torch.device) ->
     return torch.cat(feats), torch.cat(labels)
 
 
-class ActivationStatisticsCallback(pl.Callback):
+class ActivationStatisticsCallback(*CALLBACK_BASES):
     """Accumulates :math:`A_j` each epoch and refreshes the discriminative set (SPEC §2.2-2.3).
 
     Args:
@@ -83,14 +90,14 @@ class ActivationStatisticsCallback(pl.Callback):
                 self._pending_state = None
         return self.metric
 
-    def _batch_features(self, pl_module: pl.LightningModule) -> Optional[Tensor]:
+    def _batch_features(self, pl_module: Any) -> Optional[Tensor]:
         h = getattr(pl_module, "qscore_batch_features", None)
         if h is None and self._hooked:
             h = torch.cat(self._hooked).detach()
         self._hooked = []
         return h
 
-    def _push(self, pl_module: pl.LightningModule, discriminative: Tensor) -> None:
+    def _push(self, pl_module: Any, discriminative: Tensor) -> None:
         self.discriminative = discriminative.detach().cpu()
         buffer = getattr(pl_module, BUFFER, None)
         if isinstance(buffer, Tensor):
@@ -103,7 +110,7 @@ class ActivationStatisticsCallback(pl.Callback):
             self._discriminative_cache = (self.discriminative, self.discriminative.to(device))
         return self._discriminative_cache[1]
 
-    def _statistics_pass(self, pl_module: pl.LightningModule) -> ActivationStatistics:
+    def _statistics_pass(self, pl_module: Any) -> ActivationStatistics:
         feats, _ = extract_features(find_backbone(pl_module), self.dataloader, pl_module.device)
         # every process has passed over the whole loader: no need to sum across processes
         metric = ActivationStatistics(feats.shape[1], self.eps, sync_on_compute=False).to(pl_module.device)
@@ -111,7 +118,7 @@ class ActivationStatisticsCallback(pl.Callback):
         return metric
 
     # -- hooks -----------------------------------------------------------------------------
-    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+    def on_fit_start(self, trainer: Any, pl_module: Any) -> None:
         if not hasattr(pl_module, "qscore_batch_features") and not self.exact:
             # a module without the solo-qscore mixin: capture the backbone output ourselves
             def hook(module, inputs, output):
@@ -120,12 +127,12 @@ class ActivationStatisticsCallback(pl.Callback):
 
             self._hook = find_backbone(pl_module).register_forward_hook(hook)
 
-    def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+    def on_fit_end(self, trainer: Any, pl_module: Any) -> None:
         if self._hook is not None:
             self._hook.remove()
             self._hook = None
 
-    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+    def on_train_start(self, trainer: Any, pl_module: Any) -> None:
         buffer = getattr(pl_module, BUFFER, None)
         has_set = isinstance(buffer, Tensor) and bool(buffer.any())
         if self.dataloader is not None and not has_set and self.discriminative is None:
@@ -136,7 +143,7 @@ class ActivationStatisticsCallback(pl.Callback):
             self.discriminative = buffer.detach().cpu()
         self._finish_restored_epoch(trainer, pl_module)
 
-    def _finish_restored_epoch(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+    def _finish_restored_epoch(self, trainer: Any, pl_module: Any) -> None:
         # A checkpoint saved after the last batch of an epoch (``every_n_train_steps``) holds that
         # epoch's full counts, but Lightning does not rerun ``on_train_epoch_end`` when it resumes
         # into the next epoch: compute that epoch's set now rather than mixing it into the next one.
@@ -151,7 +158,7 @@ class ActivationStatisticsCallback(pl.Callback):
             rank_zero_warn(f"activation statistics of the restored epoch skipped, discriminative set unchanged: {err}")
         metric.reset()
 
-    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+    def on_train_epoch_start(self, trainer: Any, pl_module: Any) -> None:
         self._q = []
         self._epoch = trainer.current_epoch
 
@@ -167,7 +174,7 @@ class ActivationStatisticsCallback(pl.Callback):
         else:
             metric.update(h)
 
-    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+    def on_train_epoch_end(self, trainer: Any, pl_module: Any) -> None:
         metric = self._statistics_pass(pl_module) if self.exact else self.metric
         if metric is None:
             return
@@ -200,26 +207,23 @@ class ActivationStatisticsCallback(pl.Callback):
         metric.reset()
         self._q = []
 
-    def _log_wandb(self, trainer: pl.Trainer, q: Optional[Tensor]) -> None:
+    def _log_wandb(self, trainer: Any, q: Optional[Tensor]) -> None:
         if trainer.global_rank != 0:
             return
-        from pytorch_lightning.loggers import WandbLogger
+        for logger in wandb_loggers(trainer):
+            import wandb
 
-        for logger in trainer.loggers:
-            if isinstance(logger, WandbLogger):
-                import wandb
+            from solo_qscore.plots import activation_frequency_figure
 
-                from solo_qscore.plots import activation_frequency_figure
+            ranks = band_ranks(self.frequencies.numel(), *self.band)
+            fig = activation_frequency_figure(self.frequencies, ranks, self.band, self.eps)
+            payload = {"qscore/activation_frequency": wandb.Image(fig), "epoch": trainer.current_epoch}
+            if q is not None and q.numel():
+                payload["qscore/q_histogram"] = wandb.Histogram(q.numpy())
+            logger.experiment.log(payload)
+            import matplotlib.pyplot as plt
 
-                ranks = band_ranks(self.frequencies.numel(), *self.band)
-                fig = activation_frequency_figure(self.frequencies, ranks, self.band, self.eps)
-                payload = {"qscore/activation_frequency": wandb.Image(fig), "epoch": trainer.current_epoch}
-                if q is not None and q.numel():
-                    payload["qscore/q_histogram"] = wandb.Histogram(q.numpy())
-                logger.experiment.log(payload)
-                import matplotlib.pyplot as plt
-
-                plt.close(fig)
+            plt.close(fig)
 
     # -- checkpoint state ------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:

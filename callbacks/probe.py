@@ -7,7 +7,9 @@ Hooks:
     :math:`Q` on validation, and log ``probe/auroc``, ``probe/auprc``, ``probe/accuracy`` (the
     AUPRC base rate), the mirrored misclassification view, RankMe and the std of normalised
     embeddings; with a wandb logger also the PR/ROC curves and report figures. With ``out_dir``
-    the report (``probe.json`` and PNGs) is written there, atomically, at the end of training.
+    the report (``probe.json``, ``samples.csv`` with Q, the probe's prediction and confidence of
+    every validation sample, and PNGs, among them ``q_extremes.png`` with the images of the lowest-
+    and highest-Q validation samples) is written there, atomically, at the end of training.
 
 Only global rank 0 logs and writes the report. Under DDP every rank computes it (same full
 loaders, so the same result) so the ranks stay in step instead of waiting at the next collective;
@@ -19,8 +21,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Optional
 
-import pytorch_lightning as pl
 
+from solo_qscore.adapters.lightning import CALLBACK_BASES, wandb_loggers
 from solo_qscore.callbacks.activation_statistics import extract_features, find_backbone
 from solo_qscore.collapse import normalized_embedding_std, rankme
 
@@ -28,14 +30,14 @@ SCALARS = ("auroc", "auprc", "accuracy", "auroc_misclassified", "auprc_misclassi
            "mean_active", "q_mean")
 
 
-class QScoreProbeCallback(pl.Callback):
+class QScoreProbeCallback(*CALLBACK_BASES):
     """Runs the Q-Score probe report during and after training (SPEC §2.5).
 
     Args:
         train_loader, val_loader: loaders of ``(X, Y)`` without augmentation.
         every_n_epochs: run after every k-th epoch too (0: only at the end of training).
         eps, band: Q-Score settings (SPEC defaults 4 and (50, 95)).
-        out_dir: write ``probe.json`` and the figures there at the end of training.
+        out_dir: write ``probe.json``, ``samples.csv`` and the figures there at the end of training.
         report_kwargs: passed to :func:`solo_qscore.report.qscore_report`.
     """
 
@@ -52,7 +54,7 @@ class QScoreProbeCallback(pl.Callback):
         self.last_report: Optional[dict[str, Any]] = None
         self.history: list[dict[str, Any]] = []
 
-    def run_probe(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
+    def run_probe(self, trainer: Any, pl_module: Any,
                   final: bool = True) -> Optional[dict[str, Any]]:
         from solo_qscore.report import qscore_report
 
@@ -73,27 +75,26 @@ class QScoreProbeCallback(pl.Callback):
         self.history.append({k: report.get(k) for k in (*SCALARS, "rankme", "embedding_std", "epoch", "global_step")})
         return report
 
-    def _log(self, trainer: pl.Trainer, report: dict[str, Any], final: bool) -> None:
+    def _log(self, trainer: Any, report: dict[str, Any], final: bool) -> None:
         scalars = {f"probe/{k}": float(report[k]) for k in (*SCALARS, "rankme", "embedding_std")
                    if isinstance(report.get(k), (int, float))}
         for logger in trainer.loggers:
             logger.log_metrics(scalars, step=trainer.global_step)
-        from pytorch_lightning.loggers import WandbLogger
+        if not final:
+            return
+        for logger in wandb_loggers(trainer):
+            from solo_qscore.report import log_report_to_wandb
 
-        for logger in trainer.loggers:
-            if isinstance(logger, WandbLogger) and final:
-                from solo_qscore.report import log_report_to_wandb
+            log_report_to_wandb(report, logger, step=trainer.global_step)
 
-                log_report_to_wandb(report, logger, step=trainer.global_step)
-
-    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+    def on_train_epoch_end(self, trainer: Any, pl_module: Any) -> None:
         k = self.every_n_epochs
         if k and (trainer.current_epoch + 1) % k == 0:
             report = self.run_probe(trainer, pl_module, final=False)
             if report is not None:
                 self._log(trainer, report, final=False)
 
-    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+    def on_train_end(self, trainer: Any, pl_module: Any) -> None:
         report = self.run_probe(trainer, pl_module)
         if report is None:
             return
@@ -101,10 +102,21 @@ class QScoreProbeCallback(pl.Callback):
         if self.out_dir is not None:
             from solo_qscore.report import write_report
 
-            write_report(report, self.out_dir)
+            write_report(report, self.out_dir, images=_dataset_in_order(self.val_loader))
 
     def state_dict(self) -> dict[str, Any]:
         return {"history": self.history}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.history = list(state_dict.get("history", []))
+
+
+def _dataset_in_order(loader) -> Optional[Any]:
+    """The loader's dataset when the loader reads it in order (so feature row i is dataset item i), else None."""
+    from torch.utils.data import SequentialSampler
+
+    dataset = getattr(loader, "dataset", None)
+    if dataset is None or not hasattr(dataset, "__getitem__"):
+        return None
+    sampler = getattr(loader, "sampler", None)
+    return dataset if sampler is None or isinstance(sampler, SequentialSampler) else None

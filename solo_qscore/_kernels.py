@@ -2,8 +2,14 @@
 
 The pure-torch path (``_summary_torch``) runs anywhere (GPU, autograd-free analysis) and is the
 reference. On CPU, float32/float64 inputs go through a numba kernel that reads each row once
-from memory (the row's second pass hits cache), which is several times faster than composing
+from memory (its further passes hit cache), which is several times faster than composing
 torch ops that each stream the whole ``[N, r]`` tensor (see ``benchmarks/bench_core.py``).
+
+Both paths work on the row rescaled by a power of two, ``y_i = 2^-e_i h_i`` (exact; see
+:mod:`solo_qscore.activations`), and take its variance in two passes (mean, then the mean squared
+deviation from it): a one-pass ``E[y^2] - E[y]^2`` cancels catastrophically when the row's mean is
+large against its spread. The kernel accumulates in float64; the torch path in the input's float
+type, centred on the row's float mean so that the comparison with the threshold is exact near it.
 """
 
 from __future__ import annotations
@@ -14,9 +20,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from solo_qscore.activations import NORM_EPS, row_stats
+from solo_qscore.activations import NORM_EPS, check_eps, row_stats
 
 PARALLEL_MIN_ELEMENTS = 1 << 22  # N * r from which the multi-threaded kernel pays off (~4M values)
+TORCH_CHUNK_ELEMENTS = 1 << 24  # rows per step of the torch path: bounds its [rows, r] temporaries (64 MB)
 
 
 class ActivationSummary(NamedTuple):
@@ -26,20 +33,36 @@ class ActivationSummary(NamedTuple):
     finite: Tensor  # BoolTensor[N]: rows without NaN/Inf
 
 
-def _summary_torch(h: Tensor, discriminative: Tensor, eps: float) -> ActivationSummary:
+def _summary_torch_rows(h: Tensor, discriminative: Tensor, eps: float) -> ActivationSummary:
     stats = row_stats(h, eps, validate=False)
-    finite = torch.isfinite(stats.norm)
-    active = (stats.h > stats.threshold[:, None]) & finite[:, None]
+    active = (stats.centred > stats.threshold[:, None]) & stats.finite[:, None]
     selected = active & discriminative.to(active.device)
     count = selected.sum(1)
-    total = torch.where(selected, stats.h, 0.0).sum(1)
-    q = (total / count.clamp_min(1) - stats.mean) / stats.norm
+    total = torch.where(selected, stats.centred, 0.0).sum(1)  # sum of y_ij - c_i over L_i ∩ D
+    q = (total / count.clamp_min(1) - stats.offset) / stats.norm
     q = torch.where(count > 0, q, torch.zeros_like(q))
-    return ActivationSummary(active.sum(0), active.sum(1), q, finite)
+    return ActivationSummary(active.sum(0), active.sum(1), q, stats.finite)
+
+
+def _summary_torch(h: Tensor, discriminative: Tensor, eps: float) -> ActivationSummary:
+    rows = max(1, TORCH_CHUNK_ELEMENTS // max(1, h.shape[1]))
+    if h.shape[0] <= rows:
+        return _summary_torch_rows(h, discriminative, eps)
+    parts = [_summary_torch_rows(chunk, discriminative, eps) for chunk in h.split(rows)]
+    counts = torch.stack([p.counts for p in parts]).sum(0)
+    return ActivationSummary(counts, *(torch.cat(field) for field in zip(*(p[1:] for p in parts))))
 
 
 try:  # numba is a dependency, but the library keeps working (slower) without it
+    import math
+
     import numba
+
+    # exponent range of the row scale 2^-e: normal float64 powers of two
+    _EXP_MIN, _EXP_MAX = -1022, 1022
+    # a row with L1 norm below 2^-960 (float64 inputs only) is summed again after rescaling,
+    # so that partial sums never reach the subnormal range
+    _EXP_RESUM = -960
 
     def _summary_rows(h, disc, eps, norm_eps, counts, num_active, q, finite):  # pragma: no cover
         n, r = h.shape
@@ -50,42 +73,70 @@ try:  # numba is a dependency, but the library keeps working (slower) without it
             lt = local[t]
             for i in range(t * chunk, min(n, (t + 1) * chunk)):
                 row = h[i]
+                # pass 1 (from memory): sum and L1 norm, in float64
                 s = 0.0
+                l1 = 0.0
+                for j in range(r):
+                    x = row[j]
+                    s += x
+                    l1 += abs(x)
+                resum = False
+                if not np.isfinite(l1):  # NaN/Inf in the row, or a float64 row whose L1 norm overflows
+                    ok = True
+                    l1 = 0.0
+                    for j in range(r):
+                        x = row[j]
+                        if not np.isfinite(x):
+                            ok = False
+                            break
+                        l1 = max(l1, abs(x))
+                    if not ok:
+                        finite[i] = False
+                        continue
+                    resum = True
+                finite[i] = True
+                # y = x * 2^-e, exact; sum(|y|) < 1, so no square below overflows or underflows
+                e = min(max(math.frexp(l1)[1], _EXP_MIN), _EXP_MAX)
+                scale = math.ldexp(1.0, -e)
+                if resum or e < _EXP_RESUM:
+                    s = 0.0
+                    for j in range(r):
+                        s += row[j] * scale
+                else:
+                    s *= scale  # exact: a power of two
+                mean = s / r
+                # pass 2 (from cache): the variance about the mean, not E[y^2] - mean^2
                 ss = 0.0
                 for j in range(r):
-                    s += row[j]
-                    ss += row[j] * row[j]
-                if not np.isfinite(ss):  # NaN/Inf anywhere in the row
-                    finite[i] = False
-                    continue
-                finite[i] = True
-                mean = s / r
-                var = max(ss / r - mean * mean, 0.0)
+                    d = row[j] * scale - mean
+                    ss += d * d
+                var = ss / r
                 thr = mean + eps * np.sqrt(var)
-                norm = max(np.sqrt(ss), norm_eps)
+                norm = max(np.sqrt(ss + r * mean * mean), norm_eps * scale)  # ||y|| = 2^-e ||h||
+                # pass 3 (from cache): L_i, its counts and Q_i; branch-free so it vectorises
                 total = 0.0
                 cnt = 0
                 act = 0
-                for j in range(r):  # branch-free so it vectorises
-                    x = row[j]
-                    above = x > thr
+                for j in range(r):
+                    y = row[j] * scale
+                    above = y > thr
                     lt[j] += above
                     act += above
                     sel = above & disc[j]
-                    total += x * sel
+                    total += (y - mean) * sel
                     cnt += sel
                 num_active[i] = act
-                q[i] = (total / cnt - mean) / norm if cnt > 0 else 0.0
+                q[i] = total / cnt / norm if cnt > 0 else 0.0
         for t in range(nthreads):
             for j in range(r):
                 counts[j] += local[t, j]
 
-    # reassociation lets the row loops vectorise; no "nnan"/"ninf", so the finiteness test stays exact
+    # reassociation lets the row loops vectorise; no "nnan"/"ninf", so the finiteness tests stay exact
     _FASTMATH = {"reassoc", "contract", "nsz", "arcp"}
     _summary_kernel = numba.njit(parallel=True, fastmath=_FASTMATH)(_summary_rows)
     # a training batch is summarised in well under a millisecond by one thread; waking numba's thread
     # pool for it costs more than it saves, and its spinning workers compete with torch's threads
-    _summary_kernel_serial = numba.njit(parallel=False)(_summary_rows)  # strict IEEE: keeps the NaN test
+    _summary_kernel_serial = numba.njit(parallel=False, fastmath=_FASTMATH)(_summary_rows)
     HAVE_NUMBA = True
 except ImportError:  # pragma: no cover
     HAVE_NUMBA = False
@@ -111,8 +162,18 @@ def _summary_numba(h: Tensor, discriminative: Tensor, eps: float) -> ActivationS
 
 
 def activation_summary(h: Tensor, discriminative: Tensor, eps: float = 4.0) -> ActivationSummary:
-    """Counts of the highly activating sets and Q of every row in one pass (``h`` detached)."""
+    """Counts of the highly activating sets and Q of every row in one pass (``h`` detached).
+
+    An empty batch (``N = 0``) gives zero counts and empty per-row tensors.
+    """
+    eps = check_eps(eps)
     h = h.detach()
-    if HAVE_NUMBA and h.device.type == "cpu" and h.dtype in (torch.float32, torch.float64) and h.numel():
+    if h.shape[0] == 0:
+        r, device = h.shape[1], h.device
+        empty = torch.zeros(0, dtype=torch.long, device=device)
+        q = torch.zeros(0, dtype=h.dtype if h.dtype == torch.float64 else torch.float32, device=device)
+        return ActivationSummary(torch.zeros(r, dtype=torch.long, device=device), empty, q,
+                                 torch.zeros(0, dtype=torch.bool, device=device))
+    if HAVE_NUMBA and h.device.type == "cpu" and h.dtype in (torch.float32, torch.float64):
         return _summary_numba(h, discriminative, eps)
     return _summary_torch(h, discriminative, eps)

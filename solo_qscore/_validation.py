@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
 
@@ -14,8 +16,46 @@ def check_representations(h: Tensor, name: str = "h", num_features: int | None =
         raise ValueError(f"{name} must have shape [N, r] (samples x features), got {tuple(h.shape)}")
     if not h.is_floating_point():
         raise ValueError(f"{name} must be a floating-point tensor, got dtype {h.dtype}")
+    if h.shape[1] == 0:
+        raise ValueError(f"{name} has no features: shape {tuple(h.shape)}")
     if num_features is not None and h.shape[1] != num_features:
         raise ValueError(f"{name} has {h.shape[1]} features but {num_features} were expected")
+
+
+def check_nonnegative(value: float, name: str) -> float:
+    """``value`` as a float; ``ValueError`` naming ``name`` unless it is a finite number ``>= 0``."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}") from None
+    if not (math.isfinite(number) and number >= 0):
+        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+    return number
+
+
+def check_finite_inputs(result: Tensor, **inputs: Tensor) -> None:
+    """Raise ``ValueError`` if any of ``inputs`` holds NaN/Inf, or if ``result`` (a loss) is not finite.
+
+    One host sync in all: the flags of every tensor are reduced on their device and read once;
+    only when something is wrong are the inputs examined one by one for the message.
+    """
+    flags = [torch.isfinite(result).all()] + [torch.isfinite(t).all().to(result.device) for t in inputs.values()]
+    if bool(torch.stack(flags).all()):
+        return
+    for name, tensor in inputs.items():
+        if tensor.numel() and not bool(torch.isfinite(tensor).all()):
+            bad = int((~torch.isfinite(tensor)).sum())
+            raise ValueError(
+                f"{name} contains NaN or Inf values ({bad} of {tensor.numel()} entries); "
+                "the representation has diverged or the input is corrupt"
+            )
+    empty = [name for name, tensor in inputs.items() if tensor.numel() == 0]
+    if empty:
+        raise ValueError(f"the loss is undefined on an empty input ({', '.join(empty)} has no entries)")
+    raise ValueError(
+        "the loss is not finite although its inputs are: the logits overflow "
+        "(are the inputs L2-normalised, and the temperature not too small?)"
+    )
 
 
 def check_finite(row_stat: Tensor, name: str = "h") -> None:

@@ -9,49 +9,50 @@ import sys
 from pathlib import Path
 from typing import Optional
 
-from solo_qscore.config import ConfigError, load_config
+from solo_qscore.config import ConfigError
 
-MAIN_CONFIG = "method_configs/cifar10/simclr.yaml"
 # The main job: a short SimCLR run with Q-Score and IFM on the offline default data, then the probe.
 # eps = 2, not the paper's 4: after 3 CPU epochs the features are still dense (at eps = 4 the mean
 # |L_i| is 0.04, so Q = 0 for almost every sample); the paper's encoders trained for 1000 epochs.
+MAIN_CONFIG = ("cifar", "simclr.yaml")
 MAIN_OVERRIDES = [
-    "qscore.eps=2.0",
-    "data.train_subset=4096", "data.val_subset=2000", "data.batch_size=128", "data.num_workers=2",
-    "trainer.max_epochs=3", "scheduler.warmup_epochs=0", "probe.every_n_epochs=1",
+    "qscore.enabled=true", "ifm.enabled=true", "qscore.eps=2.0",
+    "data.train_subset=4096", "data.val_subset=2000", "optimizer.batch_size=128", "data.num_workers=2",
+    "max_epochs=3", "scheduler.warmup_epochs=0", "probe.every_n_epochs=1",
     "output_dir=runs/main", "name=main-simclr-qscore-ifm",
 ]
 
-
 # Further-training with the regulariser, as the paper does (Q-Score paper §5: lr 1e-5, LARS,
 # warm-up then cosine annealing, 50 epochs); the rest of the config comes from the checkpoint.
-FINETUNE_OVERRIDES = ["qscore.enabled=true", "optimizer.lr=1.0e-5", "trainer.max_epochs=50",
+FINETUNE_OVERRIDES = ["qscore.enabled=true", "optimizer.lr=1.0e-5", "max_epochs=50",
                       "scheduler.name=warmup_cosine", "scheduler.warmup_epochs=5",
                       "scheduler.warmup_start_lr=1.0e-6"]  # warm up to 1e-5, not down from pre-training's start
 
 
-def _config_path(path: str) -> str:
-    """Resolve a config path given relative to the repo (works from any directory in a checkout)."""
-    if Path(path).exists():
-        return path
-    candidate = Path(__file__).resolve().parent.parent / path
-    return str(candidate) if candidate.exists() else path
+def packaged_configs() -> Path:
+    """The folder of the configs that ship with solo-qscore (``solo_qscore.method_configs``)."""
+    import importlib.resources
+
+    return Path(str(importlib.resources.files("solo_qscore.method_configs")))
+
+
+def _flags_to_overrides(args: argparse.Namespace) -> list[str]:
+    overrides = list(args.overrides)
+    for flag, key in (("qscore", "qscore"), ("ifm", "ifm"), ("lasso", "lasso"), ("hard_negatives", "hard_negatives")):
+        if getattr(args, flag, False):
+            overrides.insert(0, f"{key}.enabled=true")
+    return overrides
 
 
 def cmd_pretrain(args: argparse.Namespace) -> int:
-    overrides = list(args.overrides)
-    if args.qscore:
-        overrides.insert(0, "qscore.enabled=true")
-    if args.ifm:
-        overrides.insert(0, "ifm.enabled=true")
-    if args.lasso:
-        overrides.insert(0, "lasso.enabled=true")
-    if args.hard_negatives:
-        overrides.insert(0, "hard_negatives.enabled=true")
-    cfg = load_config(_config_path(args.config), overrides)
+    from solo_qscore.config import compose
+
+    config_path = Path(args.config_path) if args.config_path else packaged_configs() / "cifar"
+    cfg = compose(config_path, args.config_name, _flags_to_overrides(args))
     from solo_qscore.train import check_loss_decreases, pretrain
 
-    summary = pretrain(cfg, init_from=args.init_from, resume=args.resume, record_loss=args.assert_loss_decreases)
+    summary = pretrain(cfg, init_from=args.init_from, resume=args.resume, record_loss=args.assert_loss_decreases,
+                       overwrite=args.overwrite, trust_checkpoint=args.trust_checkpoint)
     if args.assert_loss_decreases:
         print(check_loss_decreases(summary["losses"]))
         summary.pop("losses")
@@ -60,18 +61,21 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
 
 
 def cmd_finetune(args: argparse.Namespace) -> int:
-    import torch
+    from omegaconf import OmegaConf
 
-    from solo_qscore.adapters.solo_v1 import CHECKPOINT_KEY
+    from solo_qscore.adapters.solo_main import load_run
+    from solo_qscore.config import apply_overrides, validate, with_plugin_defaults
     from solo_qscore.train import pretrain
 
-    checkpoint = torch.load(args.checkpoint, map_location="cpu", weights_only=False)
-    saved = checkpoint.get(CHECKPOINT_KEY, {}).get("config") if isinstance(checkpoint, dict) else None
-    if not saved:
-        raise ConfigError(f"{args.checkpoint} was not written by solo-qscore pretrain (no run config inside)")
-    defaults = [*FINETUNE_OVERRIDES, f"output_dir={saved['output_dir']}-finetune", f"name={saved['name']}-finetune"]
-    cfg = load_config(saved, [*defaults, *args.overrides])
-    summary = pretrain(cfg, init_from=args.checkpoint)
+    _, cfg, _ = load_run(args.checkpoint, trusted=args.trust_checkpoint)
+    OmegaConf.set_struct(cfg, False)
+    # the saved config has solo's scaled lr: start from the unscaled one again (prepare_config rescales)
+    cfg.pop("num_nodes", None)
+    apply_overrides(cfg, [*FINETUNE_OVERRIDES, f"output_dir={cfg.output_dir}-finetune", f"name={cfg.name}-finetune",
+                          *args.overrides])
+    validate(with_plugin_defaults(cfg))
+    summary = pretrain(cfg, init_from=args.checkpoint, overwrite=args.overwrite,
+                       trust_checkpoint=args.trust_checkpoint)
     print(json.dumps(summary, indent=2))
     return 0
 
@@ -79,21 +83,24 @@ def cmd_finetune(args: argparse.Namespace) -> int:
 def cmd_probe(args: argparse.Namespace) -> int:
     import torch
 
+    from solo_qscore.analysis import load_checkpoint, with_overrides
     from solo_qscore.associations import dataset_class_names
     from solo_qscore.callbacks import extract_features, find_backbone
     from solo_qscore.data import make_eval_loaders
     from solo_qscore.report import qscore_report, write_report
 
-    checkpoint = torch.load(args.checkpoint, map_location="cpu", weights_only=False)
-    if isinstance(checkpoint, dict) and "solo_qscore" in checkpoint:
-        from solo_qscore.adapters.solo_v1 import load_method
+    if args.config:  # a plain torchvision state dict
+        from solo_qscore.adapters.solo_main import read_checkpoint, run_view
+        from solo_qscore.config import compose
 
-        model, saved_cfg, _ = load_method(args.checkpoint)
-        cfg = load_config(saved_cfg, list(args.overrides))
+        cfg = with_overrides(run_view(compose(Path(args.config).parent, Path(args.config).name)), args.overrides)
+        backbone = _torchvision_backbone(read_checkpoint(args.checkpoint, trusted=args.trust_checkpoint), cfg)
+    else:
+        model, saved, _ = load_checkpoint(args.checkpoint, trusted=args.trust_checkpoint)
+        cfg = with_overrides(saved, args.overrides)
         backbone = find_backbone(model)
-    else:  # a plain torchvision ResNet state dict
-        cfg = load_config(_config_path(args.config) if args.config else None, list(args.overrides))
-        backbone = _torchvision_backbone(checkpoint, cfg)
+    out = Path(args.out or Path(cfg["output_dir"]) / "probe")
+    _check_writable(out, args.overwrite)
     train_loader, val_loader = make_eval_loaders(cfg["data"])
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     backbone.to(device)
@@ -104,12 +111,29 @@ def cmd_probe(args: argparse.Namespace) -> int:
                            class_names=dataset_class_names(train_loader.dataset),
                            probe_kwargs={"max_iter": cfg["probe"]["max_iter"],
                                          "weight_decay": cfg["probe"]["weight_decay"]})
-    out = Path(args.out or Path(cfg["output_dir"]) / "probe")
-    path = write_report(report, out)
+    split_kwargs = {}
+    if getattr(args, "split", "val") == "train":
+        from solo_qscore.report import sample_table
+
+        split_kwargs["samples"] = sample_table(report, train_h, train_y, eps=q["eps"], split="train")
+    images = train_loader.dataset if getattr(args, "split", "val") == "train" else val_loader.dataset
+    path = write_report(report, out, images=images, **split_kwargs)
     print(json.dumps({k: report.get(k) for k in ("auroc", "auprc", "accuracy", "num_features",
                                                   "num_discriminative", "note")}, indent=2))
     print(f"report: {path}")
     return 0
+
+
+def _check_writable(out: Path, overwrite: bool) -> None:
+    """Refuse to replace an existing report unless asked, and fail now (not after the computation)
+    on a folder that cannot be written."""
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out}: exists and is not a folder")
+    if (out / "probe.json").exists() and not overwrite:
+        raise ConfigError(f"{out} already holds a report; pass --overwrite to replace it, or --out another folder")
+    parent = out if out.exists() else next((p for p in out.parents if p.exists()), Path("."))
+    if not os.access(parent, os.W_OK):
+        raise ConfigError(f"--out {out}: {parent} is not writable")
 
 
 def _torchvision_backbone(state_dict, cfg: dict):
@@ -118,7 +142,7 @@ def _torchvision_backbone(state_dict, cfg: dict):
 
     state = state_dict.get("state_dict", state_dict)
     net = getattr(torchvision.models, cfg["backbone"]["name"])()
-    if cfg["backbone"]["cifar"]:
+    if cfg["backbone"].get("cifar"):
         net.conv1 = torch.nn.Conv2d(3, 64, kernel_size=3, stride=1, padding=2, bias=False)
         net.maxpool = torch.nn.Identity()
     net.fc = torch.nn.Identity()
@@ -130,53 +154,73 @@ def _torchvision_backbone(state_dict, cfg: dict):
         missing, unexpected = [str(err).splitlines()[1].strip()], []
     if missing or unexpected:
         raise ConfigError(
-            f"the state dict does not fit a torchvision {cfg['backbone']['name']} (backbone.cifar="
-            f"{cfg['backbone']['cifar']}): missing {missing[:4]}, unexpected {unexpected[:4]}"
+            f"the state dict does not fit a torchvision {cfg['backbone']['name']} (CIFAR stem: "
+            f"{cfg['backbone'].get('cifar')}): missing {missing[:4]}, unexpected {unexpected[:4]}"
         )
     return net
 
 
 def cmd_main(args: argparse.Namespace) -> int:
+    from solo_qscore.config import compose
+
     os.environ.setdefault("WANDB_MODE", "offline")
-    cfg = load_config(_config_path(MAIN_CONFIG), ["qscore.enabled=true", "ifm.enabled=true", *MAIN_OVERRIDES,
-                                                  *args.overrides])
+    folder, name = MAIN_CONFIG
+    cfg = compose(packaged_configs() / folder, name, [*MAIN_OVERRIDES, *args.overrides])
     from solo_qscore.train import pretrain
 
-    summary = pretrain(cfg)
+    summary = pretrain(cfg, overwrite=args.overwrite)
     print(json.dumps(summary, indent=2))
-    print(f"\nprobe report: {summary['probe_dir']}/probe.json (+ PNG figures)")
+    print(f"\nprobe report: {summary['probe_dir']}/probe.json (+ samples.csv and PNG figures)")
     if "wandb_dir" in summary:
         run_dir = Path(summary["wandb_dir"]).parent
         print(f"wandb run (offline): {run_dir}  ->  upload later with `wandb sync {run_dir}`")
     return 0
 
 
+def _common(p: argparse.ArgumentParser, checkpoint_input: bool = True, writes: bool = True) -> None:
+    if checkpoint_input:
+        p.add_argument("--trust-checkpoint", action="store_true",
+                       help="load checkpoints with weights_only=False (only for files you trust: it can run code)")
+    if writes:
+        p.add_argument("--overwrite", action="store_true", help="replace an existing run/report in the output folder")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="solo-qscore", description="Q-Score and IFM for solo-learn runs.",
-        epilog="Any number of config overrides key.sub=value may follow a command (e.g. ifm.epsilon=0.2).")
+        epilog="Config overrides key.sub=value may follow a command (Hydra's grammar for solo-learn's keys, "
+               "e.g. max_epochs=3 optimizer.batch_size=64; typed for ours, e.g. ifm.epsilon=0.2).")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks instead of one-line errors")
     sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("pretrain", help="pre-train a solo-learn method from a config")
-    p.add_argument("config", help="YAML config, e.g. method_configs/cifar10/simclr.yaml")
+    p = sub.add_parser("pretrain", help="pre-train a solo-learn method from one of solo-learn's config files")
+    p.add_argument("--config-path", help="folder of solo-learn configs (default: the packaged cifar configs), "
+                   "e.g. solo-learn's scripts/pretrain/cifar")
+    p.add_argument("--config-name", required=True, help="config file in that folder, e.g. simclr.yaml")
     p.add_argument("--qscore", action="store_true", help="turn on Q-Score regularisation (qscore.enabled=true)")
     p.add_argument("--ifm", action="store_true", help="turn on IFM (ifm.enabled=true; InfoNCE methods only)")
     p.add_argument("--lasso", action="store_true", help="add the lasso baseline penalty (lasso.enabled=true)")
     p.add_argument("--hard-negatives", action="store_true",
                    help="hard negative sampling loss, SimCLR only (hard_negatives.enabled=true)")
     p.add_argument("--from", dest="init_from", help="further-train the weights of this checkpoint")
-    p.add_argument("--resume", help="resume this checkpoint exactly")
+    p.add_argument("--resume", help="resume this checkpoint exactly (same output_dir and wandb run)")
     p.add_argument("--assert-loss-decreases", action="store_true", help="smoke check: finite, decreasing loss")
+    _common(p)
     p.set_defaults(func=cmd_pretrain)
     p = sub.add_parser("finetune", help="further-train a pretrain checkpoint with the Q-Score regulariser "
                        "(paper: lr 1e-5, 50 epochs; D seeded from the train set before the first step)")
     p.add_argument("checkpoint")
+    _common(p)
     p.set_defaults(func=cmd_finetune)
-    p = sub.add_parser("probe", help="Q-Score probe report of a checkpoint")
+    p = sub.add_parser("probe", help="Q-Score probe report of a checkpoint (probe.json, samples.csv, figures)")
     p.add_argument("checkpoint")
     p.add_argument("--out", help="report folder (default OUTPUT_DIR/probe)")
-    p.add_argument("--config", help="config for a plain torchvision state dict (data, backbone)")
+    p.add_argument("--split", choices=("val", "train"), default="val",
+                   help="samples.csv for the validation (default) or the training set")
+    p.add_argument("--config", help="solo-learn config file, for a plain torchvision state dict (data, backbone)")
+    _common(p)
     p.set_defaults(func=cmd_probe)
     p = sub.add_parser("main", help="the main job: short SimCLR + Q-Score + IFM run, then the probe report")
+    _common(p, checkpoint_input=False)
     p.set_defaults(func=cmd_main)
     _register_analysis_commands(sub)
     return parser
@@ -196,6 +240,15 @@ def _register_analysis_commands(sub) -> None:
             register(sub)
 
 
+def expected_errors() -> tuple[type[BaseException], ...]:
+    """Failures a user can fix (bad config, checkpoint, data, folder): one line and exit code 2."""
+    from solo_qscore.adapters.solo_main import CheckpointError
+    from solo_qscore.data import DatasetUnavailableError
+
+    return (ConfigError, CheckpointError, DatasetUnavailableError, FileNotFoundError, PermissionError,
+            IsADirectoryError, NotADirectoryError)
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     parser = build_parser()
     args, rest = parser.parse_known_args(argv)
@@ -203,11 +256,17 @@ def main(argv: Optional[list[str]] = None) -> int:
     if bad:
         parser.error(f"unrecognized arguments: {' '.join(bad)} (overrides look like key.sub=value)")
     args.overrides = rest
+    if args.debug:
+        return args.func(args)
     try:
         return args.func(args)
-    except ConfigError as err:
-        print(f"solo-qscore: configuration error: {err}", file=sys.stderr)
+    except expected_errors() as err:
+        kind = "configuration error" if isinstance(err, ConfigError) else "error"
+        print(f"solo-qscore: {kind}: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("solo-qscore: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

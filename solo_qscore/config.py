@@ -1,198 +1,297 @@
-"""Run configuration: YAML files in ``method_configs/``, dotted overrides, validation.
+"""Run configuration: solo-learn's own Hydra config files, plus typed sections for solo-qscore.
 
-The schema is ``DEFAULTS`` below (documented in ``docs/CONFIG_SCHEMA.md``). Unknown keys and bad
-values raise :class:`ConfigError` naming the key. ``trainer`` and ``method_kwargs`` are open
-dicts: their keys are checked by Lightning's ``Trainer`` and the solo-learn method themselves.
+A run is one of solo-learn's pre-training configs (``--config-path DIR --config-name NAME``, its
+``defaults`` list and ``augmentations/`` groups composed by Hydra) and command-line overrides
+(``key.sub=value``, Hydra's grammar). solo-qscore adds the sections below, typed as OmegaConf
+structured configs so that a user's file need not mention them and a wrong value fails early:
+
+* ``qscore``: the Q-Score statistics and regulariser (Kalibhat et al., AAAI 2024, eq. 3).
+* ``ifm``: implicit feature modification (Robinson et al., NeurIPS 2021, eq. 2).
+* ``lasso``, ``hard_negatives``: the baselines of the two papers.
+* ``probe``: the linear probe and Q-Score report run during and after training.
+* ``data.train_subset`` / ``data.val_subset`` / ``data.fallback`` and ``output_dir``.
+
+Unknown keys are errors naming the key (:class:`ConfigError`); keys solo-learn reads and the
+Lightning ``Trainer`` arguments are known, ``method_kwargs``, ``backbone.kwargs`` and
+``optimizer.kwargs`` are passed on unchecked, as solo-learn does.
 """
 
 from __future__ import annotations
 
-import copy
+import difflib
+import inspect
+import math
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
-import yaml
-
-METHODS = ("simclr", "mocov2plus", "byol", "dino", "simsiam", "vicreg", "barlow_twins", "swav", "nnclr")
-OPEN_SECTIONS = ("trainer", "method_kwargs")
-
-DEFAULTS: dict[str, Any] = {
-    "method": "simclr",
-    "name": None,
-    "seed": 5,
-    "output_dir": "runs/default",
-    "backbone": {"name": "resnet18", "cifar": True, "zero_init_residual": False},
-    "method_kwargs": {},
-    "optimizer": {
-        "name": "sgd", "lars": False, "lr": 0.3, "classifier_lr": 0.1, "weight_decay": 1e-4,
-        "eta_lars": 1e-3, "grad_clip_lars": False, "exclude_bias_n_norm": False, "extra_args": {},
-    },
-    "scheduler": {"name": "warmup_cosine", "warmup_epochs": 10, "warmup_start_lr": 0.003, "min_lr": 0.0,
-                  "lr_decay_steps": None},
-    "data": {
-        "dataset": "cifar10", "root": "datasets", "fallback": "fashion_mnist", "image_size": 32,
-        "batch_size": 256, "num_workers": 4, "train_subset": None, "val_subset": None,
-        "num_large_crops": 2, "num_small_crops": 0,
-    },
-    "augmentations": [],
-    "trainer": {"max_epochs": 1000, "precision": 32, "accelerator": "auto", "devices": 1},
-    "qscore": {"enabled": False, "eps": 4.0, "band": [50.0, 95.0], "lambda1": 1e-4, "lambda2": 1e-4,
-               "statistics": "train_step"},
-    "ifm": {"enabled": False, "epsilon": 0.1, "alpha": 1.0},
-    "hard_negatives": {"enabled": False, "beta": 1.0, "tau_plus": 0.1},
-    "lasso": {"enabled": False, "weight": 1e-4},
-    "probe": {"every_n_epochs": 0, "max_iter": 100, "weight_decay": 1e-4},
-    "wandb": {"enabled": True, "project": "solo-qscore", "entity": None, "offline": True},
-}
+from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 
 class ConfigError(ValueError):
     """A configuration key or value is wrong; the message names the key."""
 
 
-def _merge(base: dict, update: dict, prefix: str = "") -> dict:
-    out = copy.deepcopy(base)
-    for key, value in update.items():
-        path = f"{prefix}{key}"
-        if key not in base:
-            allowed = ", ".join(sorted(base))
-            raise ConfigError(f"unknown config key '{path}' (allowed here: {allowed})")
-        if isinstance(base[key], dict) and key not in OPEN_SECTIONS and not (
-            prefix == "optimizer." and key == "extra_args"
-        ):
-            if not isinstance(value, dict):
-                raise ConfigError(f"config key '{path}' must be a mapping, got {value!r}")
-            out[key] = _merge(base[key], value, f"{path}.")
-        elif key in OPEN_SECTIONS and not prefix:
-            if not isinstance(value, dict):
-                raise ConfigError(f"config key '{path}' must be a mapping, got {value!r}")
-            out[key] = {**base[key], **value} if key == "trainer" else dict(value)
-        else:
-            out[key] = value
-    return out
+# Methods whose contrastive term is InfoNCE: the ones IFM applies to.
+IFM_METHODS = ("simclr", "mocov2plus", "nnclr", "mocov3")
+IFM_VARIANTS = ("default", "norm", "pre_norm")
+OFFLINE_DATASETS = ("fashion_mnist", "mnist", "trifeature", "digits_grid")
 
 
-def parse_override(text: str) -> tuple[list[str], Any]:
-    """``"ifm.epsilon=0.2"`` -> ``(["ifm", "epsilon"], 0.2)``; values are parsed as YAML."""
-    if "=" not in text:
-        raise ConfigError(f"override '{text}' must look like key.sub=value")
-    key, raw = text.split("=", 1)
-    if not key or any(not part for part in key.split(".")):
-        raise ConfigError(f"override '{text}' has an empty key")
+@dataclass
+class QScoreConfig:
+    enabled: bool = False  # add the regulariser (paper eq. 3) to the method's loss
+    eps: float = 4.0  # threshold of the highly activating sets L_i
+    band: list[float] = field(default_factory=lambda: [50.0, 95.0])  # percentile band of D
+    lambda1: float = 1e-4
+    lambda2: float = 1e-4
+    statistics: str = "train_step"  # train_step (the training crops) | dataloader (a clean pass)
+
+
+@dataclass
+class IFMConfig:
+    enabled: bool = False
+    epsilon: float = 0.1
+    alpha: float = 1.0
+    variant: str = "default"  # default | norm (+norm) | pre_norm (+pre-norm), IFM App. B.1
+    pre_norm_steps: int = 5
+
+
+@dataclass
+class LassoConfig:
+    enabled: bool = False
+    weight: float = 1e-4
+
+
+@dataclass
+class HardNegativesConfig:
+    enabled: bool = False
+    beta: float = 1.0
+    tau_plus: float = 0.1
+
+
+@dataclass
+class ProbeConfig:
+    enabled: bool = True  # the report at the end of training
+    every_n_epochs: int = 0  # also every k-th epoch (0: only at the end)
+    max_iter: int = 100
+    weight_decay: float = 1e-4
+    batch_size: int = 256
+
+
+@dataclass
+class DataExtras:
+    train_subset: Optional[int] = None  # a fixed random subset of the training set
+    val_subset: Optional[int] = None
+    fallback: Optional[str] = "fashion_mnist"  # offline stand-in when the dataset is not on disk
+
+
+@dataclass
+class PluginSections:
+    qscore: QScoreConfig = field(default_factory=QScoreConfig)
+    ifm: IFMConfig = field(default_factory=IFMConfig)
+    lasso: LassoConfig = field(default_factory=LassoConfig)
+    hard_negatives: HardNegativesConfig = field(default_factory=HardNegativesConfig)
+    probe: ProbeConfig = field(default_factory=ProbeConfig)
+
+
+PLUGIN_SECTIONS = ("qscore", "ifm", "lasso", "hard_negatives", "probe")
+DATA_EXTRAS = ("train_subset", "val_subset", "fallback")
+
+# Keys solo-learn main reads (solo.args.pretrain, solo.methods.base and its methods, main_pretrain.py).
+SOLO_KEYS = {
+    "name", "method", "backbone", "method_kwargs", "momentum", "data", "optimizer", "scheduler",
+    "checkpoint", "auto_resume", "auto_umap", "knn_eval", "performance", "augmentations", "wandb",
+    "dali", "seed", "resume_from_checkpoint", "debug_augmentations", "num_nodes", "hydra",
+}
+OUR_TOP_KEYS = {*PLUGIN_SECTIONS, "output_dir"}
+SOLO_DATA_KEYS = {"dataset", "train_path", "val_path", "format", "num_workers", "no_labels", "fraction",
+                  "num_classes", "num_large_crops", "num_small_crops", "dataset_used"}
+
+
+def trainer_keys() -> set[str]:
+    """Arguments of the Lightning ``Trainer`` (top-level keys of solo-learn's configs)."""
     try:
-        value = yaml.safe_load(raw) if raw != "" else None
-    except yaml.YAMLError as err:
-        raise ConfigError(f"override '{text}': cannot parse value: {err}") from err
-    return key.split("."), value
+        from lightning.pytorch import Trainer
+    except ImportError:  # pragma: no cover - solo-learn main needs lightning
+        from pytorch_lightning import Trainer
+    return set(inspect.signature(Trainer.__init__).parameters) - {"self"}
 
 
-def _nest(path: list[str], value: Any) -> dict:
-    out: Any = value
-    for part in reversed(path):
-        out = {part: out}
-    return out
+def _suggest(key: str, known: set[str]) -> str:
+    close = difflib.get_close_matches(key, sorted(known), n=1)
+    return f" (did you mean '{close[0]}'?)" if close else ""
 
 
-def _deep_update(target: dict, update: dict) -> None:
-    for key, value in update.items():
-        if isinstance(value, dict) and isinstance(target.get(key), dict):
-            _deep_update(target[key], value)
-        else:
-            target[key] = value
+def _is_ours(override: str) -> bool:
+    key = override.lstrip("+~").split("=", 1)[0]
+    top = key.split(".", 1)[0]
+    return top in OUR_TOP_KEYS or (top == "data" and key.split(".")[1:2] and key.split(".")[1] in DATA_EXTRAS)
 
 
-def load_config(
-    path: str | Path | dict | None = None, overrides: list[str] | tuple[str, ...] = ()
-) -> dict:
-    """Load a YAML config (or take a config dict), apply ``key.sub=value`` overrides, validate."""
-    raw: dict = {}
-    if isinstance(path, dict):
-        raw = copy.deepcopy(path)
-    elif path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"config file '{path}' does not exist")
-        raw = yaml.safe_load(path.read_text()) or {}
-        if not isinstance(raw, dict):
-            raise ConfigError(f"config file '{path}' must hold a mapping at the top level")
-    for text in overrides:
-        keys, value = parse_override(text)
-        _deep_update(raw, _nest(keys, value))
-    cfg = _merge(DEFAULTS, raw)
-    validate(cfg)
-    if cfg["name"] is None:
-        cfg["name"] = f"{cfg['method']}-{cfg['data']['dataset']}"
+def with_plugin_defaults(cfg: DictConfig) -> DictConfig:
+    """``cfg`` with solo-qscore's typed sections (defaults where the file has none), validated.
+
+    Safe to call more than once; used both by the command line and by :func:`with_qscore` for a
+    config that comes straight from solo-learn's own ``main_pretrain.py``.
+    """
+    OmegaConf.set_struct(cfg, False)
+    try:
+        typed = OmegaConf.structured(PluginSections)
+        present = {k: cfg[k] for k in PLUGIN_SECTIONS if k in cfg and cfg[k] is not None}
+        merged = OmegaConf.merge(typed, present)
+        extras = OmegaConf.merge(OmegaConf.structured(DataExtras),
+                                 {k: cfg.data[k] for k in DATA_EXTRAS if "data" in cfg and k in cfg.data})
+    except OmegaConfBaseException as err:
+        raise ConfigError(_omegaconf_message(err)) from err
+    for key in PLUGIN_SECTIONS:
+        cfg[key] = merged[key]
+    if "data" not in cfg or cfg.data is None:
+        raise ConfigError("config key 'data' is missing (solo-learn needs data.dataset and data.train_path)")
+    for key in DATA_EXTRAS:
+        cfg.data[key] = extras[key]
+    cfg.output_dir = cfg.get("output_dir") or str(Path("runs") / str(cfg.get("name") or cfg.get("method")))
     return cfg
 
 
-def _positive(cfg: dict, dotted: str, kind: type = float, allow_zero: bool = False) -> None:
-    section, key = dotted.split(".")
-    value = cfg[section][key]
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and (value > 0 or allow_zero and value == 0)
-    if kind is int and ok:
+def _omegaconf_message(err: OmegaConfBaseException) -> str:
+    key = getattr(err, "full_key", None)
+    msg = str(err).split("\n")[0]
+    return f"config key '{key}': {msg}" if key else msg
+
+
+def apply_overrides(cfg: DictConfig, overrides: list[str]) -> DictConfig:
+    """Apply ``key.sub=value`` overrides of solo-qscore's own keys (typed: a wrong value fails here)."""
+    for text in overrides:
+        key, sep, raw = text.lstrip("+").partition("=")
+        if not sep:
+            raise ConfigError(f"override '{text}' must look like key.sub=value")
+        try:
+            value = OmegaConf.create(f"v: {raw}").v if raw != "" else None
+            OmegaConf.update(cfg, key, value, merge=True)
+        except OmegaConfBaseException as err:
+            raise ConfigError(f"override '{text}': {_omegaconf_message(err)}") from err
+    return cfg
+
+
+def compose(config_path: str | Path, config_name: str, overrides: list[str] | tuple[str, ...] = ()) -> DictConfig:
+    """Compose a solo-learn config file as its ``main_pretrain.py`` does, then add our sections.
+
+    Overrides of solo-learn's keys go through Hydra (``max_epochs=3``, ``optimizer.batch_size=64``,
+    ``+knn_eval.enabled=true``); overrides of our keys (``qscore.*``, ``ifm.*``, ``lasso.*``,
+    ``hard_negatives.*``, ``probe.*``, ``data.train_subset``…, ``output_dir``) are typed.
+    """
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from hydra.errors import HydraException
+
+    config_dir = Path(config_path).expanduser().resolve()
+    if not config_dir.is_dir():
+        raise ConfigError(f"--config-path {config_path}: no such directory")
+    name = config_name if config_name.endswith(".yaml") else f"{config_name}.yaml"
+    if not (config_dir / name).is_file():
+        found = ", ".join(sorted(p.stem for p in config_dir.glob("*.yaml"))) or "none"
+        raise ConfigError(f"--config-name {config_name}: not in {config_dir} (configs there: {found})")
+    ours = [o for o in overrides if _is_ours(o)]
+    theirs = [o for o in overrides if not _is_ours(o)]
+    try:
+        with initialize_config_dir(config_dir=str(config_dir), version_base="1.2"):
+            cfg = hydra_compose(config_name=name, overrides=theirs)
+    except (HydraException, OmegaConfBaseException) as err:
+        raise ConfigError(f"{config_dir / name}: {str(err).splitlines()[0]}") from err
+    except Exception as err:  # YAML syntax errors surface as yaml/scanner errors
+        raise ConfigError(f"{config_dir / name}: cannot read the config: {str(err).splitlines()[0]}") from err
+    OmegaConf.set_struct(cfg, False)
+    cfg.pop("hydra", None)
+    cfg = with_plugin_defaults(cfg)
+    apply_overrides(cfg, ours)
+    cfg = with_plugin_defaults(cfg)  # re-type what the overrides changed
+    validate(cfg)
+    return cfg
+
+
+def _number(cfg: DictConfig, dotted: str, *, minimum: float = 0.0, strict: bool = False,
+            integer: bool = False) -> None:
+    value = OmegaConf.select(cfg, dotted)
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    ok = ok and (value > minimum if strict else value >= minimum)
+    if integer and ok:
         ok = float(value).is_integer()
     if not ok:
-        need = ">= 0" if allow_zero else "> 0"
-        raise ConfigError(f"config key '{dotted}' must be a number {need}, got {value!r}")
+        need = f"{'> ' if strict else '>= '}{minimum:g}"
+        raise ConfigError(f"config key '{dotted}' must be a{'n integer' if integer else ' number'} {need}, got {value!r}")
 
 
-def validate(cfg: dict) -> None:
-    """Check values whose errors would otherwise surface deep inside training."""
-    if cfg["method"] not in METHODS:
-        raise ConfigError(f"config key 'method': unknown method {cfg['method']!r}; choose one of {', '.join(METHODS)}")
-    _positive(cfg, "data.batch_size", int)
-    _positive(cfg, "data.num_workers", int, allow_zero=True)
-    _positive(cfg, "data.image_size", int)
-    _positive(cfg, "optimizer.lr")
-    _positive(cfg, "qscore.lambda1", allow_zero=True)
-    _positive(cfg, "qscore.lambda2", allow_zero=True)
-    _positive(cfg, "qscore.eps", allow_zero=True)
-    _positive(cfg, "ifm.epsilon", allow_zero=True)
-    _positive(cfg, "ifm.alpha", allow_zero=True)
-    _positive(cfg, "lasso.weight", allow_zero=True)
-    _positive(cfg, "hard_negatives.beta", allow_zero=True)
-    tau_plus = cfg["hard_negatives"]["tau_plus"]
-    if not (isinstance(tau_plus, (int, float)) and not isinstance(tau_plus, bool) and 0 <= tau_plus < 1):
-        raise ConfigError(f"config key 'hard_negatives.tau_plus' must be a number in [0, 1), got {tau_plus!r}")
-    band = cfg["qscore"]["band"]
-    if not (isinstance(band, (list, tuple)) and len(band) == 2 and 0 <= band[0] < band[1] <= 100):
-        raise ConfigError(f"config key 'qscore.band' must be [low, high] with 0 <= low < high <= 100, got {band!r}")
-    if cfg["qscore"]["statistics"] not in ("train_step", "dataloader"):
-        raise ConfigError("config key 'qscore.statistics' must be 'train_step' or 'dataloader'")
-    for section in ("qscore", "ifm", "hard_negatives", "lasso", "wandb"):
-        if not isinstance(cfg[section]["enabled"], bool):
-            raise ConfigError(f"config key '{section}.enabled' must be true or false")
-    if cfg["ifm"]["enabled"]:
-        from solo_qscore.ifm import IFM_METHODS
+def validate(cfg: DictConfig) -> None:
+    """Check keys and values whose errors would otherwise surface deep inside training."""
+    known = SOLO_KEYS | OUR_TOP_KEYS | trainer_keys()
+    for key in cfg:
+        if key not in known:
+            raise ConfigError(f"unknown config key '{key}'{_suggest(str(key), known)}")
+    for key in ("method", "backbone", "data", "optimizer", "augmentations"):
+        if key not in cfg or cfg[key] is None:
+            raise ConfigError(f"config key '{key}' is missing")
+    for key in cfg.data:
+        if key not in SOLO_DATA_KEYS | set(DATA_EXTRAS):
+            raise ConfigError(f"unknown config key 'data.{key}'{_suggest(str(key), SOLO_DATA_KEYS | set(DATA_EXTRAS))}")
+    from solo.methods import METHODS
 
-        if cfg["method"] not in IFM_METHODS:
-            raise ConfigError(
-                f"IFM applies to InfoNCE methods only ({', '.join(IFM_METHODS)}); "
-                f"method '{cfg['method']}' is not one of them (config key 'ifm.enabled')"
-            )
-    if cfg["hard_negatives"]["enabled"]:
-        _check_hard_negatives(cfg)
-    crops = sum(int(a.get("num_crops", 1)) for a in cfg["augmentations"])
-    want = cfg["data"]["num_large_crops"] + cfg["data"]["num_small_crops"]
-    if cfg["augmentations"] and crops != want:
+    if cfg.method not in METHODS or cfg.method in ("base", "linear"):
+        names = ", ".join(k for k in METHODS if k not in ("base", "linear"))
+        raise ConfigError(f"config key 'method': unknown method {cfg.method!r}; solo-learn has {names}")
+    _number(cfg, "optimizer.batch_size", minimum=0, strict=True, integer=True)
+    _number(cfg, "optimizer.lr", minimum=0, strict=True)
+    _number(cfg, "optimizer.weight_decay")
+    if "classifier_lr" in cfg.optimizer:
+        _number(cfg, "optimizer.classifier_lr")
+    if "max_epochs" in cfg and cfg.max_epochs is not None:
+        _number(cfg, "max_epochs", minimum=0, strict=True, integer=True)
+    if "seed" in cfg:
+        _number(cfg, "seed", integer=True)
+    for key in ("num_workers",):
+        if key in cfg.data:
+            _number(cfg, f"data.{key}", integer=True)
+    for key in DATA_EXTRAS[:2]:
+        if cfg.data[key] is not None:
+            _number(cfg, f"data.{key}", minimum=0, strict=True, integer=True)
+    if not isinstance(cfg.augmentations, ListConfig) or not len(cfg.augmentations):
+        raise ConfigError("config key 'augmentations' must be a non-empty list of crop pipelines")
+    for dotted in ("qscore.eps", "qscore.lambda1", "qscore.lambda2", "ifm.epsilon", "ifm.alpha",
+                   "lasso.weight", "hard_negatives.beta", "probe.weight_decay"):
+        _number(cfg, dotted)
+    _number(cfg, "probe.max_iter", minimum=1, integer=True)
+    _number(cfg, "probe.every_n_epochs", integer=True)
+    _number(cfg, "ifm.pre_norm_steps", minimum=1, integer=True)
+    if not 0 <= cfg.hard_negatives.tau_plus < 1:
+        raise ConfigError(f"config key 'hard_negatives.tau_plus' must be in [0, 1), got {cfg.hard_negatives.tau_plus}")
+    band = list(cfg.qscore.band)
+    if not (len(band) == 2 and 0 <= band[0] < band[1] <= 100):
+        raise ConfigError(f"config key 'qscore.band' must be [low, high] with 0 <= low < high <= 100, got {band}")
+    if cfg.qscore.statistics not in ("train_step", "dataloader"):
+        raise ConfigError(f"config key 'qscore.statistics' must be train_step or dataloader, got {cfg.qscore.statistics!r}")
+    if cfg.ifm.variant not in IFM_VARIANTS:
+        raise ConfigError(f"config key 'ifm.variant' must be one of {', '.join(IFM_VARIANTS)}, got {cfg.ifm.variant!r}")
+    check_method_options(cfg)
+
+
+def check_method_options(cfg: DictConfig) -> None:
+    """IFM and hard negatives replace an InfoNCE term: only for the methods that have one."""
+    method = cfg.method
+    if cfg.ifm.enabled and method not in IFM_METHODS:
         raise ConfigError(
-            f"config key 'augmentations' makes {crops} crops but data.num_large_crops + num_small_crops = {want}"
+            f"IFM applies to InfoNCE methods only ({', '.join(IFM_METHODS)}); method '{method}' is not one "
+            "of them (config key 'ifm.enabled')"
         )
+    if cfg.hard_negatives.enabled:
+        if method != "simclr":
+            raise ConfigError(f"hard negative sampling is a SimCLR loss; method '{method}' is not simclr "
+                              "(config key 'hard_negatives.enabled')")
+        if cfg.ifm.enabled:
+            raise ConfigError("config keys 'hard_negatives.enabled' and 'ifm.enabled' cannot both be true: each "
+                              "replaces SimCLR's loss with its own (compare them as separate runs)")
 
 
-def _check_hard_negatives(cfg: dict) -> None:
-    """Hard negative sampling replaces SimCLR's InfoNCE: SimCLR only, unsupervised, and not with IFM."""
-    if cfg["method"] != "simclr":
-        raise ConfigError(
-            f"hard negative sampling is a SimCLR loss; method '{cfg['method']}' is not simclr "
-            "(config key 'hard_negatives.enabled')"
-        )
-    if cfg["ifm"]["enabled"]:
-        raise ConfigError(
-            "config keys 'hard_negatives.enabled' and 'ifm.enabled' cannot both be true: each replaces "
-            "SimCLR's loss with its own (compare them as separate runs)"
-        )
-    if cfg["method_kwargs"].get("supervised"):
-        raise ConfigError(
-            "config key 'hard_negatives.enabled' is not defined for supervised SimCLR (method_kwargs.supervised=true)"
-        )
+def to_container(cfg: DictConfig) -> dict[str, Any]:
+    """Plain, resolved dict of a run config (for checkpoints, wandb and JSON)."""
+    return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]

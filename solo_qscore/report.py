@@ -16,17 +16,24 @@ r"""The Q-Score report: does Q predict which samples a linear probe gets right? 
    of each class among the train samples that highly activate it
    (:mod:`solo_qscore.associations`).
 
-:func:`write_report` writes ``probe.json`` and the PNG figures atomically; :func:`log_report_to_wandb`
-sends the same to Weights & Biases.
+6. Per-sample table (``arrays["samples"]``): index, label, probe prediction, correct, confidence,
+   :math:`Q_i` and :math:`|L_i|` of every validation sample; :func:`sample_table` computes the same
+   table for any split (e.g. the train set) from the fitted probe (``arrays["probe"]``) and :math:`D`.
+
+:func:`write_report` writes ``probe.json``, ``samples.csv`` and the PNG figures atomically (with
+``images``, also ``q_extremes.png``: the lowest- and highest-Q samples); :func:`log_report_to_wandb`
+sends the report to Weights & Biases.
 """
 
 from __future__ import annotations
 
+import csv
 import io
 import json
 import math
 import os
-from collections.abc import Mapping, Sequence
+import warnings
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +47,9 @@ from torchmetrics.functional.classification import (
     binary_roc,
 )
 
+from solo_qscore._progress import progress
 from solo_qscore._validation import check_finite_rows, check_representations
+from solo_qscore.activations import highly_activating
 from solo_qscore.associations import association_summary, feature_class_associations
 from solo_qscore.discriminative import (
     band_ranks,
@@ -52,22 +61,26 @@ from solo_qscore.discriminative import (
     upper_tail_mask,
 )
 from solo_qscore.plots import atomic_file
-from solo_qscore.probe import feature_mean_std, fit_linear_probe, probe_correctness
+from solo_qscore.probe import LinearProbe, feature_mean_std, fit_linear_probe, probe_correctness
 from solo_qscore.qscore import q_score
 from solo_qscore.statistics import ActivationStatistics
 
 __all__ = [
     "DEFAULT_COMPRESSION_FRACTIONS",
+    "SAMPLE_COLUMNS",
     "associations_figure",
     "band_window_mask",
     "compression_masks",
     "heatmap_figure",
     "log_report_to_wandb",
+    "q_extremes_figure",
     "qscore_report",
     "report_figures",
+    "sample_table",
     "to_jsonable",
     "write_json_atomic",
     "write_report",
+    "write_samples_csv",
 ]
 
 DEFAULT_COMPRESSION_FRACTIONS: tuple[float, ...] = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
@@ -81,6 +94,9 @@ PNG_NAMES: tuple[str, ...] = (
     "q_histogram",
     "associations",
 )
+SAMPLES_FILE = "samples.csv"
+EXTREMES_PNG = "q_extremes"  # written only when the images of the samples are given
+SAMPLE_COLUMNS: tuple[str, ...] = ("index", "label", "prediction", "correct", "confidence", "q", "num_active")
 
 
 # ----------------------------------------------------------------------------------------------- checks
@@ -195,6 +211,7 @@ def _compression_study(
     num_random_seeds: int,
     probe_kwargs: Mapping[str, Any],
     max_train: int | None = None,
+    bar: Any = None,
 ) -> dict[str, Any]:
     r = train_x.shape[1]
     num_train = train_x.shape[0]
@@ -209,12 +226,24 @@ def _compression_study(
     if not subsampled:  # the all-features probe is the report's own probe
         cache[torch.ones(r, dtype=torch.bool).numpy().tobytes()] = full_accuracy
 
+    plan = [(k, compression_masks(A, discriminative, k, num_random_seeds)) for k in sizes]
+    if bar is not None:  # one PCA fit per size and one per distinct feature subset
+        keys = {m.cpu().numpy().tobytes() for _, masks in plan
+                for m in (masks["band"], *masks["random"], masks["lower_tail"], masks["upper_tail"])}
+        bar.total = (bar.total or 0) + len(sizes) + len(keys - set(cache))
+        bar.refresh()
+
+    def tick() -> None:
+        if bar is not None:
+            bar.update(1)
+
     def accuracy_of(mask: Tensor) -> float:
         key = mask.cpu().numpy().tobytes()
         if key not in cache:
             idx = mask.nonzero().flatten().to(train_x.device)
             probe = fit_linear_probe(train_x[:, idx], train_y, num_classes=num_classes, **probe_kwargs)
             cache[key] = float((probe.predict(val_x[:, idx]) == val_y).double().mean())
+            tick()
         return cache[key]
 
     # PCA: principal axes of the train features as the probe sees them (standardised unless
@@ -247,8 +276,7 @@ def _compression_study(
         "upper_tail": [],
         "pca": [],
     }
-    for k in sizes:
-        masks = compression_masks(A, discriminative, k, num_random_seeds)
+    for k, masks in plan:
         out["band"].append(accuracy_of(masks["band"]))
         rnd = np.array([accuracy_of(m) for m in masks["random"]], dtype=float)
         out["random_mean"].append(float(rnd.mean()) if rnd.size else None)
@@ -257,6 +285,7 @@ def _compression_study(
         out["upper_tail"].append(accuracy_of(masks["upper_tail"]))
         probe = fit_linear_probe(train_pc[:, :k].contiguous(), train_y, num_classes=num_classes, **pca_kwargs)
         out["pca"].append(float((probe.predict(val_pc[:, :k].contiguous()) == val_y).double().mean()))
+        tick()
     out.update(
         full_accuracy=full_accuracy,
         num_features=r,
@@ -310,6 +339,116 @@ def _heatmap_arrays(
         "count_correct": count_correct,
         "count_misclassified": count_wrong,
     }
+
+
+# ---------------------------------------------------------------------------------------- per sample
+def _num_active(h: Tensor, eps: float, batch_size: int = 16384) -> np.ndarray:
+    """``|L_i|`` of every row of ``h`` (int64), by chunks so no ``[N, r]`` mask of the whole set is held."""
+    counts = [highly_activating(h[start : start + batch_size], eps).sum(1).cpu()
+              for start in range(0, h.shape[0], batch_size)]
+    return torch.cat(counts).long().numpy() if counts else np.zeros(0, dtype=np.int64)
+
+
+def _sample_columns(
+    split: str,
+    index: np.ndarray,
+    label: np.ndarray,
+    prediction: np.ndarray,
+    confidence: np.ndarray,
+    q: np.ndarray,
+    num_active: np.ndarray,
+) -> dict[str, Any]:
+    table: dict[str, Any] = {
+        "split": str(split),
+        "index": np.asarray(index, dtype=np.int64),
+        "label": np.asarray(label, dtype=np.int64),
+        "prediction": np.asarray(prediction, dtype=np.int64),
+        "confidence": np.asarray(confidence, dtype=np.float64),
+        "q": np.asarray(q, dtype=np.float64),
+        "num_active": np.asarray(num_active, dtype=np.int64),
+    }
+    table["correct"] = (table["prediction"] == table["label"]).astype(np.int64)
+    n = table["index"].shape[0]
+    for name in SAMPLE_COLUMNS:
+        if table[name].shape != (n,):
+            raise ValueError(f"per-sample column {name!r} has shape {table[name].shape}, expected ({n},)")
+    return table
+
+
+def sample_table(
+    source: Mapping[str, Any] | LinearProbe,
+    h: Tensor,
+    y: Tensor,
+    discriminative: Tensor | np.ndarray | None = None,
+    eps: float | None = None,
+    split: str = "val",
+    indices: Sequence[int] | np.ndarray | Tensor | None = None,
+    batch_size: int = 16384,
+) -> dict[str, Any]:
+    r"""The per-sample table of any split, given the fitted probe and the discriminative set.
+
+    For each row ``i`` of ``h``: ``index`` (``indices[i]``, default ``i``: the position in the
+    evaluated dataset), ``label`` (``y[i]``), ``prediction`` (the probe's argmax), ``correct``
+    (0/1), ``confidence`` (the probe's max softmax probability), ``q`` (:math:`Q_i` under ``D``,
+    :func:`~solo_qscore.q_score`) and ``num_active`` (:math:`|L_i|`).
+
+    Args:
+        source: a report of :func:`qscore_report` (its fitted probe ``arrays["probe"]``, its ``D``
+            from the train set ``arrays["discriminative"]`` and its ``eps`` are used), or a fitted
+            :class:`~solo_qscore.probe.LinearProbe` (then ``discriminative`` is required).
+        h, y: representations ``[N, r]`` and labels of the split, e.g. the train set.
+        discriminative: ``D`` as a bool mask ``[r]``; overrides the report's.
+        eps: threshold of the highly activating sets; default the report's, else 4.
+        split: name of the split, kept in the table (``probe.json`` and the figure title show it).
+        indices: dataset positions of the rows of ``h`` (default ``0 .. N-1``).
+        batch_size: rows per chunk for the probe and :math:`|L_i|`.
+
+    Returns:
+        ``{"split": split, column: numpy array, ...}`` with the columns of :data:`SAMPLE_COLUMNS`,
+        which :func:`write_samples_csv` and :func:`write_report` (``samples=``) write.
+    """
+    if isinstance(source, LinearProbe):
+        probe = source
+        if discriminative is None:
+            raise ValueError("sample_table(probe, ...) needs the discriminative set (discriminative=)")
+    else:
+        arrays = source.get("arrays") or {}
+        probe = arrays.get("probe")
+        if probe is None:
+            raise ValueError("the report has no fitted probe (arrays['probe']): pass a fresh qscore_report")
+        if discriminative is None:
+            discriminative = arrays["discriminative"]
+        if eps is None:
+            eps = source.get("eps")
+    eps = 4.0 if eps is None else float(eps)
+    check_representations(h, f"{split}_h")
+    check_finite_rows(h, f"{split}_h")
+    if h.shape[1] != probe.num_features:
+        raise ValueError(f"{split}_h has {h.shape[1]} features but the probe expects {probe.num_features}")
+    if not isinstance(y, Tensor) or y.ndim != 1 or y.shape[0] != h.shape[0]:
+        raise ValueError(f"{split}_y must be a 1-D tensor of {h.shape[0]} class indices")
+    D = torch.as_tensor(discriminative, dtype=torch.bool)
+    if D.shape != (h.shape[1],):
+        raise ValueError(f"discriminative must be a bool mask of {h.shape[1]} features, got {tuple(D.shape)}")
+    preds, confidence = [], []
+    for start in range(0, h.shape[0], int(batch_size)):
+        probs = probe(h[start : start + int(batch_size)]).softmax(dim=1)
+        best = probs.max(dim=1)
+        preds.append(best.indices.cpu())
+        confidence.append(best.values.double().cpu())
+    n = h.shape[0]
+    index = np.arange(n) if indices is None else torch.as_tensor(indices).cpu().numpy()
+    if index.shape != (n,):
+        raise ValueError(f"indices must hold {n} positions, got shape {index.shape}")
+    return _sample_columns(
+        split,
+        index,
+        y.cpu().numpy(),
+        torch.cat(preds).numpy() if preds else np.zeros(0, dtype=np.int64),
+        torch.cat(confidence).numpy() if confidence else np.zeros(0),
+        q_score(h, D.to(h.device), eps=eps).double().cpu().numpy(),
+        _num_active(h, eps, int(batch_size)),
+    )
 
 
 # -------------------------------------------------------------------------------------------- report
@@ -366,7 +505,11 @@ def qscore_report(
 
     Returns:
         A dict of JSON-ready values (metrics may be ``None`` when undefined, then ``note`` says why),
-        plus ``arrays``: numpy arrays for the figures (dropped by :func:`write_report`'s JSON).
+        plus ``arrays`` (dropped by :func:`write_report`'s JSON): numpy arrays for the figures, the
+        per-sample table of the validation set (``arrays["samples"]``, see :func:`sample_table`;
+        also ``q``, ``correct``, ``val_y``, ``preds`` and ``confidence``), ``discriminative`` (``D``)
+        and the fitted probe (``arrays["probe"]``, a :class:`~solo_qscore.probe.LinearProbe` whose
+        ``predict_proba`` gives the full class probabilities).
 
     Raises:
         ValueError: NaN/Inf in the representations, empty sets, or inconsistent shapes.
@@ -402,7 +545,31 @@ def qscore_report(
         )
 
     # 2. the probe: which validation samples are classified correctly
-    result = probe_correctness(train_h, train_y, val_h, val_y, num_classes=num_classes, **probe_kwargs)
+    # one bar over all probe fits (this one and the compression study's), drawn only if they are slow
+    fits = progress(total=1, desc="linear probe fits", unit="fit")
+    try:
+        result = probe_correctness(train_h, train_y, val_h, val_y, num_classes=num_classes, **probe_kwargs)
+        fits.update(1)
+        # 4. compression study (paper Fig. 2, A.5, A.7), here so that one bar covers all the fits
+        compression = None
+        if compression_fractions:
+            compression = _compression_study(
+                train_h.float(),
+                train_y,
+                val_h.float().to(train_h.device),
+                val_y.to(train_h.device),
+                A,
+                D,
+                result.accuracy,
+                num_classes,
+                compression_fractions,
+                num_random_seeds,
+                probe_kwargs,
+                compression_max_train,
+                bar=fits,
+            )
+    finally:
+        fits.close()
     correct = result.correct.cpu()
     val_y_cpu = val_y.cpu()
     accuracy = result.accuracy
@@ -458,24 +625,6 @@ def qscore_report(
             },
         }
 
-    # 4. compression study (paper Fig. 2, A.5, A.7)
-    compression = None
-    if compression_fractions:
-        compression = _compression_study(
-            train_h.float(),
-            train_y,
-            val_h.float().to(train_h.device),
-            val_y.to(train_h.device),
-            A,
-            D,
-            accuracy,
-            num_classes,
-            compression_fractions,
-            num_random_seeds,
-            probe_kwargs,
-            compression_max_train,
-        )
-
     # 5. class-feature associations of the discriminative features, on the train set like A and D
     assoc = feature_class_associations(train_h, train_y, D.to(train_h.device), eps=eps, num_classes=num_classes)
     associations = association_summary(
@@ -488,6 +637,11 @@ def qscore_report(
     associations["population"] = "train"
 
     probe = result.probe
+    preds = result.preds.cpu().numpy()
+    samples = _sample_columns(
+        "val", np.arange(n_val), val_y_cpu.numpy(), preds, confidence.numpy(), q.numpy(),
+        _num_active(val_h, eps, int(batch_size)),
+    )
     report: dict[str, Any] = {
         "auroc": view["auroc"] if view else None,
         "auprc": view["auprc"] if view else None,
@@ -531,8 +685,10 @@ def qscore_report(
             "q": q.numpy(),
             "correct": correct.numpy(),
             "val_y": val_y_cpu.numpy(),
-            "preds": result.preds.cpu().numpy(),
+            "preds": preds,
             "confidence": confidence.numpy(),
+            "samples": samples,
+            "probe": probe,
             "binary_correct": view,
             "binary_misclassified": mirror,
             "heatmap": _heatmap_arrays(
@@ -676,13 +832,102 @@ def associations_figure(report: Mapping[str, Any]):
     return plots.associations_figure(rows, report.get("class_names"), title=title)
 
 
-def write_report(report: Mapping[str, Any], out_dir: str | os.PathLike, plots: bool = True) -> Path:
-    """Write ``out_dir/probe.json`` (everything but ``arrays``) and, if ``plots``, the PNG figures.
+def write_samples_csv(table: Mapping[str, Any], path: str | os.PathLike) -> Path:
+    """Write a per-sample table (:func:`sample_table`, ``report["arrays"]["samples"]``) as CSV, atomically.
+
+    One row per sample, columns :data:`SAMPLE_COLUMNS` (``correct`` as 0/1, floats with every digit
+    so that ``float()`` reads back the exact value), ``\\n`` line ends.
+    """
+    columns = [np.asarray(table[name]).tolist() for name in SAMPLE_COLUMNS]
+    with atomic_file(path, binary=False) as handle:
+        writer = csv.writer(handle, lineterminator="\n")
+        writer.writerow(SAMPLE_COLUMNS)
+        writer.writerows(zip(*columns))
+    return Path(path)
+
+
+def _image_getter(images: Any) -> Callable[[int], Any]:
+    """``index -> image`` from a dataset / sequence (indexed) or a callable."""
+    if hasattr(images, "__getitem__"):
+        return lambda index: images[index]
+    if callable(images):
+        return images
+    raise TypeError(f"images must be a dataset, a sequence or a callable index -> image, got {type(images).__name__}")
+
+
+def q_extremes_figure(
+    samples: Mapping[str, Any],
+    images: Any,
+    k: int = 8,
+    class_names: Sequence[str] | None = None,
+):
+    """Thumbnails of the ``k`` lowest-Q and the ``k`` highest-Q samples of a per-sample table.
+
+    ``images`` gives the image of a sample from its ``index`` column: a dataset (items may be
+    ``(image, label)`` pairs, tensors normalised for the network are stretched per channel for
+    display), a sequence of images, or a callable ``index -> HxWxC uint8 array / PIL image``.
+    Each thumbnail is titled with its label, the probe's prediction (class names when known) and Q;
+    misclassified samples are marked in red. Ties in Q (e.g. the many Q = 0 samples) keep the table
+    order.
+    """
+    from solo_qscore import plots
+
+    q = np.asarray(samples["q"], dtype=float)
+    n = q.size
+    k = max(0, min(int(k), n))
+    order = np.argsort(q, kind="stable")
+    low, high = order[:k], order[::-1][:k]
+    getter = _image_getter(images)
+
+    def label(c: int) -> str:
+        name = str(class_names[c]) if class_names is not None and 0 <= c < len(class_names) else str(c)
+        return name if len(name) <= 16 else name[:15] + "\u2026"
+
+    def tiles(rows: np.ndarray) -> list[dict[str, Any]]:
+        out = []
+        for row in rows.tolist():
+            y, pred = int(samples["label"][row]), int(samples["prediction"][row])
+            out.append({
+                "image": plots.display_image(getter(int(samples["index"][row]))),
+                "title": f"{label(y)}\npred: {label(pred)}\nQ = {q[row]:.4g}",
+                "wrong": y != pred,
+            })
+        return out
+
+    split = samples.get("split") or "val"
+    zero = float(np.mean(q == 0.0)) if n else 0.0
+    tie_note = f"; Q = 0 for {100 * zero:.0f}% of samples" if zero > 0 else ""
+    rows = [
+        (f"{len(low)} lowest Q", tiles(low)),
+        (f"{len(high)} highest Q", tiles(high)),
+    ]
+    title = (f"Lowest- and highest-Q samples ({split} split, n = {n}{tie_note})\n"
+             "each: true label, the probe's prediction, Q-Score; misclassified in red")
+    return plots.q_extremes_figure(rows, title=title)
+
+
+def write_report(
+    report: Mapping[str, Any],
+    out_dir: str | os.PathLike,
+    plots: bool = True,
+    images: Any = None,
+    samples: Mapping[str, Any] | None = None,
+    extremes_k: int = 8,
+) -> Path:
+    """Write ``out_dir/probe.json`` (everything but ``arrays``), ``samples.csv`` and, if ``plots``, the PNGs.
 
     Every file is written atomically (temp file in ``out_dir``, then ``os.replace``), so a crash
     never leaves a truncated ``probe.json`` and a previous one stays intact. The PNGs are
     ``pr_curve``, ``roc_curve``, ``activation_frequency``, ``compression``,
     ``discriminative_heatmap``, ``q_histogram`` and ``associations`` (those the report has the data for).
+
+    ``samples.csv`` has one row per sample (:data:`SAMPLE_COLUMNS`) of ``samples`` (a
+    :func:`sample_table`, e.g. of the train split) or, by default, of the report's validation set
+    (``arrays["samples"]``); a report read back from JSON has none, and then no CSV is written.
+    ``probe.json`` then says which split it covers (``samples``). With ``images`` (a dataset, a
+    sequence or a callable ``index -> image`` of the same split) and ``plots``, ``q_extremes.png``
+    shows the ``extremes_k`` lowest- and highest-Q samples (:func:`q_extremes_figure`); without
+    images it is skipped, and if the images cannot be read it is skipped with a warning.
 
     Returns:
         The path of ``probe.json``.
@@ -691,11 +936,26 @@ def write_report(report: Mapping[str, Any], out_dir: str | os.PathLike, plots: b
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    if samples is None:
+        samples = (report.get("arrays") or {}).get("samples")
     payload = to_jsonable({k: v for k, v in report.items() if k != "arrays"})
+    if samples is not None:
+        payload["samples"] = {"file": SAMPLES_FILE, "split": samples.get("split") or "val",
+                              "num_samples": int(np.asarray(samples["q"]).size)}
     path = write_json_atomic(payload, out_dir / "probe.json")
+    if samples is not None:
+        write_samples_csv(samples, out_dir / SAMPLES_FILE)
     if plots:
         for name, fig in report_figures(report).items():
             save_figure_atomic(fig, out_dir / f"{name}.png")
+        if images is not None and samples is not None and extremes_k > 0:
+            try:
+                fig = q_extremes_figure(samples, images, k=extremes_k, class_names=report.get("class_names"))
+            except Exception as err:  # the report is written; a bad image source only costs this figure
+                warnings.warn(f"{EXTREMES_PNG}.png skipped: could not read the sample images ({err!r})",
+                              stacklevel=2)
+            else:
+                save_figure_atomic(fig, out_dir / f"{EXTREMES_PNG}.png")
     return path
 
 

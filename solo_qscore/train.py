@@ -1,23 +1,27 @@
-"""``solo-qscore pretrain``: a solo-learn pre-training run with Q-Score and/or IFM, end to end.
+"""``solo-qscore pretrain``: a solo-learn main pre-training run with Q-Score and/or IFM, end to end.
 
-Builds the data loaders (``solo_qscore.data``), the solo-learn module with the Q-Score/IFM mixin
-(``solo_qscore.adapters.solo_v1``), a Lightning ``Trainer`` with a progress bar, checkpoints, the
-activation-statistics and probe callbacks and a logger (wandb offline or CSV), then fits.
+What solo-learn's ``main_pretrain.py`` does (its config, its methods, its augmentations, a
+``lightning.pytorch`` Trainer), plus: the module wrapped by
+:func:`~solo_qscore.adapters.solo_main.with_qscore`, the statistics and probe callbacks, a
+validation loader (solo's ``val_acc1``/``val_loss``), checkpoints in ``output_dir/checkpoints``,
+and a logger (wandb offline, or CSV). An existing ``output_dir`` is never overwritten unless asked.
 """
 
 from __future__ import annotations
 
 import math
 import os
+import shutil
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Optional
 
-import pytorch_lightning as pl
+import lightning.pytorch as pl
 import torch
+from omegaconf import DictConfig
 
-from solo_qscore.callbacks import ActivationStatisticsCallback, QScoreProbeCallback
-from solo_qscore.config import ConfigError
+from solo_qscore.config import ConfigError, to_container
 
 
 class LossHistory(pl.Callback):
@@ -44,89 +48,154 @@ def check_loss_decreases(losses: list[float]) -> str:
     return f"loss finite over {len(losses)} steps; mean of first third {first:.4f} -> last third {last:.4f}"
 
 
-def _logger(cfg: dict, output_dir: Path):
-    if cfg["wandb"]["enabled"]:
-        from pytorch_lightning.loggers import WandbLogger
+def _logger(cfg: DictConfig, output_dir: Path, resume_id: Optional[str]):
+    if cfg.wandb.get("enabled", False):
+        from lightning.pytorch.loggers import WandbLogger
 
-        if cfg["wandb"]["offline"]:
+        offline = bool(cfg.wandb.get("offline", True))
+        if offline:
             os.environ.setdefault("WANDB_MODE", "offline")
-        return WandbLogger(name=cfg["name"], project=cfg["wandb"]["project"], entity=cfg["wandb"]["entity"],
-                           save_dir=str(output_dir), offline=cfg["wandb"]["offline"])
-    from pytorch_lightning.loggers import CSVLogger
+        entity = cfg.wandb.get("entity")
+        logger = WandbLogger(name=cfg.name, project=cfg.wandb.get("project", "solo-qscore"),
+                             entity=None if entity in (None, "None") else entity, save_dir=str(output_dir),
+                             offline=offline, id=resume_id, resume="allow" if resume_id else None)
+        logger.log_hyperparams(to_container(cfg))
+        return logger
+    from lightning.pytorch.loggers import CSVLogger
 
     return CSVLogger(save_dir=str(output_dir), name="logs")
 
 
-def pretrain(cfg: dict, init_from: Optional[str] = None, resume: Optional[str] = None,
-             record_loss: bool = False, extra_callbacks: Sequence[pl.Callback] = ()) -> dict[str, Any]:
-    """Run a pre-training described by ``cfg`` (see ``solo_qscore.config``); returns a summary dict.
+def _wandb_id(checkpoint_path: Optional[str]) -> Optional[str]:
+    """The wandb run id a checkpoint's run logged to (so --resume continues that run)."""
+    if checkpoint_path is None:
+        return None
+    from solo_qscore.adapters.solo_main import read_checkpoint
+
+    meta = read_checkpoint(checkpoint_path).get("solo_qscore_run", {})
+    return meta.get("wandb_id") if isinstance(meta, dict) else None
+
+
+class _RunRecord(pl.Callback):
+    """Stores the wandb run id in checkpoints, so ``--resume`` continues the same wandb run."""
+
+    def __init__(self, logger) -> None:
+        self.logger = logger
+
+    def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
+        run_id = getattr(self.logger, "version", None) if hasattr(self.logger, "experiment") else None
+        checkpoint["solo_qscore_run"] = {"wandb_id": str(run_id) if run_id else None}
+
+
+def prepare_output_dir(output_dir: Path, overwrite: bool, resume: Optional[str]) -> None:
+    """A run never writes into another run's folder: refuse, unless ``overwrite`` (which clears it)
+    or ``resume`` (which continues the run that lives there)."""
+    if output_dir.exists() and any(output_dir.iterdir()) and resume is None:
+        if not overwrite:
+            raise ConfigError(f"output_dir {output_dir} already holds a run; choose another output_dir=..., "
+                              "or pass --overwrite to replace it")
+        shutil.rmtree(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    probe = output_dir / ".write_test"
+    try:
+        probe.write_text("")
+        probe.unlink()
+    except OSError as err:
+        raise ConfigError(f"output_dir {output_dir} is not writable: {err}") from err
+
+
+def pretrain(cfg: DictConfig, init_from: Optional[str] = None, resume: Optional[str] = None,
+             record_loss: bool = False, extra_callbacks: Sequence[pl.Callback] = (),
+             overwrite: bool = False, trust_checkpoint: bool = False) -> dict[str, Any]:
+    """Run a pre-training described by a composed config (:func:`solo_qscore.config.compose`).
 
     Args:
         init_from: a checkpoint to further-train (weights and discriminative set; fresh optimiser),
-            as the paper does for Q-Score regularisation.
-        resume: a checkpoint to resume exactly (optimiser, step, callback state).
+            as the Q-Score paper does for its regularisation; D is seeded before the first step.
+        resume: a checkpoint to resume exactly (optimiser, step, callback state, wandb run).
         record_loss: keep the loss of every step in the summary (``losses``).
-        extra_callbacks: further Lightning callbacks for the Trainer (e.g. a ``ModelCheckpoint`` that
-            keeps every k-th epoch).
+        extra_callbacks: further Lightning callbacks.
+        overwrite: replace what is in ``output_dir`` (otherwise an existing run there is an error).
+        trust_checkpoint: load ``init_from`` with ``weights_only=False`` (it can run code).
+    Returns:
+        a summary: output and probe folders, checkpoint, steps, the probe's headline numbers.
     """
-    from solo_qscore.adapters.solo_v1 import build_method
-    from solo_qscore.associations import dataset_class_names
-    from solo_qscore.data import make_eval_loaders, make_pretrain_loader, num_classes_of
+    from solo_qscore.adapters.solo_main import (
+        adapt_to_machine,
+        build_model,
+        eval_data_config,
+        load_weights_into,
+        make_pretrain_loader,
+        prepare_config,
+        qscore_callbacks,
+    )
+    from solo_qscore.data import make_eval_loaders
 
-    pl.seed_everything(cfg["seed"], workers=True)
-    output_dir = Path(cfg["output_dir"])
-    output_dir.mkdir(parents=True, exist_ok=True)
-    data = cfg["data"]
-    train_loader = make_pretrain_loader(data, cfg["augmentations"], seed=cfg["seed"])
-    probe_train, probe_val = make_eval_loaders(data)
-    num_classes = num_classes_of(data)
-    trainer_kwargs = dict(cfg["trainer"])
-    devices = trainer_kwargs.get("devices", 1)
-    num_devices = devices if isinstance(devices, int) and devices > 0 else 1
-    model = build_method(cfg, num_classes, num_devices=num_devices)
+    if cfg.get("max_epochs") is not None and int(cfg.max_epochs) < 1:
+        raise ConfigError("config key 'max_epochs' must be >= 1 (0 would save an untrained model)")
+    for path, flag in ((init_from, "--from"), (resume, "--resume")):
+        if path is not None and not Path(path).is_file():
+            raise ConfigError(f"{flag} {path}: no such checkpoint file")
+    for change in adapt_to_machine(cfg):
+        warnings.warn(f"solo-qscore: {change}", UserWarning, stacklevel=2)
+    cfg = prepare_config(cfg)
+    output_dir = Path(cfg.output_dir)
+    prepare_output_dir(output_dir, overwrite, resume)
+    pl.seed_everything(int(cfg.seed), workers=True)
+    train_loader = make_pretrain_loader(cfg)
+    cfg.data.dataset_used = train_loader.dataset_name
+    model = build_model(cfg)
     if init_from is not None:
-        state = torch.load(init_from, map_location="cpu", weights_only=False)["state_dict"]
-        missing, unexpected = model.load_state_dict(state, strict=False)
-        if [k for k in missing if k != "qscore_discriminative"] or unexpected:
-            raise ConfigError(f"--from {init_from}: checkpoint does not match the config's method/backbone "
-                              f"(missing {missing[:5]}, unexpected {unexpected[:5]})")
-
-    qcfg = cfg["qscore"]
-    band = tuple(qcfg["band"])
-    exact = qcfg["statistics"] == "dataloader"
-    seed_loader = probe_train if (init_from is not None or exact) else None
+        load_weights_into(model, init_from, trusted=trust_checkpoint)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        _, val_loader = make_eval_loaders(eval_data_config(cfg, batch_size=int(cfg.optimizer.batch_size)))
+    callbacks: list = qscore_callbacks(cfg, output_dir=output_dir, seed_from_train_set=init_from is not None)
+    callbacks += [pl.callbacks.ModelCheckpoint(dirpath=str(output_dir / "checkpoints"), save_last=True),
+                  pl.callbacks.LearningRateMonitor(logging_interval="epoch")]
     history = LossHistory()
-    callbacks: list[pl.Callback] = [
-        ActivationStatisticsCallback(eps=qcfg["eps"], band=band, dataloader=seed_loader, exact=exact),
-        QScoreProbeCallback(probe_train, probe_val, every_n_epochs=cfg["probe"]["every_n_epochs"],
-                            eps=qcfg["eps"], band=band, out_dir=str(output_dir / "probe"),
-                            report_kwargs={"probe_kwargs": {"max_iter": cfg["probe"]["max_iter"],
-                                                            "weight_decay": cfg["probe"]["weight_decay"]},
-                                           "class_names": dataset_class_names(probe_train.dataset)}),
-        pl.callbacks.ModelCheckpoint(dirpath=str(output_dir / "checkpoints"), save_last=True),
-        pl.callbacks.LearningRateMonitor(logging_interval="epoch"),
-    ]
     if record_loss:
         callbacks.append(history)
     callbacks.extend(extra_callbacks)
-    logger = _logger(cfg, output_dir)
-    trainer_kwargs.setdefault("log_every_n_steps", 10)
-    trainer = pl.Trainer(callbacks=callbacks, logger=logger, default_root_dir=str(output_dir), **trainer_kwargs)
-    trainer.fit(model, train_dataloaders=train_loader, ckpt_path=resume)
-    checkpoint = output_dir / "checkpoints" / "last.ckpt"
-    trainer.save_checkpoint(str(checkpoint))
-    probe = callbacks[1].last_report
+    logger = _logger(cfg, output_dir, _wandb_id(resume))
+    callbacks.append(_RunRecord(logger))
+    trainer = pl.Trainer(**_trainer_kwargs(cfg), callbacks=callbacks, logger=logger,
+                         default_root_dir=str(output_dir))
+    trainer.fit(model, train_dataloaders=train_loader, val_dataloaders=val_loader, ckpt_path=resume)
+    probe_cb = next((c for c in callbacks if hasattr(c, "last_report")), None)
+    probe = probe_cb.last_report if probe_cb is not None else None
     summary = {
         "output_dir": str(output_dir),
-        "checkpoint": str(checkpoint),
+        "checkpoint": str(output_dir / "checkpoints" / "last.ckpt"),
         "probe_dir": str(output_dir / "probe"),
         "global_step": trainer.global_step,
         "num_discriminative": int(model.qscore_discriminative.sum()),
         "probe": {k: probe.get(k) for k in ("auroc", "auprc", "accuracy", "num_discriminative")} if probe else None,
-        "dataset": getattr(train_loader.dataset, "name", data["dataset"]),
+        "dataset": cfg.data.dataset_used,
     }
-    if cfg["wandb"]["enabled"]:
+    if cfg.wandb.get("enabled", False):
         summary["wandb_dir"] = str(getattr(logger.experiment, "dir", output_dir / "wandb"))
     if record_loss:
         summary["losses"] = history.losses
     return summary
+
+
+def _trainer_kwargs(cfg: DictConfig) -> dict[str, Any]:
+    """The config's ``Trainer`` arguments, as solo's ``main_pretrain.py`` picks them."""
+    import inspect
+
+    valid = set(inspect.signature(pl.Trainer.__init__).parameters) - {"self", "callbacks", "logger",
+                                                                        "default_root_dir"}
+    kwargs = {k: v for k, v in to_container(cfg).items() if k in valid}
+    kwargs["enable_checkpointing"] = True
+    if kwargs.get("strategy") in (None, "None"):
+        kwargs.pop("strategy", None)
+    if kwargs.get("strategy") == "ddp":
+        from lightning.pytorch.strategies import DDPStrategy
+
+        kwargs["strategy"] = DDPStrategy(find_unused_parameters=False)
+    kwargs.setdefault("log_every_n_steps", 10)
+    kwargs["num_sanity_val_steps"] = kwargs.get("num_sanity_val_steps", 0)
+    if torch.cuda.is_available() is False and kwargs.get("accelerator") in ("gpu", "cuda"):
+        raise ConfigError("accelerator gpu asked for, but no GPU is available")
+    return kwargs

@@ -310,7 +310,7 @@ def test_write_report(report, tmp_path):
     assert loaded["compression"]["sizes"] == report["compression"]["sizes"]
     assert path.stat().st_size < 60_000  # small: curves are subsampled, no big arrays
     names = sorted(p.name for p in path.parent.iterdir())
-    assert names == sorted(["probe.json"] + [f"{n}.png" for n in PNG_NAMES])  # no temp files left
+    assert names == sorted(["probe.json", "samples.csv"] + [f"{n}.png" for n in PNG_NAMES])  # no temp files left
     for name in PNG_NAMES:
         png = path.parent / f"{name}.png"
         width, height = _png_size(png)
@@ -333,7 +333,7 @@ def test_write_report_degenerate_and_without_plots(data, tmp_path):
     assert (tmp_path / "pr_curve.png").stat().st_size > 5_000
     assert not (tmp_path / "compression.png").exists()  # no compression study, no figure
     path = write_report(rep, tmp_path / "json_only", plots=False)
-    assert [p.name for p in path.parent.iterdir()] == ["probe.json"]
+    assert sorted(p.name for p in path.parent.iterdir()) == ["probe.json", "samples.csv"]
 
 
 def test_figures_from_a_report_read_back_from_json(report, tmp_path):
@@ -379,7 +379,7 @@ def test_json_write_is_atomic(report, tmp_path, monkeypatch):
     with pytest.raises(RuntimeError, match="disk full"):
         write_report(changed, tmp_path, plots=False)
     assert path.read_bytes() == before  # the previous report is intact
-    assert [p.name for p in tmp_path.iterdir()] == ["probe.json"]  # and no temp file is left
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["probe.json", "samples.csv"]  # and no temp file is left
 
 
 # --------------------------------------------------------------------------------------------- wandb

@@ -22,7 +22,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from solo_qscore.config import ConfigError, load_config
+from solo_qscore.analysis import with_overrides as load_config
+from solo_qscore.config import ConfigError
 
 DEFAULT_TOP_FEATURES = 6
 DEFAULT_SAMPLES = 8

@@ -40,7 +40,7 @@ def register(subparsers) -> None:
 def _load(checkpoint: str, overrides: list[str]):
     """``(model, run config with overrides)`` of a solo-qscore checkpoint (``ConfigError`` if it is not one)."""
     from solo_qscore.analysis import load_checkpoint
-    from solo_qscore.config import load_config
+    from solo_qscore.analysis import with_overrides as load_config
 
     model, saved_cfg, _ = load_checkpoint(checkpoint)
     return model, load_config(saved_cfg, overrides)

@@ -1,7 +1,7 @@
 r"""``solo-qscore loss-readout CKPT CKPT CKPT ...``: InfoNCE loss vs linear-readout error (IFM paper Fig. 2).
 
 For every checkpoint written by ``solo-qscore pretrain`` (the module, projector included, is rebuilt
-with :func:`~solo_qscore.adapters.solo_v1.load_method`):
+with :func:`~solo_qscore.analysis.load_checkpoint`):
 
 1. the held-out InfoNCE :func:`~solo_qscore.loss_readout.heldout_infonce` at one common temperature
    (``--temperature``, default 0.5 as in the paper, App. C.2.3), on two augmented views of the
@@ -51,19 +51,16 @@ def register(subparsers) -> None:
 
 # ----------------------------------------------------------------------------------------- data
 def _read_config(path: str, overrides: Sequence[str]) -> dict:
-    import torch
+    from omegaconf import OmegaConf
 
-    from solo_qscore.adapters.solo_v1 import CHECKPOINT_KEY
-    from solo_qscore.config import load_config
+    from solo_qscore.adapters.solo_main import CHECKPOINT_KEY, CheckpointError, read_checkpoint, run_view
+    from solo_qscore.analysis import with_overrides
 
-    if not Path(path).is_file():
-        raise ConfigError(f"checkpoint '{path}' does not exist")
-    # mmap: read the saved run config without loading every weight into memory
-    checkpoint = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
-    saved = checkpoint.get(CHECKPOINT_KEY, {}).get("config") if isinstance(checkpoint, dict) else None
+    checkpoint = read_checkpoint(path)
+    saved = checkpoint.get(CHECKPOINT_KEY, {}).get("config")
     if not saved:
-        raise ConfigError(f"{path} was not written by solo-qscore pretrain (no run config inside)")
-    return load_config(saved, list(overrides))
+        raise CheckpointError(f"{path} was not written by solo-qscore pretrain (no run config inside)")
+    return with_overrides(run_view(OmegaConf.create(saved)), list(overrides))
 
 
 def check_same_data(paths: Sequence[str], cfgs: Sequence[Mapping[str, Any]]) -> None:
@@ -131,7 +128,7 @@ def evaluate_checkpoints(
     import torch
     from torch.utils.data import DataLoader
 
-    from solo_qscore.adapters.solo_v1 import load_method
+    from solo_qscore.analysis import load_checkpoint as load_method
     from solo_qscore.backbone import find_backbone
     from solo_qscore.callbacks import extract_features
     from solo_qscore.data import (

@@ -1,0 +1,74 @@
+"""Lightning 2 under either of its two import names: ``lightning.pytorch`` and ``pytorch_lightning``.
+
+solo-learn main (and most new code) uses ``lightning.pytorch``; older code and many users still
+import ``pytorch_lightning``. The two packages define distinct ``Callback`` and ``WandbLogger``
+classes, and a ``Trainer`` of one namespace rejects callbacks of the other (Lightning 2.1:
+``ValueError: Expected a parent``) and would not recognise its logger. This module is the one place
+that imports either; the callbacks subclass every ``Callback`` class that is installed, so one
+instance works in both Trainers.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import warnings
+from typing import Any
+
+NAMESPACES = ("lightning.pytorch", "pytorch_lightning")
+
+
+def _installed(namespace: str) -> bool:
+    try:
+        return importlib.util.find_spec(namespace) is not None
+    except ModuleNotFoundError:  # "lightning" itself missing when asking for "lightning.pytorch"
+        return False
+
+
+def available_namespaces() -> tuple[str, ...]:
+    """The Lightning namespaces importable here, ``lightning.pytorch`` first."""
+    return tuple(ns for ns in NAMESPACES if _installed(ns))
+
+
+def _callback_bases() -> tuple[type, ...]:
+    bases = tuple(importlib.import_module(ns).Callback for ns in available_namespaces())
+    if not bases:
+        raise ImportError("solo-qscore's callbacks need Lightning: pip install lightning (or pytorch-lightning)")
+    return bases
+
+
+#: Every installed ``Callback`` class; a class deriving from all of them passes both Trainers' checks.
+CALLBACK_BASES: tuple[type, ...] = _callback_bases()
+
+
+def lightning_module_types() -> tuple[type, ...]:
+    """The ``LightningModule`` classes of the installed namespaces."""
+    return tuple(importlib.import_module(ns).LightningModule for ns in available_namespaces())
+
+
+def is_wandb_logger(logger: Any) -> bool:
+    """True for a ``WandbLogger`` of either namespace (imports nothing that is not installed)."""
+    for ns in available_namespaces():
+        try:
+            cls = importlib.import_module(f"{ns}.loggers").WandbLogger
+        except (ImportError, AttributeError):
+            continue
+        if isinstance(logger, cls):
+            return True
+    return False
+
+
+def wandb_loggers(trainer: Any) -> list[Any]:
+    """The trainer's wandb loggers, whichever Lightning namespace they come from."""
+    return [logger for logger in getattr(trainer, "loggers", []) if is_wandb_logger(logger)]
+
+
+def rank_zero_warn(message: str) -> None:
+    """Warn once, from global rank 0 only (Lightning's helper when installed)."""
+    for ns in available_namespaces():
+        try:
+            importlib.import_module(f"{ns}.utilities").rank_zero_warn(message)
+            return
+        except (ImportError, AttributeError):
+            continue
+    warnings.warn(message, stacklevel=2)
