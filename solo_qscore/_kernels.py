@@ -131,8 +131,9 @@ try:  # numba is a dependency, but the library keeps working (slower) without it
             for j in range(r):
                 counts[j] += local[t, j]
 
-    # reassociation lets the row loops vectorise; no "nnan"/"ninf", so the finiteness tests stay exact
-    _FASTMATH = {"reassoc", "contract", "nsz", "arcp"}
+    # reassociation lets the row loops vectorise; no "nnan"/"ninf", so the finiteness tests stay exact,
+    # and no "nsz": with "nsz" and "reassoc" together, LLVM (numba 0.68) folds away isfinite() of the sum of |x|
+    _FASTMATH = {"reassoc", "contract", "arcp"}
     _summary_kernel = numba.njit(parallel=True, fastmath=_FASTMATH)(_summary_rows)
     # a training batch is summarised in well under a millisecond by one thread; waking numba's thread
     # pool for it costs more than it saves, and its spinning workers compete with torch's threads

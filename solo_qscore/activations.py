@@ -89,7 +89,10 @@ def row_stats(h: Tensor, eps: float = 4.0, validate: bool = True) -> RowStats:
     centred = h * scale[:, None]  # exact: a power of two
     centre = centred.mean(dim=1)
     centred -= centre[:, None]  # exact for the coordinates near the mean (Sterbenz)
-    var, offset = torch.var_mean(centred, dim=1, correction=0)
+    if centred.shape[0]:
+        var, offset = torch.var_mean(centred, dim=1, correction=0)
+    else:  # an empty batch (torch warns about var_mean over no rows)
+        var = offset = centre
     mean = centre + offset
     norm = torch.maximum((h.shape[1] * (var + mean * mean)).sqrt(), NORM_EPS * scale)
     threshold = offset + eps * var.sqrt()

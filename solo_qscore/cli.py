@@ -18,7 +18,7 @@ MAIN_CONFIG = ("cifar", "simclr.yaml")
 MAIN_OVERRIDES = [
     "qscore.enabled=true", "ifm.enabled=true", "qscore.eps=2.0",
     "data.train_subset=4096", "data.val_subset=2000", "optimizer.batch_size=128", "data.num_workers=2",
-    "max_epochs=3", "scheduler.warmup_epochs=0", "probe.every_n_epochs=1",
+    "max_epochs=3", "++scheduler.warmup_epochs=0", "probe.every_n_epochs=1",
     "output_dir=runs/main", "name=main-simclr-qscore-ifm",
 ]
 

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 # Methods whose loss is InfoNCE, the only ones IFM applies to (SPEC §3).
-IFM_METHODS = ("simclr", "mocov2plus", "nnclr")
+IFM_METHODS = ("simclr", "mocov2plus", "nnclr", "mocov3")
 
 
 def _check_ifm_args(temperature: float, epsilon: float, alpha: float) -> None:
@@ -32,6 +32,44 @@ def _check_ifm_args(temperature: float, epsilon: float, alpha: float) -> None:
         raise ValueError(f"IFM epsilon must be >= 0, got {epsilon}")
     if not alpha >= 0:
         raise ValueError(f"IFM alpha must be >= 0, got {alpha}")
+
+
+IFM_VARIANTS = ("default", "norm", "pre_norm")
+
+
+def perturb_similarities(sim: Tensor, positive: Tensor, epsilon: float, variant: str = "default",
+                         steps: int = 5) -> Tensor:
+    r"""Cosine similarities after IFM's worst-case move of the positive (away) and negatives (towards).
+
+    ``sim`` holds :math:`s = \hat v\cdot\hat u` for an anchor :math:`v` and each other vector :math:`u`;
+    ``positive`` marks the positives. The three forms of the IFM paper (eq. 2 and App. B.1):
+
+    * ``default``: :math:`u^\pm \mp \epsilon v` with unit vectors, so :math:`s' = s \mp \epsilon`.
+    * ``norm`` (+norm): the moved vector re-normalised,
+      :math:`s' = (s \mp \epsilon)/\sqrt{1 \mp 2\epsilon s + \epsilon^2}`.
+    * ``pre_norm`` (+pre-norm): the un-normalised vector moved along Lemma 3's gradient direction
+      :math:`\pm(\hat v - s\,\hat u)` in ``steps`` steps of :math:`\eta = \epsilon/\text{steps}` (budget
+      :math:`\epsilon\lVert u\rVert`), then normalised. The move stays in the plane of :math:`v, u`, so with
+      :math:`r` the length (in units of :math:`\lVert u\rVert`):
+      :math:`s \leftarrow (r s \pm \eta(1-s^2))/\sqrt{r^2+\eta^2(1-s^2)}`, :math:`r \leftarrow \sqrt{r^2+\eta^2(1-s^2)}`.
+    """
+    sign = torch.where(positive, -1.0, 1.0).to(sim.dtype)
+    if variant == "default":
+        return sim + sign * epsilon
+    if variant == "norm":
+        return (sim + sign * epsilon) / torch.sqrt((1 + 2 * sign * epsilon * sim + epsilon**2).clamp_min(1e-12))
+    if variant == "pre_norm":
+        if steps < 1:
+            raise ValueError(f"pre_norm steps must be >= 1, got {steps}")
+        eta = epsilon / steps
+        s, r = sim, torch.ones_like(sim)
+        for _ in range(steps):
+            tangent = (1 - s * s).clamp_min(0)
+            r_new = torch.sqrt(r * r + eta * eta * tangent)
+            s = (r * s + sign * eta * tangent) / r_new
+            r = r_new
+        return s
+    raise ValueError(f"unknown IFM variant {variant!r}; choose one of {', '.join(IFM_VARIANTS)}")
 
 
 def _combine(clean: Tensor, perturbed: Tensor, alpha: float, ifm_only: bool) -> Tensor:
@@ -63,6 +101,8 @@ def ifm_simclr_loss(
     epsilon: float = 0.1,
     alpha: float = 1.0,
     ifm_only: bool = False,
+    variant: str = "default",
+    pre_norm_steps: int = 5,
 ) -> Tensor:
     r"""SimCLR's InfoNCE with IFM.
 
@@ -75,6 +115,7 @@ def ifm_simclr_loss(
         alpha: weight of the perturbed term:
             :math:`(\mathcal{L} + \alpha\mathcal{L}_\epsilon)/(1+\alpha)`.
         ifm_only: return :math:`\mathcal{L}_\epsilon` alone.
+        variant, pre_norm_steps: ``default``, ``norm`` or ``pre_norm`` (see :func:`perturb_similarities`).
 
     Every positive logit gets :math:`-\epsilon` and every negative :math:`+\epsilon`; the loss
     keeps solo-learn's multi-positive form, so with two views it equals ``simclr_loss_func``.
@@ -92,8 +133,8 @@ def ifm_simclr_loss(
     if epsilon == 0 and not ifm_only:
         return clean
     # positives -eps, negatives +eps (the diagonal is masked out anyway)
-    shift = torch.where(pos_mask, -epsilon, epsilon)
-    perturbed = _multi_positive_infonce((sim + shift) / temperature, pos_mask, neg_mask)
+    moved = perturb_similarities(sim, pos_mask, epsilon, variant, pre_norm_steps)
+    perturbed = _multi_positive_infonce(moved / temperature, pos_mask, neg_mask)
     return _combine(clean, perturbed, alpha, ifm_only)
 
 
@@ -105,6 +146,8 @@ def ifm_moco_loss(
     epsilon: float = 0.1,
     alpha: float = 1.0,
     ifm_only: bool = False,
+    variant: str = "default",
+    pre_norm_steps: int = 5,
 ) -> Tensor:
     r"""MoCo-v2's InfoNCE with IFM (the official IFM code's method).
 
@@ -129,7 +172,10 @@ def ifm_moco_loss(
     clean = F.cross_entropy(torch.cat([pos, neg], dim=1) / temperature, targets)
     if epsilon == 0 and not ifm_only:
         return clean
-    perturbed_logits = torch.cat([pos - epsilon, neg + epsilon], dim=1) / temperature
+    logits = torch.cat([pos, neg], dim=1)
+    positive = torch.zeros_like(logits, dtype=torch.bool)
+    positive[:, 0] = True
+    perturbed_logits = perturb_similarities(logits, positive, epsilon, variant, pre_norm_steps) / temperature
     perturbed = F.cross_entropy(perturbed_logits, targets)
     return _combine(clean, perturbed, alpha, ifm_only)
 
@@ -141,6 +187,8 @@ def ifm_nnclr_loss(
     epsilon: float = 0.1,
     alpha: float = 1.0,
     ifm_only: bool = False,
+    variant: str = "default",
+    pre_norm_steps: int = 5,
 ) -> Tensor:
     r"""NNCLR's InfoNCE (solo-learn's ``nnclr_loss_func(nn, p)``) with IFM.
 
@@ -161,5 +209,6 @@ def ifm_nnclr_loss(
     if epsilon == 0 and not ifm_only:
         return clean
     positive = torch.eye(p.shape[0], dtype=torch.bool, device=p.device)
-    perturbed = F.cross_entropy((sim + torch.where(positive, -epsilon, epsilon)) / temperature, labels)
+    perturbed = F.cross_entropy(perturb_similarities(sim, positive, epsilon, variant, pre_norm_steps) / temperature,
+                                labels)
     return _combine(clean, perturbed, alpha, ifm_only)

@@ -16,6 +16,7 @@ from torch import Tensor
 
 from solo_qscore._kernels import activation_summary
 from solo_qscore._validation import check_finite, check_mask, check_representations
+from solo_qscore.activations import check_eps
 
 
 def q_score(h: Tensor, discriminative: Tensor, eps: float = 4.0) -> Tensor:
@@ -24,13 +25,17 @@ def q_score(h: Tensor, discriminative: Tensor, eps: float = 4.0) -> Tensor:
     Args:
         h: raw representations ``[N, r]`` (normalised internally; any float dtype and device).
         discriminative: ``BoolTensor[r]``, the discriminative set :math:`D`.
-        eps: threshold of the highly activating sets in standard deviations.
+        eps: threshold of the highly activating sets in standard deviations, ``>= 0``.
+
+    Returns ``Q`` in the dtype of the computation (float32, float64 for float64 inputs); an empty
+    batch (``N = 0``) gives an empty tensor.
 
     Raises:
-        ValueError: NaN/Inf in ``h``, or a mask that is not a bool ``[r]`` tensor.
+        ValueError: NaN/Inf in ``h``, a mask that is not a bool ``[r]`` tensor, or ``eps < 0``.
     """
     check_representations(h)
     check_mask(discriminative, h.shape[1])
+    check_eps(eps)
     summary = activation_summary(h, discriminative.to(h.device), eps)
     if not bool(summary.finite.all()):
         check_finite(torch.where(summary.finite, 0.0, float("nan")))

@@ -15,6 +15,11 @@ crops of the batch),
 batch mean and shrinks the features whose column L1 norm is above the batch mean. The index
 sets :math:`L_i` and :math:`D` are constants; gradients flow through :math:`\hat h_{ij}-\mu_i`
 and the selected column norms only. With an empty :math:`D` the regulariser is off (``R = 0``).
+
+Edge cases: a zero row has :math:`\sigma_i = 0`, so an empty :math:`L_i` and :math:`Q_i = 0`
+(and zero gradient); an empty batch (:math:`B = 0`) gives :math:`R = 0` and an empty ``q``. The
+normalisation rescales each row by a power of two first (exact), so rows of any finite magnitude
+(``1e-25`` or ``1e25`` in float32) neither overflow nor underflow.
 """
 
 from __future__ import annotations
@@ -24,8 +29,8 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from solo_qscore._validation import check_finite, check_mask, check_representations
-from solo_qscore.activations import NORM_EPS, compute_dtype
+from solo_qscore._validation import check_finite, check_mask, check_nonnegative, check_representations
+from solo_qscore.activations import NORM_EPS, check_eps, compute_dtype, row_scale
 
 
 class RegularizerTerms(NamedTuple):
@@ -38,12 +43,18 @@ class RegularizerTerms(NamedTuple):
 
 
 def _normalise(h: Tensor, validate: bool) -> Tensor:
+    r""":math:`\hat h_i = h_i / \max(\lVert h_i \rVert_2, 10^{-12})`, computed as
+    :math:`y_i / \max(\lVert y_i \rVert_2, 2^{-e_i} 10^{-12})` with :math:`y_i = 2^{-e_i} h_i` (the same
+    function of :math:`h`, so the same gradient; :math:`2^{-e_i}` is a constant that keeps the norm
+    in range, see :func:`solo_qscore.activations.row_scale`)."""
     check_representations(h)
     h = h.to(compute_dtype(h))
-    norm = h.norm(dim=1, keepdim=True)
+    scale, amax = row_scale(h)
     if validate:
-        check_finite(norm.detach().flatten())
-    return h / norm.clamp_min(NORM_EPS)
+        check_finite(amax)
+    y = h * scale[:, None]
+    norm = torch.linalg.vector_norm(y, dim=1, keepdim=True)  # zero gradient at a zero row, not NaN
+    return y / torch.maximum(norm, NORM_EPS * scale[:, None])
 
 
 def qscore_regularizer_terms(
@@ -57,16 +68,20 @@ def qscore_regularizer_terms(
     """The regulariser of SPEC §2.6 with its parts; see :func:`qscore_regularizer`."""
     check_representations(h)
     check_mask(discriminative, h.shape[1])
+    eps = check_eps(eps)
+    lambda1 = check_nonnegative(lambda1, "lambda1")
+    lambda2 = check_nonnegative(lambda2, "lambda2")
     h_hat = _normalise(h, validate)
-    var, mu = torch.var_mean(h_hat, dim=1, correction=0)
-    with torch.no_grad():
-        selected = (h_hat > (mu + eps * var.sqrt())[:, None]) & discriminative.to(h_hat.device)
+    mu = h_hat.mean(dim=1)
+    with torch.no_grad():  # two passes: the population std about the mean (no warning when B = 0)
+        sigma = (h_hat - mu[:, None]).pow(2).mean(dim=1).sqrt()
+        selected = (h_hat > (mu + eps * sigma)[:, None]) & discriminative.to(h_hat.device)
         count = selected.sum(1)
     centred = h_hat - mu[:, None]
     q = torch.where(selected, centred, 0.0).sum(1) / count.clamp_min(1)  # 0 when the set is empty
     alpha = q.detach().mean()
     below = (q.detach() < alpha).to(q.dtype)
-    qscore_term = -lambda1 * (below * q).sum() / h_hat.shape[0]
+    qscore_term = -lambda1 * (below * q).sum() / max(h_hat.shape[0], 1)  # 0 for an empty batch
 
     column_l1 = h_hat.abs().sum(0)
     beta = column_l1.detach().mean()
@@ -92,12 +107,16 @@ def qscore_regularizer(
     Args:
         h: raw representations ``[B, r]`` of all crops of the batch (with gradients).
         discriminative: ``BoolTensor[r]``, the current discriminative set :math:`D`.
-        eps: threshold of the highly activating sets (SPEC default 4).
-        lambda1, lambda2: weights of the Q-Score and column-L1 terms (SPEC default 1e-4).
+        eps: threshold of the highly activating sets, ``>= 0`` (SPEC default 4).
+        lambda1, lambda2: weights of the Q-Score and column-L1 terms, ``>= 0`` (SPEC default 1e-4).
         validate: check ``h`` for NaN/Inf (a host sync on GPUs; the training adapter turns it off).
 
     Returns:
-        The scalar :math:`R`; :func:`qscore_regularizer_terms` also returns its two parts.
+        The scalar :math:`R` (``0`` for an empty batch); :func:`qscore_regularizer_terms` also
+        returns its two parts.
+
+    Raises:
+        ValueError: bad shapes, a negative ``eps``/``lambda1``/``lambda2``, or (with ``validate``) NaN/Inf in ``h``.
     """
     return qscore_regularizer_terms(h, discriminative, eps, lambda1, lambda2, validate).total
 
@@ -106,5 +125,10 @@ def lasso_penalty(h: Tensor, weight: float = 1e-4, validate: bool = True) -> Ten
     r"""Lasso baseline of the paper (Table 1).
 
     .. math:: \lambda \cdot \operatorname{mean}_i \lVert \hat h_i \rVert_1
+
+    ``weight`` is :math:`\lambda \ge 0`; an empty batch gives ``0``. ``validate`` checks ``h`` for
+    NaN/Inf (a host sync; the training adapter turns it off).
     """
-    return weight * _normalise(h, validate).abs().sum(1).mean()
+    weight = check_nonnegative(weight, "weight")
+    h_hat = _normalise(h, validate)
+    return weight * h_hat.abs().sum() / max(h_hat.shape[0], 1)

@@ -8,13 +8,15 @@ processes (DDP) exactly; memory is :math:`O(r)` whatever :math:`N` is.
 
 from __future__ import annotations
 
-from typing import Optional
+import functools
+from typing import Any, Callable, Optional
 
 import torch
 from torch import Tensor
 from torchmetrics import Metric
 
 from solo_qscore._kernels import activation_summary
+from solo_qscore.activations import check_eps
 from solo_qscore._validation import check_mask, check_representations
 
 
@@ -22,8 +24,8 @@ class ActivationStatistics(Metric):
     r"""Accumulates :math:`A_j`, the percentage of samples whose highly activating set holds feature j.
 
     Args:
-        num_features: ``r``, the dimension of the representation.
-        eps: threshold of the highly activating sets, in standard deviations (SPEC default 4).
+        num_features: ``r >= 1``, the dimension of the representation.
+        eps: threshold of the highly activating sets, in standard deviations, ``>= 0`` (SPEC default 4).
 
     States (all summed across processes):
         ``counts`` ``LongTensor[r]``: :math:`\sum_i \mathbb{1}[j \in L_i]`;
@@ -32,6 +34,8 @@ class ActivationStatistics(Metric):
 
     ``update`` never synchronises with the host, so it is safe on the training hot path; rows
     with NaN/Inf are counted and reported by :meth:`compute`, which raises ``ValueError``.
+    An empty batch (``B = 0``) changes no state. :meth:`compute` returns shape ``[r]`` for every
+    ``r``, ``r = 1`` included (torchmetrics would squeeze a one-element result to 0-d).
 
     Example:
         >>> stats = ActivationStatistics(num_features=512)
@@ -54,7 +58,7 @@ class ActivationStatistics(Metric):
         if int(num_features) <= 0:
             raise ValueError(f"num_features must be positive, got {num_features}")
         self.num_features = int(num_features)
-        self.eps = float(eps)
+        self.eps = check_eps(eps)
         self.add_state("counts", torch.zeros(self.num_features, dtype=torch.long), dist_reduce_fx="sum")
         self.add_state("num_samples", torch.zeros((), dtype=torch.long), dist_reduce_fx="sum")
         self.add_state("num_active", torch.zeros((), dtype=torch.long), dist_reduce_fx="sum")
@@ -87,6 +91,19 @@ class ActivationStatistics(Metric):
         """
         self.update(h, discriminative)
         return self.last_q
+
+    def _wrap_compute(self, compute: Callable) -> Callable:
+        """torchmetrics' wrapper squeezes one-element results to 0-d; keep ``[r]`` (``r = 1``)."""
+        wrapped = super()._wrap_compute(compute)
+
+        @functools.wraps(compute)
+        def keep_shape(*args: Any, **kwargs: Any) -> Any:
+            value = wrapped(*args, **kwargs)
+            if isinstance(value, Tensor) and value.ndim == 0:
+                value = value.reshape(1).clone()
+            return value
+
+        return keep_shape
 
     @property
     def _no_features(self) -> Tensor:

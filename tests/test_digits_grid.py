@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import warnings
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,7 +14,6 @@ from solo_qscore.data import digits_grid as dg_mod
 from solo_qscore.data.digits_grid import digit_cell_boxes, resize_images
 
 torch.set_num_threads(1)
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def _mnist(train: bool = False):
@@ -151,24 +149,30 @@ def test_bad_arguments():
 
 
 def test_registered_for_configs_and_loaders(tmp_path, offline_sockets):
-    from solo_qscore.config import load_config
-    from solo_qscore.data import make_eval_loaders, make_pretrain_loader, num_classes_of
+    from conftest import tiny_config
+
+    from solo_qscore.adapters.solo_main import eval_data_config, make_pretrain_loader, prepare_config
+    from solo_qscore.data import make_eval_loaders, num_classes_of
 
     assert "digits_grid" in DATASET_NAMES
-    cfg = load_config(str(ROOT / "method_configs" / "cifar10" / "simclr.yaml"),
-                      ["data.dataset=digits_grid", "data.fallback=null", f"data.root={tmp_path}",
-                       "data.batch_size=8", "data.train_subset=16", "data.val_subset=8", "data.num_workers=0"])
+    # solo-learn's SimCLR config at 32 px (the CIFAR size), batch 8, on digits_grid
+    cfg = prepare_config(tiny_config("simclr", "data.dataset=digits_grid", "data.fallback=null",
+                                     f"data.train_path={tmp_path}", "optimizer.batch_size=8",
+                                     "data.train_subset=16", "data.val_subset=8", "data.num_workers=0",
+                                     "augmentations.0.crop_size=32"))
+    assert cfg.data.num_classes == 10
     with pytest.warns(UserWarning, match="digits_grid"):
-        loader = make_pretrain_loader(cfg["data"], cfg["augmentations"], seed=0)
+        loader = make_pretrain_loader(cfg)
     indexes, crops, targets = next(iter(loader))
     assert len(crops) == 2 and all(c.shape == (8, 3, 32, 32) and c.dtype == torch.float32 for c in crops)
-    base = loader.dataset.dataset.dataset  # PretrainDataset -> LabelledSubset -> DigitsGridDataset
+    base = loader.dataset.dataset.dataset  # indexed crops -> LabelledSubset -> DigitsGridDataset
     assert isinstance(base, DigitsGridDataset) and len(base) == 10_000
     subset = loader.dataset.dataset
     assert torch.equal(targets, base.attributes["digit"][subset.indices[indexes]])
+    data = eval_data_config(cfg, batch_size=8)
     with pytest.warns(UserWarning):
-        train_loader, val_loader = make_eval_loaders(cfg["data"])
-        assert num_classes_of(cfg["data"]) == 10
+        train_loader, val_loader = make_eval_loaders(data)
+        assert num_classes_of(data) == 10
     x, y = next(iter(val_loader))
     assert x.shape == (8, 3, 32, 32) and y.dtype == torch.long
     assert train_loader.dataset.name == "digits_grid"

@@ -13,18 +13,13 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from test_solo_adapter import (  # tests/ is on sys.path (pytest's rootdir-relative import)
-    CONFIG_DIR,
-    NUM_CLASSES,
-    _train_two_steps,
-    pretrain_loader,
-    small_config,
-)
+from conftest import tiny_config, tiny_model  # tests/ is on sys.path (pytest's rootdir-relative import)
 
 from solo_qscore import ifm_simclr_loss
-from solo_qscore.adapters.solo_v1 import build_method, method_classes, solo_kwargs
-from solo_qscore.config import ConfigError, load_config
+from solo_qscore.config import ConfigError, to_container
 from solo_qscore.hard_negatives import hard_negative_infonce, hard_negative_simclr_loss, hard_negative_weights
+
+BATCH = 8  # optimizer.batch_size of the tiny configs
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -66,8 +61,7 @@ def test_beta_zero_tau_plus_zero_is_plain_simclr(tau):
     ours = hard_negative_simclr_loss(z, idx, tau, beta=0.0, tau_plus=0.0)
     plain = ifm_simclr_loss(z, idx, tau, epsilon=0)
     assert ours.item() == pytest.approx(plain.item(), abs=1e-6)
-    n = idx.shape[0] // 2
-    assert ours.item() == pytest.approx(simclr_loss_func(z[:n], z[n:], temperature=tau).item(), abs=1e-5)
+    assert ours.item() == pytest.approx(simclr_loss_func(z, indexes=idx, temperature=tau).item(), abs=1e-5)
     # and in float64 to rounding, with the same gradients
     z64 = z.double().requires_grad_(True)
     ours64 = hard_negative_simclr_loss(z64, idx, tau, beta=0.0, tau_plus=0.0)
@@ -222,14 +216,14 @@ def test_bad_shapes():
 
 
 # ------------------------------------------------------------------------------------------------ config
-def simclr_cfg(*overrides: str) -> dict:
-    return load_config(CONFIG_DIR / "simclr.yaml", list(overrides))
+def simclr_cfg(*overrides: str):
+    return tiny_config("simclr", *overrides)
 
 
 def test_config_defaults():
-    assert simclr_cfg()["hard_negatives"] == {"enabled": False, "beta": 1.0, "tau_plus": 0.1}
+    assert to_container(simclr_cfg().hard_negatives) == {"enabled": False, "beta": 1.0, "tau_plus": 0.1}
     cfg = simclr_cfg("hard_negatives.enabled=true", "hard_negatives.beta=0", "hard_negatives.tau_plus=0")
-    assert cfg["hard_negatives"] == {"enabled": True, "beta": 0, "tau_plus": 0}
+    assert to_container(cfg.hard_negatives) == {"enabled": True, "beta": 0, "tau_plus": 0}
 
 
 @pytest.mark.parametrize(("overrides", "key"), [
@@ -239,7 +233,8 @@ def test_config_defaults():
     (["hard_negatives.tau_plus=-0.1"], "hard_negatives.tau_plus"),
     (["hard_negatives.enabled=yes please"], "hard_negatives.enabled"),
     (["hard_negatives.enabled=true", "ifm.enabled=true"], "ifm.enabled"),
-    (["hard_negatives.enabled=true", "method_kwargs.supervised=true"], "hard_negatives.enabled"),
+    # supervised SimCLR is solo-learn main's SupCon method
+    (["hard_negatives.enabled=true", "method=supcon"], "hard_negatives.enabled"),
     (["hard_negatives.gamma=1"], "hard_negatives.gamma"),
 ])
 def test_config_errors_name_the_key(overrides, key):
@@ -249,42 +244,82 @@ def test_config_errors_name_the_key(overrides, key):
 
 @pytest.mark.parametrize("method", ["byol", "mocov2plus", "nnclr"])
 def test_hard_negatives_is_simclr_only(method):
+    from solo_qscore.adapters.solo_main import build_model
+
     with pytest.raises(ConfigError) as err:
-        load_config(CONFIG_DIR / f"{method}.yaml", ["hard_negatives.enabled=true"])
+        tiny_config(method, "hard_negatives.enabled=true")
     assert "hard_negatives.enabled" in str(err.value) and method in str(err.value)
-    cfg = copy.deepcopy(small_config(method))
-    cfg["hard_negatives"]["enabled"] = True  # bypass the config check: the adapter refuses too
+    _, cfg = tiny_model(method)
+    cfg.hard_negatives.enabled = True  # bypass the config check: the adapter refuses too
     with pytest.raises(ConfigError, match="SimCLR"):
-        build_method(cfg, NUM_CLASSES)
+        build_model(cfg)
 
 
 def test_disabled_hard_negatives_section_is_ignored_elsewhere():
     # beta/tau_plus are validated but a disabled section never blocks other methods or IFM
-    cfg = load_config(CONFIG_DIR / "byol.yaml", ["hard_negatives.beta=3"])
-    assert cfg["hard_negatives"]["enabled"] is False
-    assert simclr_cfg("ifm.enabled=true")["ifm"]["enabled"] is True
+    cfg = tiny_config("byol", "hard_negatives.beta=3")
+    assert cfg.hard_negatives.enabled is False
+    assert simclr_cfg("ifm.enabled=true").ifm.enabled is True
 
 
 # ------------------------------------------------------------------------------- training in solo-learn
+def _train_two_steps(model, cfg):
+    """Two optimiser steps of ``model`` in a Lightning Trainer on solo-learn's pre-training loader, with a
+    fixed discriminative set so that the Q-Score regulariser is on."""
+    import lightning.pytorch as pl
+
+    from solo_qscore.adapters.solo_main import make_pretrain_loader
+    from solo_qscore.backbone import find_backbone
+
+    mask = torch.zeros(model.features_dim, dtype=torch.bool)
+    mask[::3] = True
+    model.qscore_discriminative.copy_(mask)
+    before = {k: v.detach().clone() for k, v in find_backbone(model).state_dict().items()
+              if v.dtype.is_floating_point}
+    trainer = pl.Trainer(accelerator="cpu", devices=1, max_steps=2, enable_progress_bar=False, logger=False,
+                         enable_checkpointing=False, enable_model_summary=False, num_sanity_val_steps=0)
+    trainer.fit(model, make_pretrain_loader(cfg))
+    assert trainer.global_step == 2
+    after = find_backbone(model).state_dict()
+    assert any(not torch.equal(before[k], after[k]) for k in before), "no weight changed"
+    assert torch.equal(model.qscore_discriminative, mask)
+    # the hook saw every crop of the batch once: B = 2N rows of r features
+    assert model.qscore_batch_features.shape == (2 * BATCH, model.features_dim)
+    reg = trainer.callback_metrics["train_qscore_reg"]
+    assert torch.isfinite(reg) and reg.item() > 0
+    return model, trainer
+
+
 def test_simclr_with_hard_negatives_takes_real_optimiser_steps():
     torch.manual_seed(0)
-    cfg = small_config("simclr", "qscore.enabled=true", "hard_negatives.enabled=true", "hard_negatives.beta=1.0")
-    model, trainer = _train_two_steps(cfg)
-    assert model.hard_negatives_cfg == {"enabled": True, "beta": 1.0, "tau_plus": 0.1}
+    model, cfg = tiny_model("simclr", "qscore.enabled=true", "hard_negatives.enabled=true", "hard_negatives.beta=1.0")
+    model, trainer = _train_two_steps(model, cfg)
+    assert to_container(model.cfg.hard_negatives) == {"enabled": True, "beta": 1.0, "tau_plus": 0.1}
     assert torch.isfinite(trainer.callback_metrics["train_nce_loss"])
 
 
 def _twins(*overrides: str):
-    cfg = small_config("simclr", "hard_negatives.enabled=true", *overrides)
+    """Our wrapped SimCLR with hard negatives and solo-learn's own SimCLR, with the same weights."""
+    from solo.methods import METHODS
+
     torch.manual_seed(0)
-    ours = build_method(cfg, NUM_CLASSES)
-    solo = method_classes()["simclr"](**solo_kwargs(cfg, NUM_CLASSES))
+    ours, cfg = tiny_model("simclr", "hard_negatives.enabled=true", *overrides)
+    # solo's own CIFAR stem (3x3 conv, no max-pool) is what the wrapper gives the 16 px offline data
+    solo_cfg = copy.deepcopy(cfg)
+    solo_cfg.data.dataset = "cifar10"
+    solo = METHODS["simclr"](solo_cfg)
     missing, unexpected = solo.load_state_dict(ours.state_dict(), strict=False)
     assert missing == [] and unexpected == ["qscore_discriminative"]
     for module in (ours, solo):
         module.train()
         module.log = module.log_dict = lambda *args, **kwargs: None
     return cfg, ours, solo
+
+
+def pretrain_loader(cfg):
+    from solo_qscore.adapters.solo_main import make_pretrain_loader
+
+    return make_pretrain_loader(cfg)
 
 
 def test_training_step_beta_zero_equals_solo_simclr_step():
@@ -294,7 +329,7 @@ def test_training_step_beta_zero_equals_solo_simclr_step():
     assert loss_ours.item() == pytest.approx(loss_solo.item(), abs=1e-5)
     loss_ours.backward()
     loss_solo.backward()
-    torch.testing.assert_close(ours.encoder.conv1.weight.grad, solo.encoder.conv1.weight.grad, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(ours.backbone.conv1.weight.grad, solo.backbone.conv1.weight.grad, rtol=1e-4, atol=1e-5)
 
 
 def test_training_step_uses_the_hard_negative_loss():

@@ -8,12 +8,10 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-import yaml
 
 from solo_qscore.ifm_visual import cosine_nearest_neighbours, ifm_perturb
 
 torch.set_num_threads(1)
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def _unit(*shape, seed=0) -> torch.Tensor:
@@ -136,20 +134,17 @@ def test_bad_inputs_raise_clear_errors():
 @pytest.fixture(scope="module")
 def tiny_checkpoint(tmp_path_factory) -> Path:
     """A real (untrained) SimCLR ResNet-18 saved in the solo-qscore checkpoint format, 16 px Fashion-MNIST."""
-    from solo_qscore.adapters.solo_v1 import CHECKPOINT_KEY, build_method
-    from solo_qscore.config import load_config
+    from conftest import tiny_model
 
-    raw = yaml.safe_load((ROOT / "method_configs" / "cifar10" / "simclr.yaml").read_text())
-    raw["augmentations"][0]["crop_size"] = 16
     out = tmp_path_factory.mktemp("ifm_ckpt")
-    cfg = load_config(raw, ["data.dataset=fashion_mnist", "data.fallback=null", "data.image_size=16",
-                            "data.train_subset=48", "data.val_subset=8", "data.num_workers=0",
-                            "method_kwargs.proj_hidden_dim=32", "method_kwargs.proj_output_dim=16",
-                            "wandb.enabled=false", f"output_dir={out}"])
     torch.manual_seed(0)
-    model = build_method(cfg, num_classes=10)
+    model, _ = tiny_model("simclr", "data.fallback=null", "data.train_subset=48", "data.val_subset=8",
+                          "method_kwargs.proj_hidden_dim=32", "method_kwargs.proj_output_dim=16",
+                          f"output_dir={out}")
+    checkpoint = {"state_dict": model.state_dict()}
+    model.on_save_checkpoint(checkpoint)  # the run config, as a Lightning checkpoint of `pretrain` holds it
     path = out / "tiny.ckpt"
-    torch.save({"state_dict": model.state_dict(), CHECKPOINT_KEY: {"config": cfg}}, path)
+    torch.save(checkpoint, path)
     return path
 
 
@@ -188,10 +183,10 @@ def test_command_errors_exit_2(tiny_checkpoint, tmp_path, capsys):
     from solo_qscore.cli import main
 
     assert main(["ifm-neighbours", str(tmp_path / "missing.ckpt")]) == 2
-    assert "does not exist" in capsys.readouterr().err
+    assert "no such checkpoint file" in capsys.readouterr().err
     assert main(["ifm-neighbours", str(tiny_checkpoint), "--anchors", "30", "--out", str(tmp_path)]) == 2
     assert "fewer than 2 x --anchors" in capsys.readouterr().err
     not_ours = tmp_path / "plain.ckpt"
     torch.save({"state_dict": {}}, not_ours)
     assert main(["ifm-neighbours", str(not_ours)]) == 2
-    assert "not written by solo-qscore" in capsys.readouterr().err
+    assert "not of a solo-qscore run" in capsys.readouterr().err

@@ -422,7 +422,7 @@ def test_wandb_offline_logging(report, tmp_path, monkeypatch):
 
 def test_wandb_lightning_logger(report, tmp_path, monkeypatch):
     import wandb  # noqa: F401
-    from pytorch_lightning.loggers import WandbLogger
+    from lightning.pytorch.loggers import WandbLogger
 
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_DIR", str(tmp_path))

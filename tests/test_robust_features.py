@@ -7,10 +7,9 @@ import json
 from pathlib import Path
 
 import pytest
-import pytorch_lightning as pl
+import lightning.pytorch as pl
 import torch
 import torch.nn.functional as F
-import yaml
 from torch import nn
 
 from solo_qscore.probe import fit_linear_probe
@@ -168,29 +167,24 @@ class _StepCounter(pl.Callback):
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory) -> Path:
     """``solo_qscore.train.pretrain``: SimCLR ResNet-18, one step on 32 Fashion-MNIST images at 16 px."""
-    from solo_qscore.config import load_config
-    from solo_qscore.train import pretrain
+    from conftest import tiny_pretrain
 
-    raw = yaml.safe_load((ROOT / "method_configs" / "cifar10" / "simclr.yaml").read_text())
-    raw["augmentations"][0]["crop_size"] = 16
     out = tmp_path_factory.mktemp("rf_run")
-    cfg = load_config(raw, ["data.dataset=fashion_mnist", "data.fallback=null", "data.image_size=16",
-                            "data.batch_size=16", "data.train_subset=32", "data.val_subset=24",
-                            "data.num_workers=0", "trainer.max_steps=1", "probe.max_iter=20",
+    summary = tiny_pretrain(out, "simclr", "data.fallback=null", "optimizer.batch_size=16", "data.train_subset=32",
+                            "data.val_subset=24", "+max_steps=1", "probe.max_iter=20",
                             "method_kwargs.proj_hidden_dim=32", "method_kwargs.proj_output_dim=16",
-                            "wandb.enabled=false", f"output_dir={out}"])
-    summary = pretrain(cfg, extra_callbacks=[_StepCounter()])
+                            extra_callbacks=[_StepCounter()], overwrite=True)
     return Path(summary["checkpoint"])
 
 
 def test_pretrain_runs_extra_callbacks(tiny_run):
-    assert tiny_run.exists() and _StepCounter.steps == 1  # trainer.max_steps=1
+    assert tiny_run.exists() and _StepCounter.steps == 1  # max_steps=1
 
 
 def test_command_end_to_end(tiny_run, tmp_path, capsys):
     from PIL import Image
 
-    from solo_qscore.adapters.solo_v1 import load_method
+    from solo_qscore.analysis import load_checkpoint
     from solo_qscore.backbone import find_backbone
     from solo_qscore.callbacks import extract_features
     from solo_qscore.cli import main
@@ -212,7 +206,7 @@ def test_command_end_to_end(tiny_run, tmp_path, capsys):
         if r["num_in_sets"]:
             assert 0.0 <= r["mean_steps_successful"] <= 4
     # accuracy_D is the clean probe, recomputed here independently
-    model, cfg, _ = load_method(str(tiny_run))
+    model, cfg, _ = load_checkpoint(str(tiny_run))
     train_loader, val_loader = make_eval_loaders(cfg["data"])
     backbone = find_backbone(model)
     train_h, train_y = extract_features(backbone, train_loader, torch.device("cpu"))

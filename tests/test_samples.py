@@ -299,3 +299,23 @@ def test_progress_bar_on_a_terminal_and_quiet_under_ci(monkeypatch):
     monkeypatch.delenv("CI")
     list(progress(range(3), desc="work", delay=0, file=stream))
     assert stream.getvalue() == ""
+
+
+def test_probe_fit_bar_counts_every_fit(data, monkeypatch):
+    import solo_qscore.report as report_module
+    from solo_qscore._progress import progress
+
+    monkeypatch.delenv("CI", raising=False)
+    stream, bars = FakeTerminal(), []
+
+    def recording_progress(*args, **kwargs):
+        bars.append(progress(*args, **{**kwargs, "delay": 0, "file": stream}))
+        return bars[-1]
+
+    monkeypatch.setattr(report_module, "progress", recording_progress)
+    train_h, train_y, val_h, val_y = (x[:300] for x in data)
+    qscore_report(train_h, train_y, val_h, val_y, compression_fractions=(0.5, 1.0), num_random_seeds=2)
+    (bar,) = bars
+    # 1 probe + per size: band, 2 random, 2 tails, PCA (the all-features subset is the probe's own)
+    assert bar.n == bar.total and bar.total >= 1 + 2
+    assert "linear probe fits" in stream.getvalue() and f"{bar.total}/{bar.total}" in stream.getvalue()

@@ -1,0 +1,235 @@
+"""solo-learn main (1.0.6) through the adapter: ``with_qscore``, IFM, checkpoints, both Lightning namespaces.
+
+Real solo-learn classes built from solo-learn's own config files
+(``../shared/solo-learn-main/scripts/pretrain/cifar/*.yaml``, unchanged), a real Lightning
+``Trainer`` on CPU and real Fashion-MNIST images (16 px, batch 8, two crops), shrunk only in width
+(projector, prototypes, queues) so that a run takes a few optimiser steps in seconds.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from conftest import CONFIG_FILES, SOLO_CIFAR, tiny_config, tiny_model
+from omegaconf import OmegaConf
+
+from solo_qscore.adapters.solo_main import (
+    CHECKPOINT_KEY,
+    QScoreMixin,
+    load_run,
+    make_pretrain_loader,
+    qscore_callbacks,
+    with_qscore,
+)
+from solo_qscore.config import ConfigError
+
+PAPER_METHODS = ("simclr", "swav", "mocov2plus", "byol", "dino", "simsiam", "vicreg", "barlow_twins")
+INFONCE = ("simclr", "mocov2plus", "nnclr", "mocov3")
+
+
+@pytest.fixture(autouse=True)
+def seeded(one_torch_thread):
+    torch.manual_seed(0)
+
+
+def float_state(module: torch.nn.Module) -> dict:
+    return {k: v.detach().clone() for k, v in module.state_dict().items() if v.dtype.is_floating_point}
+
+
+def changed(before: dict, module: torch.nn.Module, prefix: str = "backbone.") -> bool:
+    after = float_state(module)
+    return any(not torch.equal(before[k], after[k]) for k in before if k.startswith(prefix))
+
+
+def trainer(namespace: str = "lightning.pytorch", **kwargs):
+    import importlib
+
+    pl = importlib.import_module(namespace)
+    options = dict(accelerator="cpu", devices=1, enable_progress_bar=False, logger=False, enable_checkpointing=False,
+                   enable_model_summary=False, num_sanity_val_steps=0, max_steps=2)
+    options.update(kwargs)
+    return pl.Trainer(**options)
+
+
+def some_mask(features_dim: int) -> torch.Tensor:
+    mask = torch.zeros(features_dim, dtype=torch.bool)
+    mask[::3] = True
+    return mask
+
+
+def test_configs_are_solo_learns_own_files():
+    assert SOLO_CIFAR.is_dir(), "../shared/solo-learn-main/scripts/pretrain/cifar is needed for these tests"
+    for name in CONFIG_FILES.values():
+        assert (SOLO_CIFAR / f"{name}.yaml").is_file()
+
+
+@pytest.mark.parametrize("method", [*PAPER_METHODS, "nnclr", "mocov3"])
+def test_every_method_takes_steps_with_qscore(method):
+    model, cfg = tiny_model(method, "qscore.enabled=true", "qscore.eps=1.0")
+    assert isinstance(model, QScoreMixin) and type(model).__mro__[2].__module__.startswith("solo.methods")
+    model.qscore_discriminative.copy_(some_mask(model.features_dim))  # regulariser on from the first step
+    logged = {}
+    original = model.log_dict
+
+    def spy(metrics, *args, **kwargs):
+        logged.update({k: float(v) for k, v in metrics.items() if k.startswith("train_qscore")})
+        return original(metrics, *args, **kwargs)
+
+    model.log_dict = spy
+    before = float_state(model)
+    trainer().fit(model, make_pretrain_loader(cfg))
+    assert changed(before, model), f"{method}: backbone weights did not change"
+    assert "train_qscore_reg" in logged and torch.isfinite(torch.tensor(logged["train_qscore_reg"]))
+    assert model.qscore_batch_features.shape == (2 * 8, model.features_dim)  # every crop, no second pass
+
+
+# every InfoNCE method with IFM; the +norm / +pre-norm variants on SimCLR (the methods share the loss code)
+@pytest.mark.parametrize(("method", "variant"), [*((m, "default") for m in INFONCE),
+                                                 ("simclr", "norm"), ("simclr", "pre_norm")])
+def test_infonce_methods_take_steps_with_ifm(method, variant):
+    model, cfg = tiny_model(method, "ifm.enabled=true", "ifm.epsilon=0.2", f"ifm.variant={variant}")
+    before = float_state(model)
+    trainer().fit(model, make_pretrain_loader(cfg))
+    assert changed(before, model)
+
+
+def _silence_logging(model) -> None:
+    model.log = lambda *a, **k: None
+    model.log_dict = lambda *a, **k: None
+
+
+@pytest.mark.parametrize("method", INFONCE)
+def test_ifm_epsilon_zero_equals_solos_own_loss_and_gradients(method):
+    """The same weights, batch and crops: solo's own training_step vs ours with IFM at eps = 0."""
+    plain, cfg = tiny_model(method)
+    ours = copy.deepcopy(plain)
+    ours.cfg.ifm.enabled, ours.cfg.ifm.epsilon = True, 0.0
+    for m in (plain, ours):
+        _silence_logging(m)
+        m.train()
+    batch = next(iter(make_pretrain_loader(cfg)))
+    solo_cls = type(plain).__mro__[2]
+    assert solo_cls.__module__.startswith("solo.methods")
+    torch.manual_seed(1)
+    loss_solo = solo_cls.training_step(plain, batch, 0)  # solo-learn's own step and loss
+    torch.manual_seed(1)
+    loss_ifm = ours.training_step(batch, 0)
+    loss_solo.backward()
+    loss_ifm.backward()
+    assert torch.allclose(loss_ifm, loss_solo, atol=1e-6, rtol=1e-6), (float(loss_ifm), float(loss_solo))
+    for (name, p), (_, q) in zip(plain.named_parameters(), ours.named_parameters()):
+        if p.grad is not None or q.grad is not None:
+            rel = float((p.grad - q.grad).abs().max() / p.grad.abs().max().clamp_min(1e-12))
+            assert rel < 1e-4, (name, rel)  # float32 reduction order
+
+
+def test_ifm_positive_epsilon_changes_the_loss():
+    plain, cfg = tiny_model("simclr")
+    ours = copy.deepcopy(plain)
+    ours.cfg.ifm.enabled, ours.cfg.ifm.epsilon = True, 0.5
+    for m in (plain, ours):
+        _silence_logging(m)
+    batch = next(iter(make_pretrain_loader(cfg)))
+    assert float(ours.training_step(batch, 0)) > float(type(plain).__mro__[2].training_step(plain, batch, 0))
+
+
+@pytest.mark.parametrize("method", ["byol", "swav", "dino", "simsiam", "vicreg", "barlow_twins"])
+def test_ifm_on_a_non_infonce_method_is_a_clear_error(method):
+    with pytest.raises(ConfigError, match="IFM applies to InfoNCE methods only .*simclr, mocov2plus, nnclr, mocov3"):
+        tiny_config(method, "ifm.enabled=true")
+
+
+def test_ifm_error_also_when_wrapping_directly():
+    """A user's own main_pretrain.py: with_qscore(METHODS[...])(cfg) with a cfg asking for IFM on BYOL."""
+    from solo.methods import METHODS
+
+    cfg = tiny_config("byol")
+    cfg.ifm.enabled = True
+    with pytest.raises(ConfigError, match="byol"):
+        with_qscore(METHODS["byol"])(cfg)
+
+
+def test_with_qscore_on_a_plain_solo_config():
+    """The two-line integration: a config straight from solo's parse_cfg, without our sections."""
+    from solo.args.pretrain import parse_cfg
+    from solo.methods import METHODS
+
+    from solo_qscore.config import PLUGIN_SECTIONS
+
+    cfg = tiny_config("simclr")
+    for key in PLUGIN_SECTIONS:
+        cfg.pop(key)
+    cfg.data.dataset = "cifar10"  # solo's own dataset name: its parse_cfg checks it
+    cfg.devices = [0]  # solo's configs list devices
+    cfg = parse_cfg(cfg)
+    model = with_qscore(METHODS[cfg.method])(cfg)
+    assert model.cfg.qscore.enabled is False and model.cfg.qscore.eps == 4.0  # typed defaults filled in
+    callbacks = qscore_callbacks(OmegaConf.merge(cfg, {"data": {"dataset": "fashion_mnist"}}))
+    assert [type(c).__name__ for c in callbacks] == ["ActivationStatisticsCallback", "QScoreProbeCallback"]
+    assert with_qscore(METHODS["simclr"]) is type(model)  # one class per method
+
+
+def test_hard_negatives_and_lasso_take_steps():
+    for extra in (["hard_negatives.enabled=true"], ["lasso.enabled=true", "lasso.weight=0.1"]):
+        model, cfg = tiny_model("simclr", *extra)
+        before = float_state(model)
+        trainer().fit(model, make_pretrain_loader(cfg))
+        assert changed(before, model), extra
+
+
+def test_discriminative_buffer_survives_checkpoint_and_resume(tmp_path):
+    import lightning.pytorch as pl
+
+    model, cfg = tiny_model("byol", "qscore.enabled=true")
+    mask = some_mask(model.features_dim)
+    model.qscore_discriminative.copy_(mask)
+    ckpt = tmp_path / "ckpt"
+    tr = trainer(max_steps=2, enable_checkpointing=True,
+                 callbacks=[pl.callbacks.ModelCheckpoint(dirpath=str(ckpt), save_last=True)])
+    tr.fit(model, make_pretrain_loader(cfg))
+    checkpoint = torch.load(ckpt / "last.ckpt", map_location="cpu", weights_only=True)  # our checkpoints are safe
+    assert checkpoint[CHECKPOINT_KEY]["config"]["method"] == "byol"
+    loaded, loaded_cfg, _ = load_run(ckpt / "last.ckpt")
+    assert torch.equal(loaded.qscore_discriminative, mask)
+    assert loaded_cfg.qscore.enabled is True
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, loaded.state_dict()[k]), k
+    fresh, _ = tiny_model("byol", "qscore.enabled=true")
+    assert not fresh.qscore_discriminative.any()
+    tr2 = trainer(max_steps=4, enable_checkpointing=False)
+    tr2.fit(fresh, make_pretrain_loader(cfg), ckpt_path=str(ckpt / "last.ckpt"))  # Lightning's own resume
+    assert tr2.global_step == 4
+    assert torch.equal(fresh.qscore_discriminative, mask)
+
+
+@pytest.mark.parametrize("namespace", ["lightning.pytorch", "pytorch_lightning"])
+def test_callbacks_in_both_lightning_namespaces(namespace):
+    """The same callback instances in a Trainer of either namespace (solo's module is lightning.pytorch,
+    so under pytorch_lightning we drive a small module of that namespace)."""
+    import importlib
+
+    from solo_qscore.callbacks import ActivationStatisticsCallback
+
+    pl = importlib.import_module(namespace)
+    stats = ActivationStatisticsCallback(eps=1.0)
+    assert isinstance(stats, pl.Callback)
+
+    class Tiny(pl.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.backbone = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(12, 32), torch.nn.ReLU())
+            self.register_buffer("qscore_discriminative", torch.zeros(32, dtype=torch.bool))
+
+        def training_step(self, batch, batch_idx):
+            return self.backbone(batch[0]).pow(2).mean()
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.1)
+
+    data = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.randn(64, 12), torch.zeros(64)),
+                                       batch_size=16)
+    module = Tiny()
+    trainer(namespace, max_epochs=1, max_steps=-1, callbacks=[stats]).fit(module, data)
+    assert stats.frequencies is not None and module.qscore_discriminative.any()
