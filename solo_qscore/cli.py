@@ -61,16 +61,11 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
 
 
 def cmd_finetune(args: argparse.Namespace) -> int:
-    from omegaconf import OmegaConf
-
-    from solo_qscore.adapters.solo_main import load_run
+    from solo_qscore.adapters.solo_main import read_checkpoint, source_config
     from solo_qscore.config import apply_overrides, validate, with_plugin_defaults
     from solo_qscore.train import pretrain
 
-    _, cfg, _ = load_run(args.checkpoint, trusted=args.trust_checkpoint)
-    OmegaConf.set_struct(cfg, False)
-    # the saved config has solo's scaled lr: start from the unscaled one again (prepare_config rescales)
-    cfg.pop("num_nodes", None)
+    cfg = source_config(read_checkpoint(args.checkpoint, trusted=args.trust_checkpoint), args.checkpoint)
     apply_overrides(cfg, [*FINETUNE_OVERRIDES, f"output_dir={cfg.output_dir}-finetune", f"name={cfg.name}-finetune",
                           *args.overrides])
     validate(with_plugin_defaults(cfg))
@@ -94,7 +89,7 @@ def cmd_probe(args: argparse.Namespace) -> int:
         from solo_qscore.config import compose
 
         cfg = with_overrides(run_view(compose(Path(args.config).parent, Path(args.config).name)), args.overrides)
-        backbone = _torchvision_backbone(read_checkpoint(args.checkpoint, trusted=args.trust_checkpoint), cfg)
+        backbone = _torchvision_backbone(read_checkpoint(args.checkpoint, trusted=args.trust_checkpoint, lightning=False), cfg)
     else:
         model, saved, _ = load_checkpoint(args.checkpoint, trusted=args.trust_checkpoint)
         cfg = with_overrides(saved, args.overrides)

@@ -22,9 +22,21 @@ def _band_edge(percent: float, r: int) -> int:
     return int(math.floor(percent / 100.0 * r + 0.5))
 
 
+def _check_band(low: float, high: float) -> tuple[float, float]:
+    low, high = float(low), float(high)
+    if not (0.0 <= low < high <= 100.0):
+        raise ValueError(f"invalid band [{low}, {high}): need 0 <= low < high <= 100")
+    return low, high
+
+
 def band_ranks(num_features: int, low: float = 50.0, high: float = 95.0) -> tuple[int, int]:
-    """``(first, stop)``: the ranks ``first .. stop-1`` form the band ``[low, high)`` of ``r`` features."""
-    return _band_edge(float(low), num_features), _band_edge(float(high), num_features)
+    """``(first, stop)``: the ranks ``first .. stop-1`` form the band ``[low, high)`` of ``r`` features.
+
+    Raises:
+        ValueError: unless ``0 <= low < high <= 100``.
+    """
+    low, high = _check_band(low, high)
+    return _band_edge(low, num_features), _band_edge(high, num_features)
 
 
 def _check_frequencies(A: Tensor) -> None:
@@ -60,9 +72,7 @@ def discriminative_mask(A: Tensor, low: float = 50.0, high: float = 95.0) -> Ten
     Raises:
         ValueError: for an invalid band or frequencies that are not a finite 1-D tensor.
     """
-    low, high = float(low), float(high)
-    if not (0.0 <= low < high <= 100.0):
-        raise ValueError(f"invalid band [{low}, {high}): need 0 <= low < high <= 100")
+    low, high = _check_band(low, high)
     r = A.numel() if isinstance(A, Tensor) else 0
     return rank_band_mask(A, *band_ranks(r, low, high))
 

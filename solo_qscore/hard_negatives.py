@@ -27,6 +27,9 @@ float32 for small :math:`\tau`:
     \log \textstyle\sum_k w_k \mathrm{neg}_k
     = \operatorname{LSE}_k\big((1+\beta)\,\ell_k\big) - \operatorname{LSE}_k(\beta\,\ell_k) + \log N,
     \qquad \ell_k = v\cdot v^-_k/\tau .
+
+NaN/Inf inputs (or a loss that is not finite) raise ``ValueError`` unless ``validate=False``,
+which training steps pass to avoid a host sync per step.
 """
 
 from __future__ import annotations
@@ -37,14 +40,16 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from solo_qscore._validation import check_finite_inputs
+
 __all__ = ["hard_negative_infonce", "hard_negative_simclr_loss", "hard_negative_weights"]
 
 
 def _check_args(temperature: float, beta: float, tau_plus: float) -> None:
-    if not temperature > 0:
-        raise ValueError(f"temperature must be > 0, got {temperature}")
-    if not beta >= 0:
-        raise ValueError(f"hard-negative beta must be >= 0, got {beta}")
+    if not (temperature > 0 and math.isfinite(temperature)):
+        raise ValueError(f"temperature must be a finite number > 0, got {temperature}")
+    if not (beta >= 0 and math.isfinite(beta)):
+        raise ValueError(f"hard-negative beta must be a finite number >= 0, got {beta}")
     if not 0 <= tau_plus < 1:
         raise ValueError(f"hard-negative tau_plus must be in [0, 1), got {tau_plus}")
 
@@ -91,13 +96,14 @@ def _reduce(per_pair: Tensor, pos_mask: Tensor) -> Tensor:
     return (per_anchor * has_pos).sum() / has_pos.sum().clamp_min(1)
 
 
-def hard_negative_weights(neg_sim: Tensor, temperature: float, beta: float) -> Tensor:
+def hard_negative_weights(neg_sim: Tensor, temperature: float, beta: float, validate: bool = True) -> Tensor:
     r"""Importance weights :math:`w_k = e^{\beta s_k/\tau} / \operatorname{mean}_{k'} e^{\beta s_{k'}/\tau}`.
 
     Args:
         neg_sim: ``[A, N]`` cosine similarities :math:`s_k = v\cdot v^-_k` of each anchor with its negatives.
         temperature: :math:`\tau > 0`.
         beta: hardness :math:`\beta \ge 0` (0 gives all ones).
+        validate: raise ``ValueError`` on NaN/Inf in ``neg_sim`` (one host sync).
 
     Returns:
         ``[A, N]`` weights, each row with mean 1 (``N * softmax(beta * s / tau)``, stable for any beta).
@@ -105,11 +111,19 @@ def hard_negative_weights(neg_sim: Tensor, temperature: float, beta: float) -> T
     _check_args(temperature, beta, 0.0)
     if neg_sim.ndim != 2 or neg_sim.shape[1] == 0:
         raise ValueError(f"neg_sim must be [A, N] with N >= 1 negatives, got {tuple(neg_sim.shape)}")
-    return neg_sim.shape[1] * torch.softmax(beta * neg_sim / temperature, dim=1)
+    weights = neg_sim.shape[1] * torch.softmax(beta * neg_sim / temperature, dim=1)
+    if validate:
+        check_finite_inputs(weights, neg_sim=neg_sim)
+    return weights
 
 
 def hard_negative_infonce(
-    pos_sim: Tensor, neg_sim: Tensor, temperature: float, beta: float = 1.0, tau_plus: float = 0.1
+    pos_sim: Tensor,
+    neg_sim: Tensor,
+    temperature: float,
+    beta: float = 1.0,
+    tau_plus: float = 0.1,
+    validate: bool = True,
 ) -> Tensor:
     r"""The hard-negative loss (module docstring) of anchors with one positive each and ``N`` negatives.
 
@@ -119,6 +133,8 @@ def hard_negative_infonce(
         temperature: :math:`\tau > 0`.
         beta: hardness :math:`\beta \ge 0`.
         tau_plus: class prior :math:`\tau^+ \in [0, 1)`.
+        validate: raise ``ValueError`` on NaN/Inf in the inputs or a loss that is not finite (one
+            host sync; training steps pass ``False`` and check the loss themselves).
 
     Returns:
         The mean loss over the ``A`` anchors (a scalar).
@@ -131,11 +147,19 @@ def hard_negative_infonce(
     sim = torch.cat([pos_sim[:, None], neg_sim], dim=1)
     pos_mask = torch.zeros(sim.shape, dtype=torch.bool, device=sim.device)
     pos_mask[:, 0] = True
-    return _reduce(_hard_negative_terms(sim, pos_mask, ~pos_mask, temperature, beta, tau_plus), pos_mask)
+    loss = _reduce(_hard_negative_terms(sim, pos_mask, ~pos_mask, temperature, beta, tau_plus), pos_mask)
+    if validate:
+        check_finite_inputs(loss, pos_sim=pos_sim, neg_sim=neg_sim)
+    return loss
 
 
 def hard_negative_simclr_loss(
-    z: Tensor, indexes: Tensor, temperature: float, beta: float = 1.0, tau_plus: float = 0.1
+    z: Tensor,
+    indexes: Tensor,
+    temperature: float,
+    beta: float = 1.0,
+    tau_plus: float = 0.1,
+    validate: bool = True,
 ) -> Tensor:
     r"""SimCLR's loss with hard negative sampling (module docstring), on a batch of views.
 
@@ -146,6 +170,8 @@ def hard_negative_simclr_loss(
         temperature: :math:`\tau > 0`.
         beta: hardness :math:`\beta \ge 0` (0 with ``tau_plus=0`` is plain SimCLR).
         tau_plus: class prior :math:`\tau^+ \in [0, 1)`.
+        validate: raise ``ValueError`` on NaN/Inf in ``z`` or a loss that is not finite (one host
+            sync; training steps pass ``False`` and check the loss themselves).
 
     With several positives per anchor (more than two views) each positive gets its own term and
     they are averaged per anchor, the form of :func:`solo_qscore.ifm_simclr_loss`.
@@ -159,4 +185,7 @@ def hard_negative_simclr_loss(
     neg_mask = ~pos_mask & not_self
     if not bool(neg_mask.any(1).all()):
         raise ValueError("every view needs at least one negative: the batch must hold at least two samples")
-    return _reduce(_hard_negative_terms(z @ z.T, pos_mask, neg_mask, temperature, beta, tau_plus), pos_mask)
+    loss = _reduce(_hard_negative_terms(z @ z.T, pos_mask, neg_mask, temperature, beta, tau_plus), pos_mask)
+    if validate:
+        check_finite_inputs(loss, z=z)
+    return loss

@@ -13,25 +13,40 @@ the anchor and the negatives towards it, in closed form on the logits:
 
 where :math:`\mathcal{L}` is the InfoNCE cross-entropy with the positive as target. With
 :math:`\epsilon = 0` both terms equal the plain loss, so the result is exactly the method's own.
+
+With ``validate=True`` (the default, for direct use) a NaN/Inf in any input, or a loss that is not
+finite, raises ``ValueError`` (one host sync per call); training steps pass ``validate=False`` and
+check the loss they return instead.
 """
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+from solo_qscore._validation import check_finite_inputs
 
 # Methods whose loss is InfoNCE, the only ones IFM applies to (SPEC §3).
 IFM_METHODS = ("simclr", "mocov2plus", "nnclr", "mocov3")
 
 
 def _check_ifm_args(temperature: float, epsilon: float, alpha: float) -> None:
-    if not temperature > 0:
-        raise ValueError(f"temperature must be > 0, got {temperature}")
-    if not epsilon >= 0:
-        raise ValueError(f"IFM epsilon must be >= 0, got {epsilon}")
-    if not alpha >= 0:
-        raise ValueError(f"IFM alpha must be >= 0, got {alpha}")
+    if not (temperature > 0 and math.isfinite(temperature)):
+        raise ValueError(f"temperature must be a finite number > 0, got {temperature}")
+    if not (epsilon >= 0 and math.isfinite(epsilon)):
+        raise ValueError(f"IFM epsilon must be a finite number >= 0, got {epsilon}")
+    if not (alpha >= 0 and math.isfinite(alpha)):
+        raise ValueError(f"IFM alpha must be a finite number >= 0, got {alpha}")
+
+
+def _checked(loss: Tensor, validate: bool, **inputs: Tensor) -> Tensor:
+    """``loss``, after :func:`~solo_qscore._validation.check_finite_inputs` when ``validate``."""
+    if validate:
+        check_finite_inputs(loss, **inputs)
+    return loss
 
 
 IFM_VARIANTS = ("default", "norm", "pre_norm")
@@ -103,6 +118,7 @@ def ifm_simclr_loss(
     ifm_only: bool = False,
     variant: str = "default",
     pre_norm_steps: int = 5,
+    validate: bool = True,
 ) -> Tensor:
     r"""SimCLR's InfoNCE with IFM.
 
@@ -116,6 +132,8 @@ def ifm_simclr_loss(
             :math:`(\mathcal{L} + \alpha\mathcal{L}_\epsilon)/(1+\alpha)`.
         ifm_only: return :math:`\mathcal{L}_\epsilon` alone.
         variant, pre_norm_steps: ``default``, ``norm`` or ``pre_norm`` (see :func:`perturb_similarities`).
+        validate: raise ``ValueError`` on NaN/Inf in ``z`` or a loss that is not finite (one host
+            sync; training steps pass ``False`` and check the loss themselves).
 
     Every positive logit gets :math:`-\epsilon` and every negative :math:`+\epsilon`; the loss
     keeps solo-learn's multi-positive form, so with two views it equals ``simclr_loss_func``.
@@ -131,11 +149,11 @@ def ifm_simclr_loss(
     neg_mask = ~pos_mask & not_self
     clean = _multi_positive_infonce(sim / temperature, pos_mask, neg_mask)
     if epsilon == 0 and not ifm_only:
-        return clean
+        return _checked(clean, validate, z=z)
     # positives -eps, negatives +eps (the diagonal is masked out anyway)
     moved = perturb_similarities(sim, pos_mask, epsilon, variant, pre_norm_steps)
     perturbed = _multi_positive_infonce(moved / temperature, pos_mask, neg_mask)
-    return _combine(clean, perturbed, alpha, ifm_only)
+    return _checked(_combine(clean, perturbed, alpha, ifm_only), validate, z=z)
 
 
 def ifm_moco_loss(
@@ -148,6 +166,7 @@ def ifm_moco_loss(
     ifm_only: bool = False,
     variant: str = "default",
     pre_norm_steps: int = 5,
+    validate: bool = True,
 ) -> Tensor:
     r"""MoCo-v2's InfoNCE with IFM (the official IFM code's method).
 
@@ -155,7 +174,7 @@ def ifm_moco_loss(
         query: ``[N, d]`` L2-normalised queries (with gradients).
         key: ``[N, d]`` L2-normalised keys of the other view (the positives).
         queue: ``[d, K]`` L2-normalised negatives, laid out as solo-learn stores its queue.
-        temperature, epsilon, alpha, ifm_only: as in :func:`ifm_simclr_loss`.
+        temperature, epsilon, alpha, ifm_only, variant, pre_norm_steps, validate: as in :func:`ifm_simclr_loss`.
 
     Like solo-learn's ``moco_loss_func`` it does not normalise its inputs; with ``epsilon=0``
     it returns exactly that function's value.
@@ -171,13 +190,13 @@ def ifm_moco_loss(
     targets = torch.zeros(query.shape[0], dtype=torch.long, device=query.device)
     clean = F.cross_entropy(torch.cat([pos, neg], dim=1) / temperature, targets)
     if epsilon == 0 and not ifm_only:
-        return clean
+        return _checked(clean, validate, query=query, key=key, queue=queue)
     logits = torch.cat([pos, neg], dim=1)
     positive = torch.zeros_like(logits, dtype=torch.bool)
     positive[:, 0] = True
     perturbed_logits = perturb_similarities(logits, positive, epsilon, variant, pre_norm_steps) / temperature
     perturbed = F.cross_entropy(perturbed_logits, targets)
-    return _combine(clean, perturbed, alpha, ifm_only)
+    return _checked(_combine(clean, perturbed, alpha, ifm_only), validate, query=query, key=key, queue=queue)
 
 
 def ifm_nnclr_loss(
@@ -189,6 +208,7 @@ def ifm_nnclr_loss(
     ifm_only: bool = False,
     variant: str = "default",
     pre_norm_steps: int = 5,
+    validate: bool = True,
 ) -> Tensor:
     r"""NNCLR's InfoNCE (solo-learn's ``nnclr_loss_func(nn, p)``) with IFM.
 
@@ -198,7 +218,7 @@ def ifm_nnclr_loss(
     Args:
         nn: ``[N, d]`` nearest neighbours of one view's projections (support set).
         p: ``[N, d]`` predictions of the other view. Both are normalised internally, as solo does.
-        temperature, epsilon, alpha, ifm_only: as in :func:`ifm_simclr_loss`.
+        temperature, epsilon, alpha, ifm_only, variant, pre_norm_steps, validate: as in :func:`ifm_simclr_loss`.
     """
     _check_ifm_args(temperature, epsilon, alpha)
     if nn.shape != p.shape or nn.ndim != 2:
@@ -207,8 +227,8 @@ def ifm_nnclr_loss(
     labels = torch.arange(p.shape[0], device=p.device)
     clean = F.cross_entropy(sim / temperature, labels)
     if epsilon == 0 and not ifm_only:
-        return clean
+        return _checked(clean, validate, nn=nn, p=p)
     positive = torch.eye(p.shape[0], dtype=torch.bool, device=p.device)
     perturbed = F.cross_entropy(perturb_similarities(sim, positive, epsilon, variant, pre_norm_steps) / temperature,
                                 labels)
-    return _combine(clean, perturbed, alpha, ifm_only)
+    return _checked(_combine(clean, perturbed, alpha, ifm_only), validate, nn=nn, p=p)

@@ -41,7 +41,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from solo_qscore._validation import check_class_labels, check_finite_rows, check_representations
+from solo_qscore._validation import check_class_labels, check_finite_rows, check_nonnegative, check_representations
 
 __all__ = ["LinearProbe", "ProbeResult", "feature_mean_std", "fit_linear_probe", "probe_correctness"]
 
@@ -49,6 +49,12 @@ __all__ = ["LinearProbe", "ProbeResult", "feature_mean_std", "fit_linear_probe",
 def _check_features(features: Tensor, name: str) -> None:
     check_representations(features, name)
     check_finite_rows(features, name)
+
+
+def _positive_int(value: int, name: str) -> int:
+    if isinstance(value, bool) or int(value) != value or int(value) < 1:
+        raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+    return int(value)
 
 
 SMALL_PROBLEM = 20_000_000  # N * r * C below which a single CPU thread is faster
@@ -184,7 +190,7 @@ def fit_linear_probe(
         num_classes: ``C``; defaults to ``labels.max() + 1``.
         weight_decay: :math:`\lambda`, the L2 penalty on the weights (the loss is a mean over samples,
             so this matches scikit-learn's ``C = 1 / (λ N)``).
-        max_iter: maximum number of L-BFGS iterations.
+        max_iter: maximum number of L-BFGS iterations, ``>= 1``.
         standardize: standardise each feature with the train mean and (population) std first.
         tolerance_grad: stop when the largest entry of the objective's gradient with respect to
             :math:`W` and :math:`b` is below this.
@@ -198,8 +204,14 @@ def fit_linear_probe(
         precondition_shift: :math:`\rho`, the shift :math:`\mu` relative to the mean eigenvalue of :math:`A`.
 
     Raises:
-        ValueError: bad shapes, NaN/Inf features, or invalid labels.
+        ValueError: bad shapes, NaN/Inf features, invalid labels, ``max_iter < 1``, ``history_size < 1``,
+            or a negative ``weight_decay``, ``tolerance_grad`` or ``precondition_shift``.
     """
+    max_iter = _positive_int(max_iter, "max_iter")
+    history_size = _positive_int(history_size, "history_size")
+    weight_decay = check_nonnegative(weight_decay, "weight_decay")
+    tolerance_grad = check_nonnegative(tolerance_grad, "tolerance_grad")
+    precondition_shift = check_nonnegative(precondition_shift, "precondition_shift")
     _check_features(features, "features")
     n, r = features.shape
     check_class_labels(labels, n, "labels")
@@ -246,7 +258,7 @@ def _fit(
         x_t[:, start : start + 16384] = ((features[start : start + 16384].to(torch.float32) - mean) / std).t()
 
     # optimise V with W = V @ inv_factor (identity when not preconditioning)
-    will_fit = max_iter > 0 and num_classes > 1
+    will_fit = num_classes > 1
     inv_factor = (_inverse_cholesky_factor(x_t, weight_decay, precondition_shift, precondition_samples)
                   if precondition_samples and will_fit else None)
     coords = torch.zeros(num_classes, r, device=device, requires_grad=True)

@@ -136,6 +136,7 @@ def pretrain(cfg: DictConfig, init_from: Optional[str] = None, resume: Optional[
     for path, flag in ((init_from, "--from"), (resume, "--resume")):
         if path is not None and not Path(path).is_file():
             raise ConfigError(f"{flag} {path}: no such checkpoint file")
+    source = to_container(cfg)  # before parse_cfg scales the lr: what a further-training run starts from
     for change in adapt_to_machine(cfg):
         warnings.warn(f"solo-qscore: {change}", UserWarning, stacklevel=2)
     cfg = prepare_config(cfg)
@@ -145,6 +146,7 @@ def pretrain(cfg: DictConfig, init_from: Optional[str] = None, resume: Optional[
     train_loader = make_pretrain_loader(cfg)
     cfg.data.dataset_used = train_loader.dataset_name
     model = build_model(cfg)
+    model.source_config = source
     if init_from is not None:
         load_weights_into(model, init_from, trusted=trust_checkpoint)
     with warnings.catch_warnings():
@@ -195,6 +197,8 @@ def _trainer_kwargs(cfg: DictConfig) -> dict[str, Any]:
 
         kwargs["strategy"] = DDPStrategy(find_unused_parameters=False)
     kwargs.setdefault("log_every_n_steps", 10)
+    if os.environ.get("CI"):  # no progress bars in CI logs
+        kwargs.setdefault("enable_progress_bar", False)
     kwargs["num_sanity_val_steps"] = kwargs.get("num_sanity_val_steps", 0)
     if torch.cuda.is_available() is False and kwargs.get("accelerator") in ("gpu", "cuda"):
         raise ConfigError("accelerator gpu asked for, but no GPU is available")

@@ -28,13 +28,9 @@ torch.set_num_threads(1)
 # against torch's on a busy 2-core machine (a 1-epoch tiny run took 6x the CPU time)
 numba.set_num_threads(1)
 
-ROOT = Path(__file__).resolve().parent.parent
-SIMCLR = str(ROOT / "method_configs" / "cifar10" / "simclr.yaml")
 # 16 x 16 images (crops and evaluation) keep the two training runs and the feature extraction fast
-TINY = ["data.dataset=fashion_mnist", "data.image_size=16", "augmentations=[{num_crops: 2, crop_size: 16}]",
-        "data.batch_size=8", "data.train_subset=32", "data.val_subset=32", "data.num_workers=0",
-        "method_kwargs.proj_hidden_dim=64", "method_kwargs.proj_output_dim=32", "probe.max_iter=5",
-        "wandb.enabled=false", "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false"]
+TINY = ["data.train_subset=32", "data.val_subset=32", "probe.max_iter=5", "+enable_progress_bar=false",
+        "+enable_model_summary=false"]
 # compare evaluates both checkpoints on more samples than they were trained on
 EVAL = ["data.train_subset=120", "data.val_subset=60", "qscore.eps=2.0", "probe.max_iter=50"]
 FASHION = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
@@ -223,24 +219,23 @@ def test_dataset_class_names():
 @pytest.fixture(scope="module")
 def checkpoints(tmp_path_factory) -> tuple[Path, Path]:
     """A 1-epoch SimCLR run on 32 Fashion-MNIST images, and a copy further-trained 1 step with the regulariser."""
+    from conftest import tiny_pretrain
+
     root = tmp_path_factory.mktemp("compare")
-    assert main(["pretrain", SIMCLR, *TINY, "trainer.max_epochs=1", "scheduler.warmup_epochs=0",
-                 f"output_dir={root / 'before'}"]) == 0
-    before = root / "before" / "checkpoints" / "last.ckpt"
-    assert main(["finetune", str(before), *TINY, "trainer.max_steps=1", "qscore.eps=2.0",
+    before = Path(tiny_pretrain(root / "before", "simclr", *TINY)["checkpoint"])
+    assert main(["finetune", str(before), "+max_steps=1", "qscore.eps=2.0",
                  f"output_dir={root / 'after'}"]) == 0
     return before, root / "after" / "checkpoints" / "last.ckpt"
 
 
 def _features(ckpt: Path):
-    from solo_qscore.adapters.solo_v1 import load_method
+    from solo_qscore.analysis import load_checkpoint, with_overrides
     from solo_qscore.backbone import find_backbone
     from solo_qscore.callbacks import extract_features
-    from solo_qscore.config import load_config
     from solo_qscore.data import make_eval_loaders
 
-    model, saved, _ = load_method(str(ckpt))
-    cfg = load_config(saved, EVAL)
+    model, saved, _ = load_checkpoint(str(ckpt))
+    cfg = with_overrides(saved, EVAL)
     train_loader, val_loader = make_eval_loaders(cfg["data"])
     backbone = find_backbone(model)
     return (*extract_features(backbone, train_loader, torch.device("cpu")),
@@ -345,10 +340,10 @@ def test_compare_end_to_end(checkpoints, features, tmp_path, capsys):
 def test_compare_rejects_bad_input(checkpoints, tmp_path, capsys):
     before, _ = checkpoints
     assert main(["compare", str(before), str(tmp_path / "missing.ckpt"), "--out", str(tmp_path)]) == 2
-    assert "does not exist" in capsys.readouterr().err
+    assert "no such checkpoint file" in capsys.readouterr().err
     torch.save({"state_dict": {}}, tmp_path / "plain.ckpt")
     assert main(["compare", str(before), str(tmp_path / "plain.ckpt"), "--out", str(tmp_path)]) == 2
-    assert "not written by solo-qscore" in capsys.readouterr().err
+    assert "not of a solo-qscore run" in capsys.readouterr().err
     h = torch.rand(20, 8)
     y = torch.arange(20) % 2
     with pytest.raises(ValueError, match="val_y differ"):

@@ -1,43 +1,55 @@
-"""The ``solo-qscore`` command line end to end: solo-learn SimCLR + Q-Score + IFM, tiny and offline."""
+"""``solo-qscore`` commands on solo-learn main's own config files: pretrain, probe, finetune, errors."""
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 from pathlib import Path
 
 import pytest
+import torch
+from conftest import SHRINK, SOLO_CIFAR, TINY
 
 from solo_qscore.cli import main
 
-ROOT = Path(__file__).resolve().parent.parent
-SIMCLR = str(ROOT / "method_configs" / "cifar10" / "simclr.yaml")
-BYOL = str(ROOT / "method_configs" / "cifar10" / "byol.yaml")
-TINY = ["trainer.max_steps=4", "data.batch_size=8", "data.train_subset=32", "data.val_subset=32",
-        "data.num_workers=0", "method_kwargs.proj_hidden_dim=64", "method_kwargs.proj_output_dim=32"]
+CFG = ["--config-path", str(SOLO_CIFAR)]
+SMALL = [*SHRINK["simclr"], *TINY, "data.train_subset=32", "data.val_subset=32", "+max_steps=4",
+         "augmentations.0.crop_size=16", "probe.max_iter=20"]
 
 
 def _check_auroc(value) -> None:
     assert value is None or 0.0 <= value <= 1.0
 
 
+@pytest.fixture(autouse=True)
+def _one_thread(one_torch_thread):
+    pass
+
+
 @pytest.fixture(scope="module")
 def pretrained(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("pretrain")
+    out = tmp_path_factory.mktemp("pretrain") / "run"
     with pytest.warns(UserWarning):  # cifar10 is not on disk: falls back to fashion_mnist with a warning
-        code = main(["pretrain", SIMCLR, "--qscore", "--ifm", *TINY, "wandb.enabled=false",
-                     f"output_dir={out}"])
+        code = main(["pretrain", *CFG, "--config-name", "simclr.yaml", "--qscore", "--ifm", *SMALL,
+                     "data.dataset=cifar10", f"output_dir={out}"])
     assert code == 0
     return out
 
 
-def test_pretrain_writes_checkpoint_and_probe(pretrained, capsys):
+def test_pretrain_writes_checkpoint_and_probe(pretrained):
     assert (pretrained / "checkpoints" / "last.ckpt").is_file()
     report = json.loads((pretrained / "probe" / "probe.json").read_text())
     _check_auroc(report["auroc"])
     assert report["num_features"] == 512
     assert list((pretrained / "probe").glob("*.png"))
-    assert list((pretrained / "logs").rglob("metrics.csv"))  # CSV logger when wandb is off
+    assert (pretrained / "probe" / "samples.csv").is_file()
+    rows = list(csv.DictReader(next((pretrained / "logs").rglob("metrics.csv")).open()))
+    keys = set().union(*(r.keys() for r in rows))
+    assert {"val_acc1", "val_loss"} <= keys  # solo's validation metrics: a validation loader is passed
+    saved = torch.load(pretrained / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert saved["solo_qscore"]["config"]["data"]["dataset_used"] == "fashion_mnist"
+    assert saved["solo_qscore"]["config"]["ifm"]["enabled"] is True
 
 
 def test_probe_command_on_the_checkpoint(pretrained, tmp_path, capsys):
@@ -51,18 +63,50 @@ def test_probe_command_on_the_checkpoint(pretrained, tmp_path, capsys):
     assert "probe.json" in printed and '"num_features": 512' in printed
 
 
-def test_unknown_override_key_exits_2(tmp_path, capsys):
-    code = main(["pretrain", SIMCLR, "foo.bar=1", f"output_dir={tmp_path}"])
+def test_probe_refuses_to_replace_a_report_without_overwrite(pretrained, tmp_path, capsys):
+    out = pretrained / "probe"
+    before = (out / "probe.json").read_bytes()
+    assert main(["probe", str(pretrained / "checkpoints" / "last.ckpt"), "--out", str(out)]) == 2
+    assert "--overwrite" in capsys.readouterr().err
+    assert (out / "probe.json").read_bytes() == before
+
+
+def test_pretrain_twice_into_one_output_dir_keeps_the_first_run(pretrained, capsys):
+    ckpt = pretrained / "checkpoints" / "last.ckpt"
+    before = (ckpt.read_bytes(), (pretrained / "probe" / "probe.json").read_bytes())
+    code = main(["pretrain", *CFG, "--config-name", "simclr.yaml", *SMALL, f"output_dir={pretrained}"])
     assert code == 2
-    err = capsys.readouterr().err
-    assert "foo" in err and "configuration error" in err
-    assert not (tmp_path / "checkpoints").exists()
+    assert "already holds a run" in capsys.readouterr().err
+    assert (ckpt.read_bytes(), (pretrained / "probe" / "probe.json").read_bytes()) == before
+
+
+def test_unknown_keys_exit_2_naming_them(tmp_path, capsys):
+    for bad, name in (("qscore.epss=1", "epss"), ("max_epoch=3", "max_epoch"), ("+max_epoch=3", "max_epoch"),
+                      ("data.train_subsett=4", "train_subsett")):
+        code = main(["pretrain", *CFG, "--config-name", "simclr.yaml", *SMALL, bad, f"output_dir={tmp_path / 'x'}"])
+        assert code == 2, bad
+        err = capsys.readouterr().err
+        assert name in err and "configuration error" in err, (bad, err)
+    assert not (tmp_path / "x" / "checkpoints").exists()
+
+
+def test_numbers_are_typed(tmp_path):
+    from solo_qscore.config import ConfigError, compose
+
+    cfg = compose(SOLO_CIFAR, "simclr", ["optimizer.weight_decay=5e-4", "qscore.eps=4e0", "ifm.epsilon=2e-1"])
+    assert cfg.optimizer.weight_decay == 5e-4 and isinstance(cfg.optimizer.weight_decay, float)
+    assert cfg.qscore.eps == 4.0 and cfg.ifm.epsilon == 0.2
+    assert isinstance(cfg.optimizer.lr, float)  # solo's YAML "1e-4"-style values are numbers too
+    with pytest.raises(ConfigError, match="qscore.eps"):
+        compose(SOLO_CIFAR, "simclr", ["qscore.eps=abc"])
+    with pytest.raises(ConfigError, match="probe.max_iter"):
+        compose(SOLO_CIFAR, "simclr", ["probe.max_iter=0"])
 
 
 def test_ifm_on_byol_exits_2_naming_supported_methods(tmp_path, capsys):
-    from solo_qscore import IFM_METHODS
+    from solo_qscore.config import IFM_METHODS
 
-    code = main(["pretrain", BYOL, "--ifm", *TINY, f"output_dir={tmp_path}", "wandb.enabled=false"])
+    code = main(["pretrain", *CFG, "--config-name", "byol.yaml", "--ifm", f"output_dir={tmp_path}"])
     assert code == 2
     err = capsys.readouterr().err
     assert "byol" in err.lower()
@@ -72,41 +116,50 @@ def test_ifm_on_byol_exits_2_naming_supported_methods(tmp_path, capsys):
 
 def test_bad_argument_exits_2(capsys):
     with pytest.raises(SystemExit) as exc:
-        main(["pretrain", SIMCLR, "--no-such-flag"])
+        main(["pretrain", "--config-name", "simclr.yaml", "--no-such-flag"])
     assert exc.value.code == 2
     assert "--no-such-flag" in capsys.readouterr().err
 
 
+def test_packaged_configs_are_found_from_any_directory(tmp_path, monkeypatch):
+    from solo_qscore.cli import packaged_configs
+    from solo_qscore.config import compose
+
+    monkeypatch.chdir(tmp_path)
+    folder = packaged_configs() / "cifar"
+    for name in ("simclr", "mocov2plus", "byol", "dino", "simsiam", "vicreg", "barlow", "swav", "nnclr", "mocov3"):
+        cfg = compose(folder, name)
+        assert cfg.wandb.offline is True and cfg.data.fallback == "fashion_mnist"
+
+
 def test_wandb_offline_run_folder(tmp_path, monkeypatch):
     import wandb  # noqa: F401  (a dependency: its absence is a failure, not a skip)
+
     out = tmp_path / "run"
     monkeypatch.setenv("WANDB_MODE", "offline")
-    monkeypatch.setenv("WANDB_DIR", str(tmp_path / "wandb_dir"))
     monkeypatch.setenv("WANDB_SILENT", "true")
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
-    code = main(["pretrain", SIMCLR, "--qscore", *TINY, "trainer.max_steps=2", "wandb.enabled=true",
-                 "wandb.offline=true", f"output_dir={out}"])
+    code = main(["pretrain", *CFG, "--config-name", "simclr.yaml", "--qscore", *SMALL, "++max_steps=2",
+                 "wandb.enabled=true", "++wandb.offline=true", f"output_dir={out}"])
     assert code == 0
     runs = [p for p in (out / "wandb").glob("offline-run-*") if p.is_dir()]
-    assert runs, sorted(os.listdir(out)) + sorted(os.listdir(out / "wandb")) if (out / "wandb").exists() else []
-    files = [p for p in runs[0].rglob("*") if p.is_file()]
-    assert any(p.suffix == ".wandb" for p in files), files
-    assert (out / "checkpoints" / "last.ckpt").is_file()
+    assert runs, sorted(os.listdir(out))
+    assert any(p.suffix == ".wandb" for p in runs[0].rglob("*") if p.is_file())
     assert (out / "probe" / "probe.json").is_file()
 
 
 def test_probe_command_on_a_plain_torchvision_state_dict(pretrained, tmp_path):
     """`solo-qscore probe` also takes a torchvision ResNet state dict: same weights, same report."""
-    import torch
+    from solo_qscore.adapters.solo_main import load_run
 
-    from solo_qscore.adapters.solo_v1 import load_method
-
-    model, _, _ = load_method(str(pretrained / "checkpoints" / "last.ckpt"))
+    model, _, _ = load_run(pretrained / "checkpoints" / "last.ckpt")
     state = tmp_path / "resnet18.pt"
-    torch.save(model.encoder.state_dict(), state)  # keys of torchvision's ResNet (fc is Identity)
+    torch.save(model.backbone.state_dict(), state)  # keys of torchvision's ResNet (fc is Identity)
     out_plain, out_ckpt = tmp_path / "plain", tmp_path / "ckpt"
-    data = ["data.dataset=fashion_mnist", "data.train_subset=32", "data.val_subset=32", "data.num_workers=0"]
-    assert main(["probe", str(state), "--config", SIMCLR, "--out", str(out_plain), *data]) == 0
+    data = ["data.dataset=fashion_mnist", "data.train_subset=32", "data.val_subset=32", "data.num_workers=0",
+            "data.image_size=16", "probe.max_iter=20"]
+    assert main(["probe", str(state), "--config", str(SOLO_CIFAR / "simclr.yaml"), "--out", str(out_plain),
+                 *data]) == 0
     assert main(["probe", str(pretrained / "checkpoints" / "last.ckpt"), "--out", str(out_ckpt), *data]) == 0
     plain = json.loads((out_plain / "probe.json").read_text())
     ckpt = json.loads((out_ckpt / "probe.json").read_text())
@@ -115,12 +168,11 @@ def test_probe_command_on_a_plain_torchvision_state_dict(pretrained, tmp_path):
 
 
 def test_probe_command_rejects_a_state_dict_of_another_architecture(tmp_path, capsys):
-    import torch
     import torchvision
 
     state = tmp_path / "resnet50.pt"
     torch.save(torchvision.models.resnet50().state_dict(), state)
-    assert main(["probe", str(state), "--config", SIMCLR, "--out", str(tmp_path / "out"),
+    assert main(["probe", str(state), "--config", str(SOLO_CIFAR / "simclr.yaml"), "--out", str(tmp_path / "out"),
                  "data.dataset=fashion_mnist", "data.train_subset=32", "data.val_subset=32"]) == 2
     assert "does not fit a torchvision resnet18" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
@@ -129,34 +181,67 @@ def test_probe_command_rejects_a_state_dict_of_another_architecture(tmp_path, ca
 def test_finetune_seeds_the_discriminative_set_and_regularises_from_the_first_step(pretrained, tmp_path):
     """`finetune` = the paper's further-training: weights from the checkpoint, D from one pass over
     the train set before training, so the regulariser is on at step 1 (it is off in epoch 1 of pretrain)."""
-    import csv
-
-    import torch
-
     out = tmp_path / "ft"
     code = main(["finetune", str(pretrained / "checkpoints" / "last.ckpt"), f"output_dir={out}",
-                 "trainer.max_steps=2", "trainer.log_every_n_steps=1", "data.dataset=fashion_mnist",
-                 "qscore.eps=2.0"])
+                 "+max_steps=2", "+log_every_n_steps=1", "qscore.eps=2.0", "wandb.enabled=false"])
     assert code == 0
     rows = list(csv.DictReader(next((out / "logs").rglob("metrics.csv")).open()))
     reg = [float(r["train_qscore_reg_step"]) for r in rows if r.get("train_qscore_reg_step")]
     assert reg and reg[0] > 0  # on from the first logged step
-    saved = torch.load(out / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
-    assert saved["solo_qscore"]["config"]["optimizer"]["lr"] == pytest.approx(1e-5)
+    saved = torch.load(out / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert saved["solo_qscore"]["source_config"]["optimizer"]["lr"] == pytest.approx(1e-5)
     assert saved["solo_qscore"]["config"]["qscore"]["enabled"] is True
     assert bool(saved["state_dict"]["qscore_discriminative"].any())
 
 
 def test_checkpoint_written_before_a_config_section_existed_still_loads(pretrained, tmp_path):
     """A checkpoint whose stored config lacks a section added later (here ``lasso``) loads with its default."""
-    import torch
+    from solo_qscore.adapters.solo_main import CHECKPOINT_KEY, load_run
 
-    from solo_qscore.adapters.solo_v1 import CHECKPOINT_KEY, load_method
-
-    checkpoint = torch.load(pretrained / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    checkpoint = torch.load(pretrained / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     del checkpoint[CHECKPOINT_KEY]["config"]["lasso"]
     old = tmp_path / "old.ckpt"
     torch.save(checkpoint, old)
-    model, cfg, _ = load_method(str(old))
-    assert cfg["lasso"] == {"enabled": False, "weight": 1e-4}
-    assert model.lasso_cfg["enabled"] is False
+    model, cfg, _ = load_run(old)
+    assert cfg.lasso.enabled is False and cfg.lasso.weight == 1e-4
+    assert model.cfg.lasso.enabled is False
+
+
+class _Payload:
+    """Unpickling this writes a file: what a crafted checkpoint would do."""
+
+    def __init__(self, target: str) -> None:
+        self.target = target
+
+    def __reduce__(self):
+        return (Path.write_text, (Path(self.target), "pwned"))
+
+
+@pytest.mark.parametrize("command", ["probe", "finetune", "explain", "pretrain-from"])
+def test_a_crafted_checkpoint_runs_no_code(tmp_path, capsys, command):
+    target = tmp_path / "written_by_payload"
+    ckpt = tmp_path / "evil.ckpt"
+    torch.save({"state_dict": {}, "solo_qscore": {"config": {"x": _Payload(str(target))}}}, ckpt)
+    argv = {"probe": ["probe", str(ckpt), "--out", str(tmp_path / "o")],
+            "finetune": ["finetune", str(ckpt)],
+            "explain": ["explain", str(ckpt)],
+            "pretrain-from": ["pretrain", *CFG, "--config-name", "simclr.yaml", *SMALL, "--from", str(ckpt),
+                              f"output_dir={tmp_path / 'r'}"]}[command]
+    assert main(argv) == 2
+    assert not target.exists()
+    assert "--trust-checkpoint" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("content", [b"", b"not a checkpoint at all\n", os.urandom(256)])
+def test_unreadable_checkpoints_get_one_line(tmp_path, capsys, content):
+    ckpt = tmp_path / "bad.ckpt"
+    ckpt.write_bytes(content)
+    assert main(["probe", str(ckpt), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err and "bad.ckpt" in err
+
+
+def test_max_epochs_zero_is_refused(tmp_path, capsys):
+    assert main(["pretrain", *CFG, "--config-name", "simclr.yaml", *SMALL, "max_epochs=0",
+                 f"output_dir={tmp_path / 'z'}"]) == 2
+    assert "max_epochs" in capsys.readouterr().err

@@ -18,8 +18,6 @@ from solo_qscore.miou import heatmap_iou, load_masks, match_masks, mean_iou
 
 torch.set_num_threads(1)
 
-ROOT = Path(__file__).resolve().parent.parent
-SIMCLR = str(ROOT / "method_configs" / "cifar10" / "simclr.yaml")
 DATA = ["data.num_workers=0"]
 
 
@@ -247,32 +245,30 @@ def test_load_and_match_masks(tmp_path):
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory) -> Path:
+    from conftest import tiny_pretrain
+
     out = tmp_path_factory.mktemp("explain_run")
-    # one SimCLR step on 32 Fashion-MNIST images (a real, barely trained ResNet-18); a short probe keeps
-    # the run's final probe report cheap
-    code = main(["pretrain", SIMCLR, "data.dataset=fashion_mnist", "data.train_subset=32", "data.val_subset=64",
-                 "data.batch_size=32", "trainer.max_epochs=1", "scheduler.warmup_epochs=0", "qscore.eps=2.0",
-                 "probe.max_iter=10",
-                 "method_kwargs.proj_hidden_dim=64", "method_kwargs.proj_output_dim=32", "wandb.enabled=false",
-                 *DATA, f"output_dir={out}"])
-    assert code == 0
-    return out / "checkpoints" / "last.ckpt"
+    # one SimCLR step on 32 Fashion-MNIST images at 32 px (a real, barely trained ResNet-18); a short probe
+    # keeps the run's final probe report cheap
+    summary = tiny_pretrain(out, "simclr", "data.train_subset=32", "data.val_subset=64", "optimizer.batch_size=32",
+                            "augmentations.0.crop_size=32", "qscore.eps=2.0", "probe.max_iter=10")
+    assert summary["global_step"] == 1
+    return Path(summary["checkpoint"])
 
 
 @pytest.fixture(scope="module")
 def features(checkpoint):
     """Validation and train representations of the checkpoint, computed here independently of the commands."""
-    from solo_qscore.adapters.solo_v1 import load_method
+    from solo_qscore.analysis import load_checkpoint, with_overrides
     from solo_qscore.callbacks import extract_features
-    from solo_qscore.config import load_config
     from solo_qscore.data import make_eval_loaders
     from solo_qscore.discriminative import discriminative_mask
     from solo_qscore.statistics import ActivationStatistics
 
-    model, saved, _ = load_method(str(checkpoint))
-    cfg = load_config(saved, DATA)
+    model, saved, _ = load_checkpoint(str(checkpoint))
+    cfg = with_overrides(saved, DATA)
     _, val_loader = make_eval_loaders(cfg["data"])
-    h, y = extract_features(model.encoder, val_loader, torch.device("cpu"))
+    h, y = extract_features(model.backbone, val_loader, torch.device("cpu"))
     stats = ActivationStatistics(h.shape[1], eps=2.0)
     stats.update(h)
     A = stats.compute()
@@ -404,23 +400,22 @@ def test_miou_command_bad_masks(checkpoint, tmp_path, capsys):
 
 def test_heat_maps_of_the_checkpoint_follow_the_known_sum_rule(checkpoint, features):
     """Grad-CAM of h_a + h_b equals ReLU of the sum of the two pre-ReLU maps: check on the real backbone."""
-    from solo_qscore.adapters.solo_v1 import load_method
-    from solo_qscore.config import load_config
+    from solo_qscore.analysis import load_checkpoint, with_overrides
     from solo_qscore.data import make_eval_loaders
 
-    model, saved, _ = load_method(str(checkpoint))
-    _, val_loader = make_eval_loaders(load_config(saved, DATA)["data"], batch_size=4)
+    model, saved, _ = load_checkpoint(str(checkpoint))
+    _, val_loader = make_eval_loaders(with_overrides(saved, DATA)["data"], batch_size=4)
     x, _ = next(iter(val_loader))
     a, b = features["D"].nonzero().flatten()[:2].tolist()
     W = torch.zeros(4, 512)
     W[:, a] = W[:, b] = 1.0
-    raw_sum = grad_cam(model.encoder, x, "layer4", W, normalize=False)
+    raw_sum = grad_cam(model.backbone, x, "layer4", W, normalize=False)
     # the same from the activations and analytic gradients of global average pooling: w = 1/(u v) per channel
     captured = []
-    handle = model.encoder.layer4.register_forward_hook(lambda m, i, o: captured.append(o))
-    model.encoder.eval()
+    handle = model.backbone.layer4.register_forward_hook(lambda m, i, o: captured.append(o))
+    model.backbone.eval()
     with torch.no_grad():
-        model.encoder(x)
+        model.backbone(x)
     handle.remove()
     acts = captured[0]
     cam = F.relu((acts[:, a] + acts[:, b]) / (acts.shape[2] * acts.shape[3]))[:, None]

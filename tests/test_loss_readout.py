@@ -1,8 +1,8 @@
 """InfoNCE loss vs linear-readout error across encoders (IFM paper Fig. 2): the pure functions and the
 ``solo-qscore loss-readout`` command on three tiny Trifeature checkpoints in ``pretrain``'s format.
 
-The checkpoints (SimCLR ResNet-18 at tau 0.1 and 0.5, and with hard negatives; 32x32 Trifeature,
-128 training images, one epoch of batch 64 = two steps) are barely trained: the tests check that
+The checkpoints (solo-learn's SimCLR ResNet-18 at tau 0.1 and 0.5, and with hard negatives; 32x32
+Trifeature, 128 training images, one epoch of batch 64 = two steps) are barely trained: the tests check that
 the command computes exactly what it claims (the held-out InfoNCE against an independent evaluation
 with ``ifm_simclr_loss``, the readout error against an independent probe, the correlations against
 ``np.corrcoef``), not what the correlations are.
@@ -19,7 +19,6 @@ import torch
 
 from solo_qscore import ifm_simclr_loss
 from solo_qscore.cli import main
-from solo_qscore.config import load_config
 from solo_qscore.loss_readout import (
     MIN_ENCODERS,
     correlation_matrix,
@@ -29,14 +28,14 @@ from solo_qscore.loss_readout import (
 )
 
 ROOT = Path(__file__).resolve().parents[1]
-SIMCLR = ROOT / "method_configs" / "cifar10" / "simclr.yaml"
 DATA_ROOT = ROOT / "datasets"  # the Trifeature cache the pretrain command uses by default
 TRAIN_SUBSET, VAL_SUBSET, BATCH = 128, 64, 32
 TINY = [
-    "data.dataset=trifeature", f"data.root={DATA_ROOT}", f"data.train_subset={TRAIN_SUBSET}",
-    f"data.val_subset={VAL_SUBSET}", "data.batch_size=64", "data.num_workers=0", "trainer.max_epochs=1",
-    "scheduler.warmup_epochs=0", "method_kwargs.proj_hidden_dim=64", "method_kwargs.proj_output_dim=32",
-    "wandb.enabled=false", "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false",
+    "data.dataset=trifeature", f"data.train_path={DATA_ROOT}", f"data.train_subset={TRAIN_SUBSET}",
+    f"data.val_subset={VAL_SUBSET}", "optimizer.batch_size=64", "augmentations.0.crop_size=32",
+    "probe.max_iter=100", "+enable_progress_bar=false", "+enable_model_summary=false",
+    # no end-of-training Q-Score probe report, which would take most of this file's time
+    "probe.enabled=false",
 ]
 ARMS = {
     "tau01": ["method_kwargs.temperature=0.1"],
@@ -48,30 +47,19 @@ ARMS = {
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
-def tiny_checkpoint(cfg: dict) -> str:
-    """What ``solo-qscore pretrain`` trains and saves (same module, loader and checkpoint, with the run config
-    inside), without its end-of-training Q-Score probe report, which would take most of this file's time."""
-    import pytorch_lightning as pl
+def tiny_checkpoint(output_dir: Path, name: str, *overrides: str) -> str:
+    """A ``solo-qscore pretrain`` run (module, loader and checkpoint with the run config inside)."""
+    from conftest import tiny_pretrain
 
-    from solo_qscore.adapters.solo_v1 import build_method
-    from solo_qscore.data import make_pretrain_loader, num_classes_of
-
-    pl.seed_everything(cfg["seed"], verbose=False)
-    model = build_method(cfg, num_classes_of(cfg["data"]))
-    trainer = pl.Trainer(accelerator="cpu", devices=1, max_epochs=1, logger=False, enable_checkpointing=False,
-                         enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0)
-    trainer.fit(model, make_pretrain_loader(cfg["data"], cfg["augmentations"], seed=cfg["seed"]))
-    assert trainer.global_step == TRAIN_SUBSET // 64
-    path = Path(cfg["output_dir"]) / "last.ckpt"
-    trainer.save_checkpoint(str(path))
-    return str(path)
+    summary = tiny_pretrain(output_dir, "simclr", *TINY, *overrides, f"name={name}")
+    assert summary["global_step"] == TRAIN_SUBSET // 64
+    return summary["checkpoint"]
 
 
 @pytest.fixture(scope="module")
 def checkpoints(tmp_path_factory, one_torch_thread) -> list[str]:
     base = tmp_path_factory.mktemp("loss_readout_ckpts")
-    return [tiny_checkpoint(load_config(SIMCLR, [*TINY, *extra, f"output_dir={base / name}", f"name={name}"]))
-            for name, extra in ARMS.items()]
+    return [tiny_checkpoint(base / name, name, *extra) for name, extra in ARMS.items()]
 
 
 @pytest.fixture(scope="module")
@@ -198,13 +186,13 @@ def test_command_end_to_end_correlations_equal_numpy(command_result, checkpoints
 
 
 def test_command_values_equal_an_independent_evaluation(command_result, checkpoints):
-    from solo_qscore.adapters.solo_v1 import load_method
+    from solo_qscore.analysis import load_checkpoint
     from solo_qscore.backbone import find_backbone
     from solo_qscore.data import TrifeatureDataset, build_crop_pipelines, dataset_stats, eval_transform, subset_indices
     from solo_qscore.probe import fit_linear_probe
 
     result, _ = command_result
-    model, cfg, _ = load_method(checkpoints[1])
+    model, cfg, _ = load_checkpoint(checkpoints[1])
     backbone, projector = find_backbone(model).eval(), model.projector.eval()
     mean, std = dataset_stats("trifeature")
     val = TrifeatureDataset(DATA_ROOT, train=False, image_size=32)

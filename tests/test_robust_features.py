@@ -6,8 +6,8 @@ import argparse
 import json
 from pathlib import Path
 
-import pytest
 import lightning.pytorch as pl
+import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -23,7 +23,6 @@ from solo_qscore.robust_features import (
 )
 
 torch.set_num_threads(1)
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def _linear(weight: torch.Tensor, bias: torch.Tensor) -> nn.Linear:
@@ -173,7 +172,7 @@ def tiny_run(tmp_path_factory) -> Path:
     summary = tiny_pretrain(out, "simclr", "data.fallback=null", "optimizer.batch_size=16", "data.train_subset=32",
                             "data.val_subset=24", "+max_steps=1", "probe.max_iter=20",
                             "method_kwargs.proj_hidden_dim=32", "method_kwargs.proj_output_dim=16",
-                            extra_callbacks=[_StepCounter()], overwrite=True)
+                            extra_callbacks=[_StepCounter()])
     return Path(summary["checkpoint"])
 
 

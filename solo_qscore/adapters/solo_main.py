@@ -322,7 +322,10 @@ class QScoreMixin:
         if super_hook is not None:
             super_hook(checkpoint)
         # solo-learn saves no hyper-parameters: keep the (plain, resolved) run config to rebuild it
+        # "config" is solo's parsed config (what rebuilds the module); "source_config" the composed one
+        # before parse_cfg (what a further-training run starts from: lr not yet scaled)
         checkpoint[CHECKPOINT_KEY] = {"format": CHECKPOINT_FORMAT, "config": to_container(self.cfg),
+                                      "source_config": getattr(self, "source_config", None),
                                       "solo_version": solo_version()}
 
 
@@ -528,6 +531,17 @@ def load_run(path: str | Path, trusted: bool = False, map_location: str = "cpu"
         raise CheckpointError(f"{path}: weights do not fit the run's own config: {str(err).splitlines()[0]}") from err
     model.to(map_location)
     return model, cfg, checkpoint
+
+
+def source_config(checkpoint: dict, path: str | Path = "checkpoint") -> DictConfig:
+    """The composed config a run started from (before solo's ``parse_cfg``), for further training."""
+    meta = checkpoint.get(CHECKPOINT_KEY) or {}
+    source = meta.get("source_config")
+    if not source:
+        raise CheckpointError(f"{path}: holds no source config (written by a pretrain of another version)")
+    cfg = OmegaConf.create(source)
+    OmegaConf.set_struct(cfg, False)
+    return with_plugin_defaults(cfg)
 
 
 def load_weights_into(model: torch.nn.Module, path: str | Path, trusted: bool = False) -> None:
