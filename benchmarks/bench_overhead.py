@@ -4,7 +4,7 @@
                                         [--methods simclr byol] [--quick]
 
 Setup (issue "Overhead"): ResNet-18 with the CIFAR stem on 32x32 images, 2 crops, CPU, the
-method configs of ``method_configs/cifar10``. A fixed list of Fashion-MNIST batches (real images,
+solo-learn main cifar configs (``method_configs/cifar``, float32). A fixed list of Fashion-MNIST batches (real images,
 augmented by the SimCLR pipeline) is built first and kept in memory, so data loading is not timed;
 every variant trains its own, identically initialised, model on the same batches in the same order.
 
@@ -43,28 +43,30 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from callbacks.activation_statistics import ActivationStatisticsCallback  # noqa: E402
-from solo_qscore.adapters.solo_v1 import build_method  # noqa: E402
-from solo_qscore.config import load_config  # noqa: E402
-from solo_qscore.data import make_pretrain_loader  # noqa: E402
+from solo_qscore.adapters.solo_main import build_model, make_pretrain_loader, prepare_config  # noqa: E402
+from solo_qscore.config import compose  # noqa: E402
 from solo_qscore.discriminative import discriminative_mask  # noqa: E402
 from solo_qscore.statistics import ActivationStatistics  # noqa: E402
 
 TARGETS = {"ifm": 1.02, "qscore": 1.05, "stats": 1.02}
-CONFIG_DIR = ROOT / "method_configs" / "cifar10"
-NUM_CLASSES = 10
+CONFIG_DIR = ROOT / "method_configs" / "cifar"  # solo-learn main's cifar configs (packaged copies)
 
 
-def config(method: str, batch_size: int, extra: list[str] | None = None) -> dict:
+def config(method: str, batch_size: int, extra: list[str] | None = None):
+    """solo-learn main's config of ``method`` on CPU in float32 (so that ratios measure our code only)."""
     overrides = [
-        f"data.batch_size={batch_size}", "data.dataset=fashion_mnist", "data.num_workers=0",
-        "wandb.enabled=false", "qscore.enabled=false", "ifm.enabled=false", *(extra or []),
+        f"optimizer.batch_size={batch_size}", "data.dataset=fashion_mnist", "data.num_workers=0",
+        "wandb.enabled=false", "accelerator=cpu", "devices=1", "strategy=auto", "precision=32-true",
+        "sync_batchnorm=false", "scheduler.name=none",  # no Trainer attached: no lr schedule
+        "qscore.enabled=false", "ifm.enabled=false", *(extra or []),
     ]
-    return load_config(CONFIG_DIR / f"{method}.yaml", overrides)
+    return prepare_config(compose(CONFIG_DIR, method, overrides))
 
 
 def preload_batches(batch_size: int, num_batches: int, seed: int) -> list:
     cfg = config("simclr", batch_size, [f"data.train_subset={batch_size * num_batches}"])
-    loader = make_pretrain_loader(cfg["data"], cfg["augmentations"], seed=seed)
+    torch.manual_seed(seed)
+    loader = make_pretrain_loader(cfg)
     batches = [b for _, b in zip(range(num_batches), loader)]
     if len(batches) < num_batches:
         raise RuntimeError(f"only {len(batches)} batches available, need {num_batches}")
@@ -84,7 +86,7 @@ class Variant:
         extra = {"ifm": ["ifm.enabled=true"], "qscore": ["qscore.enabled=true"]}.get(kind, [])
         cfg = config(method, batch_size, extra)
         torch.manual_seed(seed)  # identical initial weights across the variants of a method
-        self.model = build_method(cfg, NUM_CLASSES)
+        self.model = build_model(cfg)
         self.model.train()
         self.model.log = _no_log
         self.model.log_dict = _no_log
@@ -93,7 +95,7 @@ class Variant:
             assert bool(self.model.qscore_discriminative.any())
         self.callback = None
         if kind == "stats":
-            self.callback = ActivationStatisticsCallback(eps=cfg["qscore"]["eps"], band=cfg["qscore"]["band"])
+            self.callback = ActivationStatisticsCallback(eps=cfg.qscore.eps, band=tuple(cfg.qscore.band))
             self.callback.discriminative = discriminative.clone()  # as after the first epoch
         optim = self.model.configure_optimizers()
         if isinstance(optim, dict):
@@ -129,8 +131,8 @@ class Variant:
 def initial_discriminative_set(method: str, batch_size: int, seed: int, batches: list) -> torch.Tensor:
     """The discriminative set of the freshly initialised encoder on the benchmark batches."""
     torch.manual_seed(seed)
-    model = build_method(config(method, batch_size), NUM_CLASSES)
-    backbone = model.encoder
+    model = build_model(config(method, batch_size))
+    backbone = model.backbone
     backbone.eval()
     metric = None
     for batch in batches:

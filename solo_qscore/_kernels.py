@@ -105,25 +105,30 @@ try:  # numba is a dependency, but the library keeps working (slower) without it
                 else:
                     s *= scale  # exact: a power of two
                 mean = s / r
-                # pass 2 (from cache): the variance about the mean, not E[y^2] - mean^2
+                # pass 2 (from cache): moments of d = y - mean, not E[y^2] - mean^2; their mean `offset`
+                # is the rounding of `mean` (a constant row gets var = 0 exactly, so an empty L_i)
+                so = 0.0
                 ss = 0.0
                 for j in range(r):
                     d = row[j] * scale - mean
+                    so += d
                     ss += d * d
-                var = ss / r
-                thr = mean + eps * np.sqrt(var)
-                norm = max(np.sqrt(ss + r * mean * mean), norm_eps * scale)  # ||y|| = 2^-e ||h||
+                offset = so / r
+                var = max(ss / r - offset * offset, 0.0)
+                thr = offset + eps * np.sqrt(var)  # j in L_i iff y_j - mean > thr
+                sumsq = max(ss + 2.0 * mean * so + r * mean * mean, 0.0)  # sum of y^2
+                norm = max(np.sqrt(sumsq), norm_eps * scale)  # ||y|| = 2^-e ||h||, clamped as in SPEC §1
                 # pass 3 (from cache): L_i, its counts and Q_i; branch-free so it vectorises
                 total = 0.0
                 cnt = 0
                 act = 0
                 for j in range(r):
-                    y = row[j] * scale
-                    above = y > thr
+                    d = row[j] * scale - mean
+                    above = d > thr
                     lt[j] += above
                     act += above
                     sel = above & disc[j]
-                    total += (y - mean) * sel
+                    total += (d - offset) * sel
                     cnt += sel
                 num_active[i] = act
                 q[i] = total / cnt / norm if cnt > 0 else 0.0

@@ -66,7 +66,8 @@ def perturb_similarities(sim: Tensor, positive: Tensor, epsilon: float, variant:
       :math:`\pm(\hat v - s\,\hat u)` in ``steps`` steps of :math:`\eta = \epsilon/\text{steps}` (budget
       :math:`\epsilon\lVert u\rVert`), then normalised. The move stays in the plane of :math:`v, u`, so with
       :math:`r` the length (in units of :math:`\lVert u\rVert`):
-      :math:`s \leftarrow (r s \pm \eta(1-s^2))/\sqrt{r^2+\eta^2(1-s^2)}`, :math:`r \leftarrow \sqrt{r^2+\eta^2(1-s^2)}`.
+      :math:`s \leftarrow (r s \pm \eta(1-s^2))/\sqrt{r^2+\eta^2(1-s^2)}`,
+      :math:`r \leftarrow \sqrt{r^2+\eta^2(1-s^2)}`.
     """
     sign = torch.where(positive, -1.0, 1.0).to(sim.dtype)
     if variant == "default":

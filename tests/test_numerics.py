@@ -13,6 +13,7 @@ import torch.nn.functional as F
 
 from solo_qscore import (
     ActivationStatistics,
+    _kernels,
     discriminative_mask,
     hard_negative_infonce,
     hard_negative_simclr_loss,
@@ -26,7 +27,6 @@ from solo_qscore import (
     qscore_regularizer,
     qscore_regularizer_terms,
 )
-from solo_qscore import _kernels
 from solo_qscore._kernels import HAVE_NUMBA, _summary_torch, activation_summary
 from solo_qscore.discriminative import band_ranks
 from solo_qscore.probe import fit_linear_probe
@@ -126,6 +126,28 @@ def test_kernel_statistics_and_q_score_exact_at_large_means():
     assert torch.equal(stats.counts, counts)
     assert int(stats.num_active) == int(num_active.sum())
     torch.testing.assert_close(q_score(h, D).double(), q, atol=1e-6, rtol=1e-5)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_constant_rows_have_empty_sets_even_at_eps_zero(dtype, kernel_mode):
+    """sigma = 0 gives an empty L_i (SPEC §2.1), also when the float mean of the row is rounded."""
+    torch.manual_seed(14)
+    h = (torch.rand(500, 1, dtype=dtype) * 10).expand(500, 333).contiguous()
+    D = torch.ones(333, dtype=torch.bool)
+    for eps in (0.0, 4.0):
+        for got in (activation_summary(h, D, eps), _summary_torch(h, D, eps)):
+            assert not got.num_active.any() and not got.q.any()
+        assert not highly_activating(h, eps=eps).any()
+
+
+def test_torch_path_in_row_chunks_equals_whole(monkeypatch):
+    torch.manual_seed(15)
+    h, D = torch.randn(100, 64), torch.rand(64) > 0.5
+    whole = _summary_torch(h, D, 2.0)
+    monkeypatch.setattr(_kernels, "TORCH_CHUNK_ELEMENTS", 64 * 7)  # 7 rows per step
+    chunked = _summary_torch(h, D, 2.0)
+    for a, b in zip(whole, chunked):
+        assert torch.equal(a, b)
 
 
 # ------------------------------------------------------------------ 2. range: no overflow, no underflow

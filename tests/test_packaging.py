@@ -20,7 +20,12 @@ def test_wheel_installs_and_imports_in_fresh_venv(tmp_path):
     names = zipfile.ZipFile(wheel).namelist()
     assert "solo_qscore/callbacks/__init__.py" in names
     assert "solo_qscore/callbacks/activation_statistics.py" in names
-    assert "solo_qscore/adapters/solo_v1.py" in names and "solo_qscore/data/loaders.py" in names
+    assert "solo_qscore/adapters/solo_main.py" in names and "solo_qscore/data/loaders.py" in names
+    assert "solo_qscore/analysis/explain.py" in names  # every package of the source tree is in the wheel
+    for folder in (REPO / "solo_qscore").rglob("__init__.py"):
+        assert f"solo_qscore/{folder.relative_to(REPO / 'solo_qscore').as_posix()}" in names, folder
+    assert "solo_qscore/method_configs/cifar/simclr.yaml" in names  # the configs users start from
+    assert "solo_qscore/method_configs/cifar/augmentations/symmetric.yaml" in names
     assert not any(name.startswith("callbacks/") for name in names)
 
     venv = tmp_path / "venv"
@@ -38,3 +43,8 @@ def test_wheel_installs_and_imports_in_fresh_venv(tmp_path):
     assert out[0].startswith(str(venv)), out  # imported from the wheel, not the checkout
     assert out[1] == "solo_qscore.callbacks.activation_statistics"
     assert (venv / "bin" / "solo-qscore").exists()  # console script
+    help_text = run(str(venv / "bin" / "solo-qscore"), "--help", cwd=tmp_path).stdout
+    assert "pretrain" in help_text and "explain" in help_text  # the analysis commands import from the wheel
+    configs = run(str(python), "-c", "from solo_qscore.cli import packaged_configs; print(packaged_configs())",
+                  cwd=tmp_path).stdout.strip()
+    assert configs.startswith(str(venv)) and Path(configs, "cifar", "simclr.yaml").is_file()
