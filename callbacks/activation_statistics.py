@@ -23,7 +23,6 @@ import torch
 from torch import Tensor
 
 from solo_qscore.adapters.lightning import CALLBACK_BASES, rank_zero_warn, wandb_loggers
-
 from solo_qscore.backbone import find_backbone
 from solo_qscore.discriminative import band_ranks, discriminative_mask
 from solo_qscore.statistics import ActivationStatistics

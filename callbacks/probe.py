@@ -21,7 +21,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Optional
 
-
 from solo_qscore.adapters.lightning import CALLBACK_BASES, wandb_loggers
 from solo_qscore.callbacks.activation_statistics import extract_features, find_backbone
 from solo_qscore.collapse import normalized_embedding_std, rankme

@@ -89,7 +89,8 @@ def cmd_probe(args: argparse.Namespace) -> int:
         from solo_qscore.config import compose
 
         cfg = with_overrides(run_view(compose(Path(args.config).parent, Path(args.config).name)), args.overrides)
-        backbone = _torchvision_backbone(read_checkpoint(args.checkpoint, trusted=args.trust_checkpoint, lightning=False), cfg)
+        state = read_checkpoint(args.checkpoint, trusted=args.trust_checkpoint, lightning=False)
+        backbone = _torchvision_backbone(state, cfg)
     else:
         model, saved, _ = load_checkpoint(args.checkpoint, trusted=args.trust_checkpoint)
         cfg = with_overrides(saved, args.overrides)

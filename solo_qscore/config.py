@@ -220,7 +220,8 @@ def _number(cfg: DictConfig, dotted: str, *, minimum: float = 0.0, strict: bool 
         ok = float(value).is_integer()
     if not ok:
         need = f"{'> ' if strict else '>= '}{minimum:g}"
-        raise ConfigError(f"config key '{dotted}' must be a{'n integer' if integer else ' number'} {need}, got {value!r}")
+        kind = "an integer" if integer else "a number"
+        raise ConfigError(f"config key '{dotted}' must be {kind} {need}, got {value!r}")
 
 
 def validate(cfg: DictConfig) -> None:
@@ -269,7 +270,8 @@ def validate(cfg: DictConfig) -> None:
     if not (len(band) == 2 and 0 <= band[0] < band[1] <= 100):
         raise ConfigError(f"config key 'qscore.band' must be [low, high] with 0 <= low < high <= 100, got {band}")
     if cfg.qscore.statistics not in ("train_step", "dataloader"):
-        raise ConfigError(f"config key 'qscore.statistics' must be train_step or dataloader, got {cfg.qscore.statistics!r}")
+        got = cfg.qscore.statistics
+        raise ConfigError(f"config key 'qscore.statistics' must be train_step or dataloader, got {got!r}")
     if cfg.ifm.variant not in IFM_VARIANTS:
         raise ConfigError(f"config key 'ifm.variant' must be one of {', '.join(IFM_VARIANTS)}, got {cfg.ifm.variant!r}")
     check_method_options(cfg)

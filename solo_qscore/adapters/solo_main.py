@@ -39,7 +39,6 @@ from omegaconf import DictConfig, OmegaConf
 from torch import Tensor
 
 from solo_qscore.config import (
-    IFM_METHODS,
     OFFLINE_DATASETS,
     ConfigError,
     check_method_options,
@@ -87,7 +86,8 @@ def adapt_to_machine(cfg: DictConfig) -> list[str]:
         devices = cfg.get("devices", 1)
         if not isinstance(devices, int) or isinstance(devices, bool):
             cfg.devices = 1
-            changes.append(f"devices {OmegaConf.to_container(devices) if OmegaConf.is_config(devices) else devices} -> 1")
+            shown = OmegaConf.to_container(devices) if OmegaConf.is_config(devices) else devices
+            changes.append(f"devices {shown} -> 1")
         if cfg.get("strategy") == "ddp" and cfg.devices == 1 and int(cfg.get("num_nodes", 1) or 1) == 1:
             cfg.strategy = "auto"
             changes.append("strategy ddp -> auto (one process)")
@@ -141,7 +141,8 @@ def prepare_config(cfg: DictConfig) -> DictConfig:
     try:
         cfg = parse_cfg(cfg)
     except AssertionError as err:
-        raise ConfigError(f"solo-learn rejected the config: {err or 'an assertion in solo.args.pretrain failed'}") from err
+        reason = err or "an assertion in solo.args.pretrain failed"
+        raise ConfigError(f"solo-learn rejected the config: {reason}") from err
     finally:
         cfg.data.dataset = dataset
     if isinstance(devices, int):
@@ -372,9 +373,9 @@ def qscore_callbacks(cfg: DictConfig, output_dir: Optional[str | Path] = None,
         seed_from_train_set: fill D by one pass over the train set before training (further-training
             a pre-trained encoder, as the paper does), so the regulariser is on from the first step.
     """
+    from solo_qscore.associations import dataset_class_names
     from solo_qscore.callbacks import ActivationStatisticsCallback, QScoreProbeCallback
     from solo_qscore.data import make_eval_loaders
-    from solo_qscore.associations import dataset_class_names
 
     cfg = with_plugin_defaults(cfg)
     qcfg = cfg.qscore
@@ -494,7 +495,8 @@ def read_checkpoint(path: str | Path, trusted: bool = False, lightning: bool = T
         try:
             return torch.load(path, map_location="cpu", weights_only=False)
         except Exception as err:
-            raise CheckpointError(f"{path}: cannot be read as a torch checkpoint ({type(err).__name__}: {err})") from err
+            reason = f"{type(err).__name__}: {err}"
+            raise CheckpointError(f"{path}: cannot be read as a torch checkpoint ({reason})") from err
     try:
         with torch.serialization.safe_globals(_checkpoint_globals()):
             checkpoint = torch.load(path, map_location="cpu", weights_only=True)
@@ -519,7 +521,8 @@ def load_run(path: str | Path, trusted: bool = False, map_location: str = "cpu"
     checkpoint = read_checkpoint(path, trusted=trusted)
     meta = checkpoint.get(CHECKPOINT_KEY)
     if not isinstance(meta, dict) or not meta.get("config"):
-        raise CheckpointError(f"{path}: a Lightning checkpoint, but not of a solo-qscore run (no '{CHECKPOINT_KEY}' entry)")
+        raise CheckpointError(f"{path}: a Lightning checkpoint, but not of a solo-qscore run "
+                              f"(no '{CHECKPOINT_KEY}' entry)")
     if meta.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(f"{path}: written by a solo-qscore for solo-learn 1.0.2 (retired); "
                               "re-train with solo-learn main")
@@ -566,7 +569,8 @@ def _flat_augmentation(aug: DictConfig) -> dict[str, Any]:
         "brightness": float(get("color_jitter.brightness", 0.4)), "contrast": float(get("color_jitter.contrast", 0.4)),
         "saturation": float(get("color_jitter.saturation", 0.2)), "hue": float(get("color_jitter.hue", 0.1)),
         "color_jitter_prob": float(get("color_jitter.prob", 0.8)), "gray_scale_prob": float(get("grayscale.prob", 0.2)),
-        "gaussian_prob": float(get("gaussian_blur.prob", 0.0)), "solarization_prob": float(get("solarization.prob", 0.0)),
+        "gaussian_prob": float(get("gaussian_blur.prob", 0.0)),
+        "solarization_prob": float(get("solarization.prob", 0.0)),
         "horizontal_flip_prob": float(get("horizontal_flip.prob", 0.5)),
     }
 

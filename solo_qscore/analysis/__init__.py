@@ -7,8 +7,6 @@ Every module here that defines ``register(subparsers)`` adds its subcommand to t
 
 from __future__ import annotations
 
-from pathlib import Path
-
 
 def load_checkpoint(path: str, trusted: bool = False):
     """Open a ``solo-qscore pretrain`` checkpoint for a command: ``(model, run view, checkpoint)``.

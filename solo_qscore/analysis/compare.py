@@ -142,10 +142,10 @@ def cmd_compare(args: argparse.Namespace) -> int:
     import torch
 
     from solo_qscore.analysis import load_checkpoint
+    from solo_qscore.analysis import with_overrides as load_config
     from solo_qscore.associations import dataset_class_names
     from solo_qscore.backbone import find_backbone
     from solo_qscore.callbacks import extract_features
-    from solo_qscore.analysis import with_overrides as load_config
     from solo_qscore.data import make_eval_loaders
     from solo_qscore.plots import regularization_comparison_figure, save_figure_atomic
     from solo_qscore.report import heatmap_figure, to_jsonable, write_json_atomic
