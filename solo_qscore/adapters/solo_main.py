@@ -205,7 +205,7 @@ class QScoreMixin:
             elif self.cfg.hard_negatives.enabled:
                 hn = self.cfg.hard_negatives
                 loss = self._simclr_step(batch, batch_idx, lambda z, idx: hard_negative_simclr_loss(
-                    z, idx, self.temperature, beta=float(hn.beta), tau_plus=float(hn.tau_plus)))
+                    z, idx, self.temperature, beta=float(hn.beta), tau_plus=float(hn.tau_plus), validate=False))
             else:
                 loss = super().training_step(batch, batch_idx)
         finally:
@@ -242,7 +242,8 @@ class QScoreMixin:
     # -- IFM ---------------------------------------------------------------------------------
     def _ifm_kwargs(self) -> dict[str, Any]:
         ifm = self.cfg.ifm
-        kwargs: dict[str, Any] = {"epsilon": float(ifm.epsilon), "alpha": float(ifm.alpha)}
+        # validate=False: no host sync per step (the inputs come from the module, the loss is checked by Lightning)
+        kwargs: dict[str, Any] = {"epsilon": float(ifm.epsilon), "alpha": float(ifm.alpha), "validate": False}
         if ifm.variant != "default":
             kwargs.update(variant=str(ifm.variant), pre_norm_steps=int(ifm.pre_norm_steps))
         return kwargs
