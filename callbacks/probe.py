@@ -77,14 +77,16 @@ class QScoreProbeCallback(*CALLBACK_BASES):
     def _log(self, trainer: Any, report: dict[str, Any], final: bool) -> None:
         scalars = {f"probe/{k}": float(report[k]) for k in (*SCALARS, "rankme", "embedding_std")
                    if isinstance(report.get(k), (int, float))}
+        # at the end of training a wandb logger gets the scalars in the same ``log`` call as the
+        # curves and figures: one history row, each key once per step
+        full = wandb_loggers(trainer) if final else []
         for logger in trainer.loggers:
-            logger.log_metrics(scalars, step=trainer.global_step)
-        if not final:
-            return
-        for logger in wandb_loggers(trainer):
+            if not any(logger is w for w in full):
+                logger.log_metrics(scalars, step=trainer.global_step)
+        for logger in full:
             from solo_qscore.report import log_report_to_wandb
 
-            log_report_to_wandb(report, logger, step=trainer.global_step)
+            log_report_to_wandb(report, logger, step=trainer.global_step, metrics=scalars)
 
     def on_train_epoch_end(self, trainer: Any, pl_module: Any) -> None:
         k = self.every_n_epochs
@@ -98,10 +100,21 @@ class QScoreProbeCallback(*CALLBACK_BASES):
         if report is None:
             return
         self._log(trainer, report, final=True)
-        if self.out_dir is not None:
-            from solo_qscore.report import write_report
+        if self.out_dir is None:
+            return
+        from solo_qscore.report import write_report
 
-            write_report(report, self.out_dir, images=_dataset_in_order(self.val_loader))
+        write_report(report, self.out_dir, images=_dataset_in_order(self.val_loader))
+        for logger in wandb_loggers(trainer):  # the folder as written (probe.json, samples.csv, PNGs)
+            import wandb
+
+            run = logger.experiment
+            metadata = {k: report[k] for k in (*SCALARS, "eps", "epoch", "global_step")
+                        if isinstance(report.get(k), (int, float))}
+            artifact = wandb.Artifact(f"qscore-report-{run.id}", type="qscore-report",
+                                      description="solo-qscore probe report", metadata=metadata)
+            artifact.add_dir(str(self.out_dir))
+            run.log_artifact(artifact, aliases=["latest", f"step-{trainer.global_step}"])
 
     def state_dict(self) -> dict[str, Any]:
         return {"history": self.history}

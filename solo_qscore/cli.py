@@ -122,14 +122,10 @@ def cmd_probe(args: argparse.Namespace) -> int:
 
 def _check_writable(out: Path, overwrite: bool) -> None:
     """Refuse to replace an existing report unless asked, and fail now (not after the computation)
-    on a folder that cannot be written."""
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"--out {out}: exists and is not a folder")
-    if (out / "probe.json").exists() and not overwrite:
-        raise ConfigError(f"{out} already holds a report; pass --overwrite to replace it, or --out another folder")
-    parent = out if out.exists() else next((p for p in out.parents if p.exists()), Path("."))
-    if not os.access(parent, os.W_OK):
-        raise ConfigError(f"--out {out}: {parent} is not writable")
+    on a folder that cannot be written (:func:`solo_qscore.analysis.check_output_folder`)."""
+    from solo_qscore.analysis import check_output_folder
+
+    check_output_folder(out, overwrite, "probe.json")
 
 
 def _torchvision_backbone(state_dict, cfg: dict):

@@ -199,8 +199,15 @@ def compose(config_path: str | Path, config_name: str, overrides: list[str] | tu
         with initialize_config_dir(config_dir=str(config_dir), version_base="1.2"):
             cfg = hydra_compose(config_name=name, overrides=theirs)
     except (HydraException, OmegaConfBaseException) as err:
-        raise ConfigError(f"{config_dir / name}: {str(err).splitlines()[0]}") from err
+        text = " ".join(line.strip() for line in str(err).splitlines() if line.strip())
+        raise ConfigError(f"{config_dir / name}: {text}") from err
     except Exception as err:  # YAML syntax errors surface as yaml/scanner errors
+        mark = getattr(err, "problem_mark", None)
+        if mark is not None:  # the file that is wrong: this one or one its defaults list includes
+            where = mark.name if mark.name and not mark.name.startswith("<") else str(config_dir / name)
+            problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+            raise ConfigError(f"{where}, line {mark.line + 1}, column {mark.column + 1}: YAML syntax error: "
+                              f"{problem}") from err
         raise ConfigError(f"{config_dir / name}: cannot read the config: {str(err).splitlines()[0]}") from err
     OmegaConf.set_struct(cfg, False)
     cfg.pop("hydra", None)
@@ -241,6 +248,14 @@ def validate(cfg: DictConfig) -> None:
     if cfg.method not in METHODS or cfg.method in ("base", "linear"):
         names = ", ".join(k for k in METHODS if k not in ("base", "linear"))
         raise ConfigError(f"config key 'method': unknown method {cfg.method!r}; solo-learn has {names}")
+    from solo.methods.base import BaseMethod
+
+    backbone = cfg.backbone.get("name") if isinstance(cfg.backbone, DictConfig) else None
+    if backbone not in BaseMethod._BACKBONES:
+        known_backbones = set(BaseMethod._BACKBONES)
+        raise ConfigError(f"config key 'backbone.name': unknown backbone {backbone!r}"
+                          f"{_suggest(str(backbone), known_backbones)}; solo-learn has "
+                          f"{', '.join(sorted(known_backbones))}")
     _number(cfg, "optimizer.batch_size", minimum=0, strict=True, integer=True)
     _number(cfg, "optimizer.lr", minimum=0, strict=True)
     _number(cfg, "optimizer.weight_decay")

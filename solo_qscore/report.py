@@ -906,6 +906,13 @@ def q_extremes_figure(
     return plots.q_extremes_figure(rows, title=title)
 
 
+#: every file a report folder holds (the PNGs of :func:`report_figures` and ``q_extremes``); anything
+#: else in an existing report folder is kept when :func:`write_report` replaces the report
+REPORT_FILES: tuple[str, ...] = ("probe.json", SAMPLES_FILE) + tuple(
+    f"{name}.png" for name in ("pr_curve", "roc_curve", "activation_frequency", "compression",
+                               "discriminative_heatmap", "q_histogram", "associations", EXTREMES_PNG))
+
+
 def write_report(
     report: Mapping[str, Any],
     out_dir: str | os.PathLike,
@@ -916,8 +923,12 @@ def write_report(
 ) -> Path:
     """Write ``out_dir/probe.json`` (everything but ``arrays``), ``samples.csv`` and, if ``plots``, the PNGs.
 
-    Every file is written atomically (temp file in ``out_dir``, then ``os.replace``), so a crash
-    never leaves a truncated ``probe.json`` and a previous one stays intact. The PNGs are
+    The report folder is written whole or not at all: every file goes into a hidden temporary
+    sibling folder (``.NAME.*.tmp``), which is renamed to ``out_dir`` once complete; a previous
+    report there is replaced only then (its files that are not part of a report, :data:`REPORT_FILES`,
+    are kept). A failure or an interruption part-way leaves the previous report as it was and
+    removes the temporary folder. Where ``out_dir`` itself cannot be renamed (a mount point, or its
+    parent folder is not writable) the files are replaced one by one, each atomically. The PNGs are
     ``pr_curve``, ``roc_curve``, ``activation_frequency``, ``compression``,
     ``discriminative_heatmap``, ``q_histogram`` and ``associations`` (those the report has the data for).
 
@@ -932,10 +943,88 @@ def write_report(
     Returns:
         The path of ``probe.json``.
     """
+    import shutil
+    import tempfile
+
+    out_dir = Path(os.path.abspath(out_dir))
+    if out_dir.is_symlink():  # replace the folder it points to; the link stays
+        out_dir = out_dir.resolve()
+    if out_dir.exists() and not out_dir.is_dir():
+        raise NotADirectoryError(f"{out_dir}: exists and is not a folder")
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        staging = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.", suffix=".tmp"))
+    except PermissionError:  # the parent is read-only: stage inside out_dir, then move file by file
+        out_dir.mkdir(exist_ok=True)
+        staging = Path(tempfile.mkdtemp(dir=out_dir, prefix=".report.", suffix=".tmp"))
+    try:
+        os.chmod(staging, out_dir.stat().st_mode & 0o7777 if out_dir.is_dir() else 0o777 & ~_umask())
+        _write_report_files(report, staging, plots, images, samples, extremes_k)
+        _put_in_place(staging, out_dir)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return out_dir / "probe.json"
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _put_in_place(staging: Path, out_dir: Path) -> None:
+    """Make the complete report folder ``staging`` the folder ``out_dir`` (see :func:`write_report`)."""
+    import shutil
+    import tempfile
+
+    if staging.parent == out_dir:  # staged inside: replace the files one by one (each atomic)
+        _replace_files(staging, out_dir)
+        staging.rmdir()
+        return
+    if not out_dir.exists():
+        try:
+            os.rename(staging, out_dir)
+            return
+        except OSError:  # created meanwhile: replace it as below
+            if not out_dir.is_dir():
+                raise
+    old = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.", suffix=".old"))
+    try:
+        os.rename(out_dir, old / "report")  # the previous report, kept until the new one is in place
+    except OSError:  # out_dir cannot move (a mount point, busy): replace the files one by one
+        old.rmdir()
+        _replace_files(staging, out_dir)
+        shutil.rmtree(staging, ignore_errors=True)
+        return
+    try:
+        os.rename(staging, out_dir)
+    except BaseException:
+        os.rename(old / "report", out_dir)
+        old.rmdir()
+        raise
+    for entry in (old / "report").iterdir():  # keep what was there besides the report
+        if entry.name not in REPORT_FILES and not (out_dir / entry.name).exists():
+            os.rename(entry, out_dir / entry.name)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _replace_files(staging: Path, out_dir: Path) -> None:
+    """Fallback of :func:`_put_in_place`: each file replaced atomically, ``probe.json`` last; files of
+    the previous report that the new one lacks are removed (no stale figure stays)."""
+    new = {p.name for p in staging.iterdir()}
+    for name in sorted(new, key=lambda n: n == "probe.json"):
+        os.replace(staging / name, out_dir / name)
+    for name in REPORT_FILES:
+        if name not in new and (out_dir / name).is_file():
+            (out_dir / name).unlink()
+
+
+def _write_report_files(report: Mapping[str, Any], out_dir: Path, plots: bool, images: Any,
+                        samples: Mapping[str, Any] | None, extremes_k: int) -> Path:
+    """The files of :func:`write_report` into the (new, empty) folder ``out_dir``."""
     from solo_qscore.plots import save_figure_atomic
 
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     if samples is None:
         samples = (report.get("arrays") or {}).get("samples")
     payload = to_jsonable({k: v for k, v in report.items() if k != "arrays"})
@@ -953,7 +1042,7 @@ def write_report(
                 fig = q_extremes_figure(samples, images, k=extremes_k, class_names=report.get("class_names"))
             except Exception as err:  # the report is written; a bad image source only costs this figure
                 warnings.warn(f"{EXTREMES_PNG}.png skipped: could not read the sample images ({err!r})",
-                              stacklevel=2)
+                              stacklevel=3)
             else:
                 save_figure_atomic(fig, out_dir / f"{EXTREMES_PNG}.png")
     return path
@@ -981,17 +1070,25 @@ def _fmt(value: Any) -> str:
 
 
 def log_report_to_wandb(
-    report: Mapping[str, Any], run_or_logger: Any, prefix: str = "probe", step: int | None = None
+    report: Mapping[str, Any],
+    run_or_logger: Any,
+    prefix: str = "probe",
+    step: int | None = None,
+    metrics: Mapping[str, float] | None = None,
 ) -> dict[str, Any]:
     """Log the report to Weights & Biases (works offline with ``WANDB_MODE=offline``).
 
-    Scalars go to ``{prefix}/auroc`` etc. (also into the run summary), the PR/ROC curves as
-    ``wandb.plot.line`` charts over tables, the compression study as a table and a chart, the
+    Scalars go to ``{prefix}/auroc`` etc. (also into the run summary), the PR/ROC curves as wandb's
+    native curve panels (``{prefix}/pr_curve_chart``, ``{prefix}/roc_curve_chart``: the
+    ``wandb/area-under-curve/v0`` preset of ``wandb.plot.pr_curve``/``roc_curve``, over the report's
+    own curve points; the PR panel also shows the mirrored "-Q for misclassified" curve), the
+    compression study as a table and a chart, the
     class-feature associations as a table (``{prefix}/associations_table``, with
     ``{prefix}/associations_mean_purity``), and the figures as ``wandb.Image``. ``run_or_logger`` is a
     ``wandb`` run or a Lightning ``WandbLogger`` (its ``.experiment`` is used). ``step`` is passed to
     ``run.log`` for a run, or logged as ``trainer/global_step`` for a Lightning logger (whose charts use
-    that as x axis).
+    that as x axis). ``metrics``: further scalars (full keys, e.g. ``probe/rankme``) logged in the same
+    call, so that a caller logs each key once per step (a key in both wins from ``metrics``).
 
     Returns:
         The dict that was logged.
@@ -1010,34 +1107,47 @@ def log_report_to_wandb(
         value = report.get(key)
         if isinstance(value, (int, float)) and not (isinstance(value, float) and not math.isfinite(value)):
             payload[f"{prefix}/{key}"] = value
+    payload.update(metrics or {})
     for key, value in payload.items():
         run.summary[key] = value
     if report.get("note"):
         run.summary[f"{prefix}/note"] = report["note"]
 
     arrays = report.get("arrays") or {}
-    view = arrays.get("binary_correct")
+    view, mirror = arrays.get("binary_correct"), arrays.get("binary_misclassified")
     curves = report.get("curves")
     if view is not None or curves:
+        correct = f"Q, correct (AUPRC {_fmt(report.get('auprc'))})"
+        wrong = f"-Q, misclassified (AUPRC {_fmt(report.get('auprc_misclassified'))})"
+
+        def points(name: str, x: Any, y: Any) -> list[list[Any]]:  # at most 500 points per curve
+            x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+            idx = _subsample(x.size, 500)
+            return [[name, float(a), float(b)] for a, b in zip(x[idx], y[idx])]
+
         if view is not None:
-            idx = _subsample(view["recall"].size, 500)
-            pr_rows = list(zip(view["recall"][idx].tolist(), view["precision"][idx].tolist()))
-            idx = _subsample(view["fpr"].size, 500)
-            roc_rows = list(zip(view["fpr"][idx].tolist(), view["tpr"][idx].tolist()))
+            pr_rows = points(correct, view["recall"], view["precision"])
+            if mirror is not None:
+                pr_rows += points(wrong, mirror["recall"], mirror["precision"])
+            roc_rows = points(correct, view["fpr"], view["tpr"])
         else:
-            pr_rows = list(zip(curves["pr"]["recall"], curves["pr"]["precision"]))
-            roc_rows = list(zip(curves["roc"]["fpr"], curves["roc"]["tpr"]))
-        pr_table = wandb.Table(data=pr_rows, columns=["recall", "precision"])
-        roc_table = wandb.Table(data=roc_rows, columns=["false positive rate", "true positive rate"])
-        payload[f"{prefix}/pr_curve_chart"] = wandb.plot.line(
-            pr_table, "recall", "precision", title=f"Q-Score PR curve (AUPRC {_fmt(report.get('auprc'))})"
-        )
-        payload[f"{prefix}/roc_curve_chart"] = wandb.plot.line(
-            roc_table,
-            "false positive rate",
-            "true positive rate",
-            title=f"Q-Score ROC curve (AUROC {_fmt(report.get('auroc'))})",
-        )
+            pr_rows = points(correct, curves["pr"]["recall"], curves["pr"]["precision"])
+            if curves.get("pr_misclassified"):
+                pr_rows += points(wrong, curves["pr_misclassified"]["recall"], curves["pr_misclassified"]["precision"])
+            roc_rows = points(correct, curves["roc"]["fpr"], curves["roc"]["tpr"])
+        # the ROC curve of -Q for misclassified is the same curve (AUROC(-Q, 1-c) = AUROC(Q, c))
+        for key, rows, (x, y), (x_title, y_title), title in (
+            ("pr_curve_chart", pr_rows, ("recall", "precision"), ("Recall", "Precision"),
+             f"Q-Score PR curve (AUPRC {_fmt(report.get('auprc'))})"),
+            ("roc_curve_chart", roc_rows, ("fpr", "tpr"), ("False positive rate", "True positive rate"),
+             f"Q-Score ROC curve (AUROC {_fmt(report.get('auroc'))})"),
+        ):
+            payload[f"{prefix}/{key}"] = wandb.plot_table(
+                "wandb/area-under-curve/v0",
+                wandb.Table(data=rows, columns=["class", x, y]),
+                {"x": x, "y": y, "class": "class"},
+                {"title": title, "x-axis-title": x_title, "y-axis-title": y_title},
+            )
     compression = report.get("compression")
     if compression:
         methods = ("band", "random_mean", "lower_tail", "upper_tail", "pca")

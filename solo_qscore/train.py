@@ -77,19 +77,35 @@ def _wandb_id(checkpoint_path: Optional[str]) -> Optional[str]:
 
 
 class _RunRecord(pl.Callback):
-    """Stores the wandb run id in checkpoints, so ``--resume`` continues the same wandb run."""
+    """Stores the wandb run id in checkpoints, so ``--resume`` continues the same wandb run, and
+    finishes that run when the fit ends (everything is flushed to its record, and a later
+    :func:`pretrain` in the same process starts its own run instead of logging into this one)."""
 
     def __init__(self, logger) -> None:
         self.logger = logger
 
+    def _is_wandb(self) -> bool:
+        from solo_qscore.adapters.lightning import is_wandb_logger
+
+        return is_wandb_logger(self.logger)
+
     def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
-        run_id = getattr(self.logger, "version", None) if hasattr(self.logger, "experiment") else None
+        run_id = getattr(self.logger, "version", None) if self._is_wandb() else None  # CSVLogger: an int
         checkpoint["solo_qscore_run"] = {"wandb_id": str(run_id) if run_id else None}
+
+    def teardown(self, trainer, pl_module, stage: str) -> None:
+        # after every other callback's hooks (the probe logs its report in on_train_end);
+        # ``_experiment``, not ``experiment``: never start a run only to finish it
+        run = getattr(self.logger, "_experiment", None) if self._is_wandb() else None
+        if run is not None and trainer.is_global_zero and hasattr(run, "finish"):
+            run.finish()
 
 
 def prepare_output_dir(output_dir: Path, overwrite: bool, resume: Optional[str]) -> None:
     """A run never writes into another run's folder: refuse, unless ``overwrite`` (which clears it)
     or ``resume`` (which continues the run that lives there)."""
+    if os.environ.get("LOCAL_RANK", "0") != "0" or os.environ.get("RANK", "0") != "0":
+        return  # a DDP worker process: the launching process (global rank 0) checked the folder
     if output_dir.exists() and any(output_dir.iterdir()) and resume is None:
         if not overwrite:
             raise ConfigError(f"output_dir {output_dir} already holds a run; choose another output_dir=..., "

@@ -309,7 +309,8 @@ def test_probe_fit_bar_counts_every_fit(data, monkeypatch):
     stream, bars = FakeTerminal(), []
 
     def recording_progress(*args, **kwargs):
-        bars.append(progress(*args, **{**kwargs, "delay": 0, "file": stream}))
+        # mininterval=0: draw every update (tqdm otherwise skips redraws within 0.1 s, e.g. the last one)
+        bars.append(progress(*args, **{**kwargs, "delay": 0, "mininterval": 0, "file": stream}))
         return bars[-1]
 
     monkeypatch.setattr(report_module, "progress", recording_progress)

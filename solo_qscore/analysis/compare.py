@@ -29,6 +29,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from solo_qscore.analysis import add_safety_arguments, check_output_folder
+
 LABELS = ("before", "after")
 
 
@@ -41,6 +43,7 @@ def register(subparsers) -> None:
     p.add_argument("before", metavar="CKPT_BEFORE", help="checkpoint of `solo-qscore pretrain` (the baseline)")
     p.add_argument("after", metavar="CKPT_AFTER", help="checkpoint further-trained with the regulariser")
     p.add_argument("--out", help="output folder (default: <CKPT_AFTER's output_dir>/compare)")
+    add_safety_arguments(p)
     p.set_defaults(func=cmd_compare)
 
 
@@ -150,8 +153,9 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from solo_qscore.plots import regularization_comparison_figure, save_figure_atomic
     from solo_qscore.report import heatmap_figure, to_jsonable, write_json_atomic
 
-    model_before, saved_before, ckpt_before = load_checkpoint(args.before)
-    model_after, saved_after, ckpt_after = load_checkpoint(args.after)
+    model_before, saved_before, ckpt_before = load_checkpoint(args.before, trusted=args.trust_checkpoint)
+    model_after, saved_after, ckpt_after = load_checkpoint(args.after, trusted=args.trust_checkpoint)
+    out = check_output_folder(args.out or Path(saved_after["output_dir"]) / "compare", args.overwrite, "compare.json")
     cfg = load_config(saved_before, list(getattr(args, "overrides", []) or []))
     notes = []
     for key in ("dataset", "image_size"):
@@ -183,7 +187,6 @@ def cmd_compare(args: argparse.Namespace) -> int:
     result["data"]["loaded"] = getattr(train_loader.dataset, "name", None)
     result["note"] = "; ".join(notes) if notes else None
 
-    out = Path(args.out or Path(saved_after["output_dir"]) / "compare")
     out.mkdir(parents=True, exist_ok=True)
     payload = to_jsonable({k: v for k, v in result.items() if k not in ("reports", "arrays")})
     path = write_json_atomic(payload, out / "compare.json")

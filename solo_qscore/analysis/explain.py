@@ -22,6 +22,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from solo_qscore.analysis import add_safety_arguments, check_output_folder
 from solo_qscore.analysis import with_overrides as load_config
 from solo_qscore.config import ConfigError
 
@@ -33,14 +34,15 @@ HEAT_ALPHA = 0.45
 
 # ----------------------------------------------------------------------------- shared helpers
 
-def load_run(checkpoint: str, overrides: list[str]):
-    """``(backbone, cfg, device)`` of a ``solo-qscore pretrain`` checkpoint; overrides apply to its config."""
+def load_run(checkpoint: str, overrides: list[str], trusted: bool = False):
+    """``(backbone, cfg, device)`` of a ``solo-qscore pretrain`` checkpoint; overrides apply to its config
+    (``trusted``: ``--trust-checkpoint``, see :func:`~solo_qscore.adapters.solo_main.read_checkpoint`)."""
     import torch
 
     from solo_qscore.analysis import load_checkpoint
     from solo_qscore.backbone import find_backbone
 
-    model, saved, _ = load_checkpoint(checkpoint)
+    model, saved, _ = load_checkpoint(checkpoint, trusted=trusted)
     cfg = load_config(saved, list(overrides))
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     backbone = find_backbone(model).to(device)
@@ -171,6 +173,7 @@ def common_arguments(parser: argparse.ArgumentParser) -> None:
                         help="backbone layer whose activations Grad-CAM uses (default layer4, the last block)")
     parser.add_argument("--stats-from", choices=("val", "train"), default="val",
                         help="split whose activation statistics give A_j and D (default val; the probe uses train)")
+    add_safety_arguments(parser)
 
 
 # ----------------------------------------------------------------------------- the command
@@ -202,7 +205,8 @@ def cmd_explain(args: argparse.Namespace) -> int:
 
     if args.top_features < 1 or args.samples < 1:
         raise ConfigError(f"--top-features and --samples must be >= 1, got {args.top_features}, {args.samples}")
-    backbone, cfg, device = load_run(args.checkpoint, args.overrides)
+    backbone, cfg, device = load_run(args.checkpoint, args.overrides, trusted=args.trust_checkpoint)
+    out = check_output_folder(args.out or Path(cfg["output_dir"]) / "explain", args.overwrite, "explain.json")
     try:
         resolve_layer(backbone, args.layer)
     except ValueError as err:
@@ -224,7 +228,6 @@ def cmd_explain(args: argparse.Namespace) -> int:
 
     index = dataset_indices(val_loader.dataset)[flat]
     h_sel, z_sel = val_h[flat, feature_of], z[flat, feature_of]
-    out = Path(args.out or Path(cfg["output_dir"]) / "explain")
     display = to_display(images, val_loader.dataset.name)
     fig = explain_figure(display, heat.numpy(), features, A, index.view_as(positions), val_y[flat],
                          h_sel, z_sel, positions.shape[1], dataset_class_names(val_loader.dataset))

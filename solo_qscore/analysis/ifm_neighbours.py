@@ -14,6 +14,8 @@ import argparse
 import json
 from pathlib import Path
 
+from solo_qscore.analysis import add_safety_arguments, check_output_folder
+
 __all__ = ["ifm_neighbours", "register", "run"]
 
 DEFAULT_EPS = (0.0, 0.1, 0.2, 1.0)
@@ -25,6 +27,7 @@ def register(subparsers) -> None:
         help="IFM paper Fig. 4: retrieve the train images nearest to IFM-perturbed positives and negatives")
     p.add_argument("checkpoint", help="a checkpoint written by solo-qscore pretrain/main")
     p.add_argument("--out", help="output folder (default OUTPUT_DIR/ifm_neighbours)")
+    add_safety_arguments(p)
     p.add_argument("--anchors", type=int, default=6, help="number of anchor rows (default 6)")
     p.add_argument("--eps", type=float, nargs="+", default=list(DEFAULT_EPS),
                    help="perturbation budgets (default 0 0.1 0.2 1)")
@@ -37,12 +40,12 @@ def register(subparsers) -> None:
     p.set_defaults(func=run)
 
 
-def _load(checkpoint: str, overrides: list[str]):
+def _load(checkpoint: str, overrides: list[str], trusted: bool = False):
     """``(model, run config with overrides)`` of a solo-qscore checkpoint (``ConfigError`` if it is not one)."""
     from solo_qscore.analysis import load_checkpoint
     from solo_qscore.analysis import with_overrides as load_config
 
-    model, saved_cfg, _ = load_checkpoint(checkpoint)
+    model, saved_cfg, _ = load_checkpoint(checkpoint, trusted=trusted)
     return model, load_config(saved_cfg, overrides)
 
 
@@ -203,10 +206,11 @@ def neighbours_figure(result: dict):
 def run(args: argparse.Namespace) -> int:
     from solo_qscore.plots import atomic_file, save_figure_atomic
 
-    model, cfg = _load(args.checkpoint, list(getattr(args, "overrides", [])))
+    model, cfg = _load(args.checkpoint, list(getattr(args, "overrides", [])), trusted=args.trust_checkpoint)
+    out = check_output_folder(args.out or Path(cfg["output_dir"]) / "ifm_neighbours", args.overwrite,
+                              "ifm_neighbours.json")
     result = ifm_neighbours(model, cfg, anchors=args.anchors, eps=args.eps, seed=args.seed, space=args.space,
                             renormalize=args.renormalize)
-    out = Path(args.out or Path(cfg["output_dir"]) / "ifm_neighbours")
     save_figure_atomic(neighbours_figure(result), out / "ifm_neighbours.png", dpi=100)
     public = {k: v for k, v in result.items() if not k.startswith("_")}
     public["checkpoint"] = str(args.checkpoint)

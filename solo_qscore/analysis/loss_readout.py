@@ -26,6 +26,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from solo_qscore.analysis import add_safety_arguments, check_output_folder
 from solo_qscore.config import ConfigError
 
 PNG_NAME = "loss_readout.png"
@@ -46,17 +47,18 @@ def register(subparsers) -> None:
                    help="held-out InfoNCE batch B (each view has 2B-2 negatives); also the feature batch")
     p.add_argument("--seed", type=int, default=0, help="seed of the augmented held-out views")
     p.add_argument("--out", help="output folder (default: <first checkpoint's output_dir>/loss_readout)")
+    add_safety_arguments(p)
     p.set_defaults(func=cmd_loss_readout)
 
 
 # ----------------------------------------------------------------------------------------- data
-def _read_config(path: str, overrides: Sequence[str]) -> dict:
+def _read_config(path: str, overrides: Sequence[str], trusted: bool = False) -> dict:
     from omegaconf import OmegaConf
 
     from solo_qscore.adapters.solo_main import CHECKPOINT_KEY, CheckpointError, read_checkpoint, run_view
     from solo_qscore.analysis import with_overrides
 
-    checkpoint = read_checkpoint(path)
+    checkpoint = read_checkpoint(path, trusted=trusted)
     saved = checkpoint.get(CHECKPOINT_KEY, {}).get("config")
     if not saved:
         raise CheckpointError(f"{path} was not written by solo-qscore pretrain (no run config inside)")
@@ -122,7 +124,7 @@ def _projections(backbone, projector, loader, device, seed: int):
 
 def evaluate_checkpoints(
     paths: Sequence[str], overrides: Sequence[str] = (), temperature: float = 0.5, batch_size: int = 256,
-    seed: int = 0,
+    seed: int = 0, trusted: bool = False,
 ) -> dict[str, Any]:
     """Held-out InfoNCE and readout errors of every checkpoint, and their correlations (see the module docstring)."""
     import torch
@@ -149,7 +151,7 @@ def evaluate_checkpoints(
         raise ConfigError(f"--temperature must be > 0, got {temperature}")
     if batch_size < 2:
         raise ConfigError(f"--batch-size must be >= 2, got {batch_size}")
-    cfgs = [_read_config(p, overrides) for p in paths]
+    cfgs = [_read_config(p, overrides, trusted) for p in paths]
     check_same_data(paths, cfgs)
     cfg = cfgs[0]
     data = cfg["data"]
@@ -174,7 +176,7 @@ def evaluate_checkpoints(
 
     rows = []
     for path, ckpt_cfg in zip(paths, cfgs):
-        model, _, _ = load_method(path)
+        model, _, _ = load_method(path, trusted=trusted)
         projector = getattr(model, "projector", None)
         if not isinstance(projector, torch.nn.Module):
             raise ConfigError(f"{path}: method '{ckpt_cfg['method']}' has no projector to evaluate InfoNCE with")
@@ -293,12 +295,15 @@ def cmd_loss_readout(args: argparse.Namespace) -> int:
     from solo_qscore.plots import save_figure_atomic
     from solo_qscore.report import to_jsonable, write_json_atomic
 
-    result = evaluate_checkpoints(args.checkpoints, list(getattr(args, "overrides", [])), args.temperature,
-                                  args.batch_size, args.seed)
+    trusted = args.trust_checkpoint
     if args.out:
         out = Path(args.out)
     else:
-        out = Path(_read_config(args.checkpoints[0], getattr(args, "overrides", []))["output_dir"]) / "loss_readout"
+        first = _read_config(args.checkpoints[0], getattr(args, "overrides", []), trusted)
+        out = Path(first["output_dir"]) / "loss_readout"
+    check_output_folder(out, args.overwrite, JSON_NAME)
+    result = evaluate_checkpoints(args.checkpoints, list(getattr(args, "overrides", [])), args.temperature,
+                                  args.batch_size, args.seed, trusted=trusted)
     out.mkdir(parents=True, exist_ok=True)
     write_json_atomic(to_jsonable(result), out / JSON_NAME)
     save_figure_atomic(loss_readout_figure(result), out / PNG_NAME, dpi=100)

@@ -24,6 +24,7 @@ import argparse
 import json
 from pathlib import Path
 
+from solo_qscore.analysis import check_output_folder
 from solo_qscore.analysis.explain import (
     common_arguments,
     dataset_indices,
@@ -125,7 +126,8 @@ def cmd_miou(args: argparse.Namespace) -> int:
         raise ConfigError(f"--threshold must be in [0, 1), got {args.threshold}")
     if args.batch_size is not None and args.batch_size < 1:
         raise ConfigError(f"--batch-size must be >= 1, got {args.batch_size}")
-    backbone, cfg, device = load_run(args.checkpoint, args.overrides)
+    backbone, cfg, device = load_run(args.checkpoint, args.overrides, trusted=args.trust_checkpoint)
+    out = check_output_folder(args.out or Path(cfg["output_dir"]) / "miou", args.overwrite, "miou.json")
     try:
         resolve_layer(backbone, args.layer)
     except ValueError as err:
@@ -181,7 +183,6 @@ def cmd_miou(args: argparse.Namespace) -> int:
     uniform = mean_iou(torch.ones_like(heat[scored]), masks[scored], None if correct is None else correct[scored])
     baseline = {"miou": uniform["miou"],
                 **{k: uniform[k]["miou"] for k in ("correct", "misclassified") if k in uniform}}
-    out = Path(args.out or Path(cfg["output_dir"]) / "miou")
     report = {
         "checkpoint": str(args.checkpoint), "dataset": val_set.name, "masks": args.masks,
         "threshold": float(args.threshold), "target": args.target, "layer": args.layer,

@@ -16,6 +16,8 @@ import sys
 from fractions import Fraction
 from pathlib import Path
 
+from solo_qscore.analysis import add_safety_arguments, check_output_folder
+
 __all__ = ["parse_eps", "register", "robust_features", "run"]
 
 PAPER_STEP = 0.01  # the paper's FGSM step ("usually no more than a few FGSM steps with eps = 0.01")
@@ -44,13 +46,14 @@ def register(subparsers) -> None:
     p.add_argument("--exclude-true-class", action="store_true",
                    help="draw the target t from the classes other than y (the paper draws it from all classes)")
     p.add_argument("--out", help="output folder (default OUTPUT_DIR/robust_features)")
+    add_safety_arguments(p)
     p.set_defaults(func=run)
 
 
-def _load(checkpoint: str, overrides: list[str]):
+def _load(checkpoint: str, overrides: list[str], trusted: bool = False):
     from solo_qscore.analysis.ifm_neighbours import _load as load_checkpoint
 
-    return load_checkpoint(checkpoint, overrides)
+    return load_checkpoint(checkpoint, overrides, trusted=trusted)
 
 
 def robust_features(
@@ -172,11 +175,12 @@ def robust_features_figure(result: dict):
 def run(args: argparse.Namespace) -> int:
     from solo_qscore.plots import atomic_file, save_figure_atomic
 
-    model, cfg = _load(args.checkpoint, list(getattr(args, "overrides", [])))
+    model, cfg = _load(args.checkpoint, list(getattr(args, "overrides", [])), trusted=args.trust_checkpoint)
+    out = check_output_folder(args.out or Path(cfg["output_dir"]) / "robust_features", args.overwrite,
+                              "robust_features.json")
     result = robust_features(model, cfg, eps=args.eps, max_steps=args.max_steps, seed=args.seed,
                              exclude_true=args.exclude_true_class)
     result["checkpoint"] = str(args.checkpoint)
-    out = Path(args.out or Path(cfg["output_dir"]) / "robust_features")
     save_figure_atomic(robust_features_figure(result), out / "robust_features.png", dpi=100)
     with atomic_file(out / "robust_features.json", binary=False) as handle:
         json.dump(result, handle, indent=2)
