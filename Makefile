@@ -46,7 +46,7 @@ smoke: install
 	$(BIN)/python -m solo_qscore pretrain --config-path $(SMOKE_CONFIG) --config-name simclr.yaml --qscore --ifm \
 	  +max_steps=40 optimizer.batch_size=32 data.num_workers=2 data.train_subset=1024 data.val_subset=500 \
 	  method_kwargs.proj_hidden_dim=512 ++scheduler.warmup_epochs=0 \
-	  output_dir=runs/smoke wandb.offline=true --assert-loss-decreases
+	  output_dir=runs/smoke ++wandb.offline=true --assert-loss-decreases
 	$(BIN)/python -m solo_qscore probe runs/smoke/checkpoints/last.ckpt --out runs/smoke/probe_cli --overwrite
 
 # the callbacks and adapter under solo-learn's own pins (lightning 2.1.2, torchmetrics 0.11), reusing this torch

@@ -9,7 +9,7 @@ alternatives scored on the same samples and the same correct flags:
 
 * max-softmax confidence of the probe (supervised: it *is* the probe, an upper reference),
 * the norm ``||h_i||`` of the raw representation,
-* the z-score of the top feature, ``max_j (hhat_ij - mu_i) / sigma_i`` (SPEC section 1 notation),
+* the z-score of the top feature, ``max_j (hhat_ij - mu_i) / sigma_i`` (docs/CONVENTIONS.md §1 notation),
 
 and the compression study (probe accuracy vs number of kept features: discriminative band, random
 subsets, lower/upper tail of A, PCA).

@@ -4,7 +4,7 @@ Further-trains the checkpoints of ``bench_qscore_predicts.py`` (SimCLR and BYOL,
 at 32x32 RGB) for the same number of steps, from the same weights, with the same data order, several ways:
 
 * ``plain``: the method's own loss only,
-* ``qscore``: plus the Q-Score regulariser R (SPEC §2.6) with lambda1 = lambda2 = 1e-4 (the paper's), and a
+* ``qscore``: plus the Q-Score regulariser R (Q-Score paper eq. 3) with lambda1 = lambda2 = 1e-4 (the paper's), and a
   small sweep of larger lambdas,
 * ``lasso``: plus the lasso baseline ``weight * mean_i ||h_i/||h_i|| ||_1`` (the paper's Table 1 baseline),
 

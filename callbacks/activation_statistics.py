@@ -32,8 +32,13 @@ BUFFER = "qscore_discriminative"
 
 @torch.no_grad()
 def extract_features(backbone: torch.nn.Module, loader, device: torch.device,
-                     desc: str = "extracting features") -> tuple[Tensor, Tensor]:
+                     desc: str = "extracting features",
+                     autocast_dtype: Optional[torch.dtype] = None) -> tuple[Tensor, Tensor]:
     """Backbone features and labels of a loader of ``(X, Y)`` batches, in eval mode.
+
+    With ``autocast_dtype`` (``torch.bfloat16`` for a ``bf16-mixed`` run) the pass runs under
+    ``torch.autocast`` with channels-last inputs, as training does; the features are returned in
+    float32 either way (the statistics and the probe stay in float32).
 
     A progress bar (``desc``) appears on a terminal when the pass takes more than a few seconds;
     never when the environment variable ``CI`` is set (see :mod:`solo_qscore._progress`).
@@ -44,19 +49,24 @@ def extract_features(backbone: torch.nn.Module, loader, device: torch.device,
     backbone.eval()
     feats, labels = [], []
     try:
-        for x, y in progress(loader, desc=desc, unit="batch"):
-            feats.append(backbone(x.to(device)).float())
-            labels.append(y.to(device))
+        with torch.inference_mode(), torch.autocast(device.type, dtype=autocast_dtype,
+                                                    enabled=autocast_dtype is not None):
+            for x, y in progress(loader, desc=desc, unit="batch"):
+                x = x.to(device)
+                if autocast_dtype is not None and x.ndim == 4:
+                    x = x.contiguous(memory_format=torch.channels_last)
+                feats.append(backbone(x).float())
+                labels.append(y.to(device))
     finally:
         backbone.train(was_training)
     return torch.cat(feats), torch.cat(labels)
 
 
 class ActivationStatisticsCallback(*CALLBACK_BASES):
-    """Accumulates :math:`A_j` each epoch and refreshes the discriminative set (SPEC §2.2-2.3).
+    """Accumulates :math:`A_j` each epoch and refreshes the discriminative set (docs/CONVENTIONS.md §3-4).
 
     Args:
-        eps: threshold of the highly activating sets (SPEC default 4).
+        eps: threshold of the highly activating sets (default 4, as in the Q-Score paper).
         band: percentile band ``(low, high)`` of the discriminative set (default ``(50, 95)``).
         dataloader: optional loader of ``(X, Y)`` without augmentation, for seeding and ``exact``.
         exact: compute the epoch statistics from ``dataloader`` instead of the training crops.

@@ -29,13 +29,26 @@ SCALARS = ("auroc", "auprc", "accuracy", "auroc_misclassified", "auprc_misclassi
            "mean_active", "q_mean")
 
 
+def autocast_dtype(trainer: Any, device: Any) -> Optional[Any]:
+    """The autocast dtype of the run's precision (``bf16-mixed`` -> bfloat16, ``16-mixed`` on a GPU ->
+    float16), for feature extraction; ``None`` (float32) otherwise."""
+    import torch
+
+    precision = str(getattr(trainer, "precision", "32-true"))
+    if precision.startswith("bf16"):
+        return torch.bfloat16
+    if precision.startswith("16") and getattr(device, "type", "cpu") == "cuda":
+        return torch.float16
+    return None
+
+
 class QScoreProbeCallback(*CALLBACK_BASES):
-    """Runs the Q-Score probe report during and after training (SPEC §2.5).
+    """Runs the Q-Score probe report during and after training (docs/CONVENTIONS.md §7).
 
     Args:
         train_loader, val_loader: loaders of ``(X, Y)`` without augmentation.
         every_n_epochs: run after every k-th epoch too (0: only at the end of training).
-        eps, band: Q-Score settings (SPEC defaults 4 and (50, 95)).
+        eps, band: Q-Score settings (the paper's defaults 4 and (50, 95)).
         out_dir: write ``probe.json``, ``samples.csv`` and the figures there at the end of training.
         report_kwargs: passed to :func:`solo_qscore.report.qscore_report`.
     """
@@ -58,8 +71,9 @@ class QScoreProbeCallback(*CALLBACK_BASES):
         from solo_qscore.report import qscore_report
 
         backbone = find_backbone(pl_module)
-        train_h, train_y = extract_features(backbone, self.train_loader, pl_module.device)
-        val_h, val_y = extract_features(backbone, self.val_loader, pl_module.device)
+        dtype = autocast_dtype(trainer, pl_module.device)
+        train_h, train_y = extract_features(backbone, self.train_loader, pl_module.device, autocast_dtype=dtype)
+        val_h, val_y = extract_features(backbone, self.val_loader, pl_module.device, autocast_dtype=dtype)
         kwargs = dict(self.report_kwargs)
         if not final:  # the compression study (~90 probe fits) only at the end of training
             kwargs["compression_fractions"] = None

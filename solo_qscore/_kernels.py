@@ -1,9 +1,10 @@
 """One-pass activation summary: per-feature counts of L_i, |L_i| and Q_i, with a fused CPU kernel.
 
 The pure-torch path (``_summary_torch``) runs anywhere (GPU, autograd-free analysis) and is the
-reference. On CPU, float32/float64 inputs go through a numba kernel that reads each row once
-from memory (its further passes hit cache), which is several times faster than composing
-torch ops that each stream the whole ``[N, r]`` tensor (see ``benchmarks/bench_core.py``).
+reference. On CPU, when numba is installed (the optional extra ``solo-qscore[fast]``), float32/float64
+inputs go through a numba kernel that reads each row once from memory (its further passes hit cache),
+which is several times faster than composing torch ops that each stream the whole ``[N, r]`` tensor
+(``benchmarks/bench_core.py``; measurements and the decision in docs/DEPENDENCIES.md).
 
 Both paths work on the row rescaled by a power of two, ``y_i = 2^-e_i h_i`` (exact; see
 :mod:`solo_qscore.activations`), and take its variance in two passes (mean, then the mean squared
@@ -53,7 +54,7 @@ def _summary_torch(h: Tensor, discriminative: Tensor, eps: float) -> ActivationS
     return ActivationSummary(counts, *(torch.cat(field) for field in zip(*(p[1:] for p in parts))))
 
 
-try:  # numba is a dependency, but the library keeps working (slower) without it
+try:  # numba is optional (extra [fast]); without it every input takes the torch path
     import math
 
     import numba
@@ -117,7 +118,7 @@ try:  # numba is a dependency, but the library keeps working (slower) without it
                 var = max(ss / r - offset * offset, 0.0)
                 thr = offset + eps * np.sqrt(var)  # j in L_i iff y_j - mean > thr
                 sumsq = max(ss + 2.0 * mean * so + r * mean * mean, 0.0)  # sum of y^2
-                norm = max(np.sqrt(sumsq), norm_eps * scale)  # ||y|| = 2^-e ||h||, clamped as in SPEC §1
+                norm = max(np.sqrt(sumsq), norm_eps * scale)  # ||y|| = 2^-e ||h||, clamped: docs/CONVENTIONS.md §1
                 # pass 3 (from cache): L_i, its counts and Q_i; branch-free so it vectorises
                 total = 0.0
                 cnt = 0

@@ -1,4 +1,4 @@
-r"""Highly activating features of L2-normalised representations (SPEC §1, §2.1).
+r"""Highly activating features of L2-normalised representations (docs/CONVENTIONS.md §1-2).
 
 For a representation :math:`h_i \in \mathbb{R}^r` and its normalisation
 :math:`\hat h_i = h_i / \max(\lVert h_i \rVert_2, 10^{-12})`, let :math:`\mu_i, \sigma_i` be the
@@ -104,7 +104,7 @@ def highly_activating(h: Tensor, eps: float = 4.0) -> Tensor:
 
     Args:
         h: raw representations ``[N, r]`` (any float dtype, any device, any magnitude).
-        eps: the threshold in standard deviations, :math:`\epsilon \ge 0` (SPEC default 4).
+        eps: the threshold in standard deviations, :math:`\epsilon \ge 0` (default 4, as in the Q-Score paper).
 
     Raises:
         ValueError: if ``h`` is not ``[N, r]`` floating point (``r >= 1``), contains NaN/Inf,

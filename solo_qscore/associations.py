@@ -4,7 +4,7 @@ The paper shows that a discriminative feature, found without labels, fires mostl
 one class or a few classes. With labels :math:`y_i \in \{0, \dots, C-1\}` of a population of
 :math:`N` samples (the train set, where :math:`A` and :math:`D` come from), the one-hot class matrix
 :math:`Y \in \{0,1\}^{N \times C}` and the highly activating matrix
-:math:`L \in \{0,1\}^{N \times r}`, :math:`L_{ij} = 1[j \in L_i]` (SPEC §2.1):
+:math:`L \in \{0,1\}^{N \times r}`, :math:`L_{ij} = 1[j \in L_i]` (docs/CONVENTIONS.md §2):
 
 .. math::
 

@@ -1,4 +1,4 @@
-r"""Discriminative features: a band of ranks of the activation frequencies (SPEC §2.3).
+r"""Discriminative features: a band of ranks of the activation frequencies (docs/CONVENTIONS.md §4).
 
 Features are sorted by :math:`A_j` ascending with a stable sort (ties go to the lower feature
 index first) and given ranks :math:`0 \dots r-1`. The discriminative set keeps the ranks in

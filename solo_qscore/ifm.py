@@ -1,4 +1,4 @@
-r"""Implicit feature modification (IFM, Robinson et al. 2021, eq. 2; SPEC §3).
+r"""Implicit feature modification (IFM, Robinson et al., NeurIPS 2021, eq. 2; docs/CONVENTIONS.md §8-9).
 
 For an anchor :math:`v` with positive :math:`v^+` and negatives :math:`v^-_i` (L2-normalised),
 temperature :math:`\tau` and budget :math:`\epsilon \ge 0`, IFM moves the positive away from
@@ -29,7 +29,7 @@ from torch import Tensor
 
 from solo_qscore._validation import check_finite_inputs
 
-# Methods whose loss is InfoNCE, the only ones IFM applies to (SPEC §3).
+# Methods whose loss is InfoNCE, the only ones IFM applies to (docs/CONVENTIONS.md §8).
 IFM_METHODS = ("simclr", "mocov2plus", "nnclr", "mocov3")
 
 

@@ -1,4 +1,4 @@
-r"""The per-sample Q-Score (SPEC §2.4).
+r"""The per-sample Q-Score (Kalibhat et al., AAAI 2024, eq. 1; docs/CONVENTIONS.md §5).
 
 Given the discriminative set :math:`D` and the highly activating set :math:`L_i`,
 

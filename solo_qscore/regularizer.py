@@ -1,4 +1,4 @@
-r"""Q-Score regularisation (SPEC §2.6, paper eq. 3) and the lasso baseline (SPEC §2.7).
+r"""Q-Score regularisation (Kalibhat et al., AAAI 2024, eq. 3) and the lasso baseline (its Table 1); docs/CONVENTIONS.md §6.
 
 For a batch :math:`\hat H \in \mathbb{R}^{B \times r}` of L2-normalised representations (all
 crops of the batch),
@@ -65,7 +65,7 @@ def qscore_regularizer_terms(
     lambda2: float = 1e-4,
     validate: bool = True,
 ) -> RegularizerTerms:
-    """The regulariser of SPEC §2.6 with its parts; see :func:`qscore_regularizer`."""
+    """The regulariser of the Q-Score paper's eq. 3 with its parts; see :func:`qscore_regularizer`."""
     check_representations(h)
     check_mask(discriminative, h.shape[1])
     eps = check_eps(eps)
@@ -107,8 +107,8 @@ def qscore_regularizer(
     Args:
         h: raw representations ``[B, r]`` of all crops of the batch (with gradients).
         discriminative: ``BoolTensor[r]``, the current discriminative set :math:`D`.
-        eps: threshold of the highly activating sets, ``>= 0`` (SPEC default 4).
-        lambda1, lambda2: weights of the Q-Score and column-L1 terms, ``>= 0`` (SPEC default 1e-4).
+        eps: threshold of the highly activating sets, ``>= 0`` (default 4, as in the paper).
+        lambda1, lambda2: weights of the Q-Score and column-L1 terms, ``>= 0`` (default 1e-4, as in the paper).
         validate: check ``h`` for NaN/Inf (a host sync on GPUs; the training adapter turns it off).
 
     Returns:

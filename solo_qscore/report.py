@@ -1,4 +1,4 @@
-r"""The Q-Score report: does Q predict which samples a linear probe gets right? (SPEC §2.5, §2.8)
+r"""The Q-Score report: does Q predict which samples a linear probe gets right? (docs/CONVENTIONS.md §7)
 
 :func:`qscore_report` is a pure function of cached representations and labels:
 
@@ -475,7 +475,7 @@ def qscore_report(
     r"""Compute the Q-Score report of frozen representations (see the module docstring).
 
     ``D`` and ``A`` come from the train set, ``Q`` and the probe outcome from the validation set.
-    With ``c_i = 1[probe(h_i) = y_i]`` and :math:`Q_i` the Q-Score (SPEC §2.4),
+    With ``c_i = 1[probe(h_i) = y_i]`` and :math:`Q_i` the Q-Score (Q-Score paper eq. 1),
     ``auroc = AUROC(Q, c)``, ``auprc = AP(Q, c)`` whose chance level is ``base_rate = mean(c)``
     (= ``accuracy``), ``auroc_misclassified = AUROC(-Q, 1-c)``, ``auprc_misclassified = AP(-Q, 1-c)``.
 

@@ -1,4 +1,4 @@
-r"""Activation frequency of each feature over a population (SPEC §2.2), as a torchmetrics ``Metric``.
+r"""Activation frequency of each feature over a population (docs/CONVENTIONS.md §3), as a torchmetrics ``Metric``.
 
 .. math:: A_j = \frac{100}{N} \sum_{i=1}^{N} \mathbb{1}[j \in L_i]
 
@@ -25,7 +25,7 @@ class ActivationStatistics(Metric):
 
     Args:
         num_features: ``r >= 1``, the dimension of the representation.
-        eps: threshold of the highly activating sets, in standard deviations, ``>= 0`` (SPEC default 4).
+        eps: threshold of the highly activating sets, in standard deviations, ``>= 0`` (default 4, as in the Q-Score paper).
 
     States (all summed across processes):
         ``counts`` ``LongTensor[r]``: :math:`\sum_i \mathbb{1}[j \in L_i]`;

@@ -149,9 +149,13 @@ def pretrain(cfg: DictConfig, init_from: Optional[str] = None, resume: Optional[
 
     if cfg.get("max_epochs") is not None and int(cfg.max_epochs) < 1:
         raise ConfigError("config key 'max_epochs' must be >= 1 (0 would save an untrained model)")
+    from solo_qscore.adapters.solo_main import read_checkpoint
+
     for path, flag in ((init_from, "--from"), (resume, "--resume")):
         if path is not None and not Path(path).is_file():
             raise ConfigError(f"{flag} {path}: no such checkpoint file")
+    if init_from is not None:  # refuse a bad or unsafe file before anything is written
+        read_checkpoint(init_from, trusted=trust_checkpoint)
     source = to_container(cfg)  # before parse_cfg scales the lr: what a further-training run starts from
     for change in adapt_to_machine(cfg):
         warnings.warn(f"solo-qscore: {change}", UserWarning, stacklevel=2)

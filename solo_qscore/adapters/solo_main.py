@@ -29,6 +29,7 @@ from __future__ import annotations
 import copy
 import functools
 import os
+import re
 import warnings
 from pathlib import Path
 from typing import Any, Optional
@@ -502,7 +503,8 @@ def read_checkpoint(path: str | Path, trusted: bool = False, lightning: bool = T
         with torch.serialization.safe_globals(_checkpoint_globals()):
             checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # UnpicklingError, RuntimeError (zip), EOFError, ...
-        text = str(err).splitlines()[0] if str(err) else type(err).__name__
+        plain = re.sub(r"\x1b\[[0-9;]*m", "", str(err))  # torch's message carries terminal colour codes
+        text = plain.strip().splitlines()[0] if plain.strip() else type(err).__name__
         if "weights_only" in str(err) or "Unsupported global" in str(err):
             raise CheckpointError(
                 f"{path}: refused to load: it holds Python objects that could run code ({text[:160]}). "
