@@ -226,7 +226,7 @@ class ActivationStatisticsCallback(*CALLBACK_BASES):
 
             ranks = band_ranks(self.frequencies.numel(), *self.band)
             fig = activation_frequency_figure(self.frequencies, ranks, self.band, self.eps)
-            payload = {"qscore/activation_frequency": wandb.Image(fig), "epoch": trainer.current_epoch}
+            payload = {"qscore/activation_frequency": wandb.Image(fig)}  # Lightning logs "epoch" itself
             if q is not None and q.numel():
                 payload["qscore/q_histogram"] = wandb.Histogram(q.numpy())
             logger.experiment.log(payload)

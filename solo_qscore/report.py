@@ -1120,8 +1120,10 @@ def log_report_to_wandb(
         correct = f"Q, correct (AUPRC {_fmt(report.get('auprc'))})"
         wrong = f"-Q, misclassified (AUPRC {_fmt(report.get('auprc_misclassified'))})"
 
-        def points(name: str, x: Any, y: Any) -> list[list[Any]]:  # at most 500 points per curve
+        def points(name: str, x: Any, y: Any) -> list[list[Any]]:  # at most 500 points, x ascending
             x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+            if x.size > 1 and x[0] > x[-1]:  # the PR curve comes with recall descending: reverse the path
+                x, y = x[::-1], y[::-1]
             idx = _subsample(x.size, 500)
             return [[name, float(a), float(b)] for a, b in zip(x[idx], y[idx])]
 

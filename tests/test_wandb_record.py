@@ -74,7 +74,7 @@ class RunRecord:
         self.path = Path(path)
         self.records = read_records(self.path)
         kinds = [r.WhichOneof("record_type") for r in self.records]
-        self.run_id = next(r.run.run_id for r, k in zip(self.records, kinds) if k == "run")
+        self.run_id = next((r.run.run_id for r, k in zip(self.records, kinds) if k == "run"), None)
         self.config: dict[str, Any] = {}
         self.panels: dict[str, dict] = {}
         self.rows: list[dict[str, Any]] = []  # flat keys -> value; media keys -> {field: value}
