@@ -1,4 +1,4 @@
-r"""Q-Score regularisation (Kalibhat et al., AAAI 2024, eq. 3) and the lasso baseline (its Table 1); docs/CONVENTIONS.md §6.
+r"""Q-Score regularisation (Kalibhat et al., AAAI 2024, eq. 3) and its lasso baseline (Table 1); docs/CONVENTIONS.md §6.
 
 For a batch :math:`\hat H \in \mathbb{R}^{B \times r}` of L2-normalised representations (all
 crops of the batch),

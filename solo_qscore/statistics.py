@@ -25,7 +25,7 @@ class ActivationStatistics(Metric):
 
     Args:
         num_features: ``r >= 1``, the dimension of the representation.
-        eps: threshold of the highly activating sets, in standard deviations, ``>= 0`` (default 4, as in the Q-Score paper).
+        eps: threshold of the highly activating sets, in standard deviations, ``>= 0`` (default 4, the paper's).
 
     States (all summed across processes):
         ``counts`` ``LongTensor[r]``: :math:`\sum_i \mathbb{1}[j \in L_i]`;
