@@ -1,4 +1,4 @@
-"""The formulas of SPEC §1-3 on hand-computed examples, plus their properties."""
+"""The formulas of docs/CONVENTIONS.md on hand-computed examples, plus their properties."""
 
 import math
 
@@ -328,7 +328,7 @@ def test_fused_cpu_kernel_matches_torch_path(parallel, monkeypatch):
     from solo_qscore import _kernels
     from solo_qscore._kernels import HAVE_NUMBA, _summary_torch, activation_summary
 
-    assert HAVE_NUMBA, "numba is a dependency: the fused CPU kernel must be in use"
+    assert HAVE_NUMBA, "the [test] extra installs numba ([fast]): the fused CPU kernel must be in use here"
     # small batches take the one-thread kernel; lower the threshold to exercise the parallel one too
     monkeypatch.setattr(_kernels, "PARALLEL_MIN_ELEMENTS", 1 if parallel else 1 << 40)
     threads = torch.get_num_threads()

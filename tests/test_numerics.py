@@ -1,4 +1,4 @@
-"""Numerics of the core: precision, range, degenerate inputs and argument checks (SPEC §1-3).
+"""Numerics of the core: precision, range, degenerate inputs and argument checks (docs/CONVENTIONS.md).
 
 Issue "Nothing lost, nothing executed, every bad input answered", numerics part.
 """
@@ -37,7 +37,7 @@ SCALES = [1e-25, 1e-20, 1e-3, 1.0, 1e3, 1e19, 1e25]
 @pytest.fixture(params=["serial", "parallel"])
 def kernel_mode(request, monkeypatch):
     """Run the numba kernel single-threaded or multi-threaded (whatever the size of the input)."""
-    assert HAVE_NUMBA, "numba is a dependency: the fused CPU kernel must be in use"
+    assert HAVE_NUMBA, "the [test] extra installs numba ([fast]): the fused CPU kernel must be in use here"
     parallel = request.param == "parallel"
     monkeypatch.setattr(_kernels, "PARALLEL_MIN_ELEMENTS", 1 if parallel else 1 << 40)
     threads = torch.get_num_threads()
@@ -47,7 +47,7 @@ def kernel_mode(request, monkeypatch):
 
 
 def _reference(h: torch.Tensor, discriminative: torch.Tensor, eps: float = 4.0):
-    """SPEC §1-2 in float64 NumPy, two-pass statistics, one row at a time: (|L_i|, counts, Q_i)."""
+    """docs/CONVENTIONS.md in float64 NumPy, two-pass statistics, one row at a time: (|L_i|, counts, Q_i)."""
     x = h.double().numpy()
     disc = discriminative.numpy()
     num_active = np.zeros(x.shape[0], dtype=np.int64)
@@ -130,7 +130,7 @@ def test_kernel_statistics_and_q_score_exact_at_large_means():
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_constant_rows_have_empty_sets_even_at_eps_zero(dtype, kernel_mode):
-    """sigma = 0 gives an empty L_i (SPEC §2.1), also when the float mean of the row is rounded."""
+    """sigma = 0 gives an empty L_i (docs/CONVENTIONS.md), also when the float mean of the row is rounded."""
     torch.manual_seed(14)
     h = (torch.rand(500, 1, dtype=dtype) * 10).expand(500, 333).contiguous()
     D = torch.ones(333, dtype=torch.bool)
@@ -171,7 +171,7 @@ def test_highly_activating_sets_are_scale_invariant_over_the_whole_range(dtype, 
             assert torch.equal(got.num_active, base_fast.num_active), f"L_i changed at scale {c}"
             assert torch.equal(got.counts, base_fast.counts), f"counts changed at scale {c}"
         assert torch.equal(highly_activating(scaled), base_sets)
-        # Q is scale-invariant while ||h|| >= 1e-12, and follows h / 1e-12 below (SPEC §1)
+        # Q is scale-invariant while ||h|| >= 1e-12, and follows h / 1e-12 below (docs/CONVENTIONS.md)
         torch.testing.assert_close(fast.q, ref.q, atol=1e-6, rtol=1e-5)
         shrink = torch.clamp(_row_norms(scaled) / 1e-12, max=1.0)
         want = (base_fast.q.double() * shrink).to(dtype)

@@ -90,7 +90,7 @@ def test_required_keys_and_basic_values(report, data):
     assert report["num_features"] == 128
     assert report["num_train"] == len(train_h) and report["num_val"] == len(val_h)
     assert report["eps"] == 4.0 and report["band"] == [50.0, 95.0]
-    assert report["num_discriminative"] == round(0.95 * 128) - round(0.5 * 128)  # SPEC §2.3: ranks 64..121
+    assert report["num_discriminative"] == round(0.95 * 128) - round(0.5 * 128)  # docs/CONVENTIONS.md: ranks 64..121
     assert report["note"] is None
     assert 0.0 <= report["auroc"] <= 1.0 and 0.0 <= report["auprc"] <= 1.0
     assert report["base_rate"] == report["accuracy"]
