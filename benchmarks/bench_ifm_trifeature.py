@@ -7,7 +7,7 @@ mean +- std over seeds. Everything that matters comes from the library:
 - loss: ``solo_qscore.ifm_simclr_loss(z, indexes, temperature, epsilon)`` (epsilon = 0 is plain SimCLR),
 - data: ``solo_qscore.data.TrifeatureDataset``, ``build_crop_pipelines`` (solo-learn's SimCLR CIFAR
   pipeline), ``NCropAugmentation``, ``PretrainDataset``, ``eval_transform``,
-- readout: ``solo_qscore.probe.fit_linear_probe`` / ``LinearProbe.predict``.
+- readout: ``solo_qscore.probe.linear.fit_linear_probe`` / ``LinearProbe.predict``.
 
 Claim tested (paper Sec. 4, Fig. 6): "IFM improves the linear readout accuracy across *all* three
 features for all temperature settings", whereas changing tau alone only trades one feature for another
@@ -21,7 +21,8 @@ solo-learn's CIFAR SimCLR augmentations *with* colour jitter and grayscale (``--
 as the paper did). ``--scale k`` multiplies the number of train images and epochs by k.
 
 ``--hard-negatives BETA [BETA ...]`` adds, for every tau and seed, SimCLR arms with hard negative sampling
-(``solo_qscore.hard_negatives.hard_negative_simclr_loss``, Robinson et al. ICLR 2021, class prior ``--tau-plus``),
+(``solo_qscore.losses.hard_negatives.hard_negative_simclr_loss``, Robinson et al. ICLR 2021,
+class prior ``--tau-plus``),
 the paper's second difficulty knob (Fig. 3), so IFM can be compared against both tau and beta. Without it the
 runs, table and figure are exactly as before.
 
@@ -58,8 +59,8 @@ from solo_qscore.data import (
     dataset_stats,
     eval_transform,
 )
-from solo_qscore.hard_negatives import hard_negative_simclr_loss
-from solo_qscore.probe import fit_linear_probe
+from solo_qscore.losses.hard_negatives import hard_negative_simclr_loss
+from solo_qscore.probe.linear import fit_linear_probe
 
 HERE = Path(__file__).resolve().parent
 

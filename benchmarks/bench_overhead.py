@@ -45,8 +45,8 @@ sys.path.insert(0, str(ROOT))
 from callbacks.activation_statistics import ActivationStatisticsCallback  # noqa: E402
 from solo_qscore.adapters.solo_main import build_model, make_pretrain_loader, prepare_config  # noqa: E402
 from solo_qscore.config import compose  # noqa: E402
-from solo_qscore.discriminative import discriminative_mask  # noqa: E402
-from solo_qscore.statistics import ActivationStatistics  # noqa: E402
+from solo_qscore.core.discriminative import discriminative_mask  # noqa: E402
+from solo_qscore.core.statistics import ActivationStatistics  # noqa: E402
 
 TARGETS = {"ifm": 1.02, "qscore": 1.05, "stats": 1.02}
 CONFIG_DIR = ROOT / "method_configs" / "cifar"  # solo-learn main's cifar configs (packaged copies)

@@ -113,7 +113,7 @@ def main() -> None:
 
 def compare_training(cfg, args) -> None:
     from solo_qscore.data import make_eval_loaders
-    from solo_qscore.report import qscore_report
+    from solo_qscore.report.qscore_report import qscore_report
 
     torch.manual_seed(args.seed)
     batches = [b for _, b in zip(range(args.loss_steps), make_pretrain_loader(cfg))]

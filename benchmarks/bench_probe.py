@@ -27,7 +27,7 @@ import time
 import numpy as np
 import torch
 
-from solo_qscore.probe import fit_linear_probe
+from solo_qscore.probe.linear import fit_linear_probe
 
 
 def pixel_features(n_train: int, n_test: int):

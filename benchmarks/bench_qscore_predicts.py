@@ -110,7 +110,7 @@ def analyse(method: str, ckpt: str, args: argparse.Namespace, compression: bool 
     from solo_qscore.adapters.solo_v1 import load_method
     from solo_qscore.callbacks import extract_features, find_backbone
     from solo_qscore.data import make_eval_loaders
-    from solo_qscore.report import qscore_report
+    from solo_qscore.report.qscore_report import qscore_report
 
     t0 = time.time()
     model, cfg, _ = load_method(ckpt)
@@ -280,7 +280,7 @@ def save_plots(results: list[dict], prefix: str) -> list[str]:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from solo_qscore.plots import compression_figure, save_figure_atomic
+    from solo_qscore.plotting.figures import compression_figure, save_figure_atomic
 
     paths = []
     colors = {"Q": "C0", "max-softmax": "C3", "||h||": "C2", "top z-score": "C1"}

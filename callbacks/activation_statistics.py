@@ -23,43 +23,12 @@ import torch
 from torch import Tensor
 
 from solo_qscore.adapters.lightning import CALLBACK_BASES, rank_zero_warn, wandb_loggers
-from solo_qscore.backbone import find_backbone
-from solo_qscore.discriminative import band_ranks, discriminative_mask
-from solo_qscore.statistics import ActivationStatistics
+from solo_qscore.core.discriminative import band_ranks, discriminative_mask
+from solo_qscore.core.statistics import ActivationStatistics
+from solo_qscore.probe.backbone import find_backbone
+from solo_qscore.probe.features import extract_features
 
 BUFFER = "qscore_discriminative"
-
-
-@torch.no_grad()
-def extract_features(backbone: torch.nn.Module, loader, device: torch.device,
-                     desc: str = "extracting features",
-                     autocast_dtype: Optional[torch.dtype] = None) -> tuple[Tensor, Tensor]:
-    """Backbone features and labels of a loader of ``(X, Y)`` batches, in eval mode.
-
-    With ``autocast_dtype`` (``torch.bfloat16`` for a ``bf16-mixed`` run) the pass runs under
-    ``torch.autocast`` with channels-last inputs, as training does; the features are returned in
-    float32 either way (the statistics and the probe stay in float32).
-
-    A progress bar (``desc``) appears on a terminal when the pass takes more than a few seconds;
-    never when the environment variable ``CI`` is set (see :mod:`solo_qscore._progress`).
-    """
-    from solo_qscore._progress import progress
-
-    was_training = backbone.training
-    backbone.eval()
-    feats, labels = [], []
-    try:
-        with torch.inference_mode(), torch.autocast(device.type, dtype=autocast_dtype,
-                                                    enabled=autocast_dtype is not None):
-            for x, y in progress(loader, desc=desc, unit="batch"):
-                x = x.to(device)
-                if autocast_dtype is not None and x.ndim == 4:
-                    x = x.contiguous(memory_format=torch.channels_last)
-                feats.append(backbone(x).float())
-                labels.append(y.to(device))
-    finally:
-        backbone.train(was_training)
-    return torch.cat(feats), torch.cat(labels)
 
 
 class ActivationStatisticsCallback(*CALLBACK_BASES):
@@ -222,7 +191,7 @@ class ActivationStatisticsCallback(*CALLBACK_BASES):
         for logger in wandb_loggers(trainer):
             import wandb
 
-            from solo_qscore.plots import activation_frequency_figure
+            from solo_qscore.plotting.figures import activation_frequency_figure
 
             ranks = band_ranks(self.frequencies.numel(), *self.band)
             fig = activation_frequency_figure(self.frequencies, ranks, self.band, self.eps)

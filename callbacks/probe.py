@@ -23,7 +23,7 @@ from typing import Any, Optional
 
 from solo_qscore.adapters.lightning import CALLBACK_BASES, wandb_loggers
 from solo_qscore.callbacks.activation_statistics import extract_features, find_backbone
-from solo_qscore.collapse import normalized_embedding_std, rankme
+from solo_qscore.core.collapse import normalized_embedding_std, rankme
 
 SCALARS = ("auroc", "auprc", "accuracy", "auroc_misclassified", "auprc_misclassified", "num_discriminative",
            "mean_active", "q_mean")
@@ -68,7 +68,7 @@ class QScoreProbeCallback(*CALLBACK_BASES):
 
     def run_probe(self, trainer: Any, pl_module: Any,
                   final: bool = True) -> Optional[dict[str, Any]]:
-        from solo_qscore.report import qscore_report
+        from solo_qscore.report.qscore_report import qscore_report
 
         backbone = find_backbone(pl_module)
         dtype = autocast_dtype(trainer, pl_module.device)
@@ -98,7 +98,7 @@ class QScoreProbeCallback(*CALLBACK_BASES):
             if not any(logger is w for w in full):
                 logger.log_metrics(scalars, step=trainer.global_step)
         for logger in full:
-            from solo_qscore.report import log_report_to_wandb
+            from solo_qscore.report.qscore_report import log_report_to_wandb
 
             log_report_to_wandb(report, logger, step=trainer.global_step, metrics=scalars)
 
@@ -116,7 +116,7 @@ class QScoreProbeCallback(*CALLBACK_BASES):
         self._log(trainer, report, final=True)
         if self.out_dir is None:
             return
-        from solo_qscore.report import write_report
+        from solo_qscore.report.qscore_report import write_report
 
         write_report(report, self.out_dir, images=_dataset_in_order(self.val_loader))
         for logger in wandb_loggers(trainer):  # the folder as written (probe.json, samples.csv, PNGs)

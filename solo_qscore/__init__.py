@@ -3,24 +3,24 @@
 The core below is plain PyTorch (plus torchmetrics); it imports and works without solo-learn.
 """
 
-from solo_qscore.activations import highly_activating
-from solo_qscore.discriminative import (
+from solo_qscore.core.activations import highly_activating
+from solo_qscore.core.discriminative import (
     discriminative_mask,
     feature_ranks,
     lower_tail_mask,
     random_mask,
     upper_tail_mask,
 )
-from solo_qscore.hard_negatives import hard_negative_infonce, hard_negative_simclr_loss, hard_negative_weights
-from solo_qscore.ifm import IFM_METHODS, ifm_moco_loss, ifm_nnclr_loss, ifm_simclr_loss
-from solo_qscore.qscore import q_score
-from solo_qscore.regularizer import (
+from solo_qscore.core.qscore import q_score
+from solo_qscore.core.regularizer import (
     RegularizerTerms,
     lasso_penalty,
     qscore_regularizer,
     qscore_regularizer_terms,
 )
-from solo_qscore.statistics import ActivationStatistics
+from solo_qscore.core.statistics import ActivationStatistics
+from solo_qscore.losses.hard_negatives import hard_negative_infonce, hard_negative_simclr_loss, hard_negative_weights
+from solo_qscore.losses.ifm import IFM_METHODS, ifm_moco_loss, ifm_nnclr_loss, ifm_simclr_loss
 
 __version__ = "0.1.0"
 

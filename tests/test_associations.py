@@ -11,8 +11,7 @@ import pytest
 import torch
 
 from solo_qscore import ActivationStatistics, discriminative_mask, highly_activating
-from solo_qscore.analysis.compare import compare_representations, group_means
-from solo_qscore.associations import (
+from solo_qscore.analysis.associations import (
     association_summary,
     association_table,
     class_activation_counts,
@@ -20,8 +19,9 @@ from solo_qscore.associations import (
     feature_class_associations,
 )
 from solo_qscore.cli import main
-from solo_qscore.plots import associations_figure
-from solo_qscore.report import qscore_report, to_jsonable, write_report
+from solo_qscore.cli.compare import compare_representations, group_means
+from solo_qscore.plotting.figures import associations_figure
+from solo_qscore.report.qscore_report import qscore_report, to_jsonable, write_report
 
 torch.set_num_threads(1)
 # one thread for the numba kernel of the activation statistics too: its idle workers otherwise spin
@@ -229,10 +229,10 @@ def checkpoints(tmp_path_factory) -> tuple[Path, Path]:
 
 
 def _features(ckpt: Path):
-    from solo_qscore.analysis import load_checkpoint, with_overrides
-    from solo_qscore.backbone import find_backbone
     from solo_qscore.callbacks import extract_features
+    from solo_qscore.cli.open_run import load_checkpoint, with_overrides
     from solo_qscore.data import make_eval_loaders
+    from solo_qscore.probe.backbone import find_backbone
 
     model, saved, _ = load_checkpoint(str(ckpt))
     cfg = with_overrides(saved, EVAL)
@@ -300,7 +300,7 @@ def test_report_with_empty_discriminative_set(features, tmp_path):
 
 # ------------------------------------------------------------------------------------------- compare
 def test_compare_end_to_end(checkpoints, features, tmp_path, capsys):
-    from solo_qscore.probe import fit_linear_probe
+    from solo_qscore.probe.linear import fit_linear_probe
 
     before, after = checkpoints
     out = tmp_path / "cmp"

@@ -23,8 +23,8 @@ from torch.nn import functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
 from solo_qscore.callbacks import ActivationStatisticsCallback, QScoreProbeCallback, extract_features
-from solo_qscore.discriminative import band_ranks, discriminative_mask
-from solo_qscore.statistics import ActivationStatistics
+from solo_qscore.core.discriminative import band_ranks, discriminative_mask
+from solo_qscore.core.statistics import ActivationStatistics
 
 R = 64
 EPS = 2.0  # below the default 4 so that the highly activating sets of a 64-d ReLU output are not empty

@@ -1,4 +1,4 @@
-"""Grad-CAM heat maps (solo_qscore.gradcam), heat-map mIoU (solo_qscore.miou) and the
+"""Grad-CAM heat maps (solo_qscore.analysis.gradcam), heat-map mIoU (solo_qscore.analysis.miou) and the
 ``solo-qscore explain`` / ``solo-qscore miou`` commands on a tiny real checkpoint."""
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from solo_qscore.analysis.gradcam import discriminative_targets, grad_cam
+from solo_qscore.analysis.miou import heatmap_iou, load_masks, match_masks, mean_iou
 from solo_qscore.cli import main
-from solo_qscore.gradcam import discriminative_targets, grad_cam
-from solo_qscore.miou import heatmap_iou, load_masks, match_masks, mean_iou
 
 torch.set_num_threads(1)
 
@@ -259,11 +259,11 @@ def checkpoint(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def features(checkpoint):
     """Validation and train representations of the checkpoint, computed here independently of the commands."""
-    from solo_qscore.analysis import load_checkpoint, with_overrides
     from solo_qscore.callbacks import extract_features
+    from solo_qscore.cli.open_run import load_checkpoint, with_overrides
+    from solo_qscore.core.discriminative import discriminative_mask
+    from solo_qscore.core.statistics import ActivationStatistics
     from solo_qscore.data import make_eval_loaders
-    from solo_qscore.discriminative import discriminative_mask
-    from solo_qscore.statistics import ActivationStatistics
 
     model, saved, _ = load_checkpoint(str(checkpoint))
     cfg = with_overrides(saved, DATA)
@@ -315,7 +315,7 @@ def test_explain_with_an_empty_discriminative_set_is_a_clear_error(checkpoint, t
 
 
 def test_miou_command_with_known_answers_and_probe_split(checkpoint, features, tmp_path, capsys):
-    from solo_qscore.activations import highly_activating
+    from solo_qscore.core.activations import highly_activating
 
     n_val = 10_000  # Fashion-MNIST test split, indexed by dataset index
     torch.save(torch.ones(n_val, 32, 32, dtype=torch.bool), tmp_path / "ones.pt")
@@ -400,7 +400,7 @@ def test_miou_command_bad_masks(checkpoint, tmp_path, capsys):
 
 def test_heat_maps_of_the_checkpoint_follow_the_known_sum_rule(checkpoint, features):
     """Grad-CAM of h_a + h_b equals ReLU of the sum of the two pre-ReLU maps: check on the real backbone."""
-    from solo_qscore.analysis import load_checkpoint, with_overrides
+    from solo_qscore.cli.open_run import load_checkpoint, with_overrides
     from solo_qscore.data import make_eval_loaders
 
     model, saved, _ = load_checkpoint(str(checkpoint))

@@ -17,7 +17,7 @@ from conftest import tiny_config, tiny_model  # tests/ is on sys.path (pytest's 
 
 from solo_qscore import ifm_simclr_loss
 from solo_qscore.config import ConfigError, to_container
-from solo_qscore.hard_negatives import hard_negative_infonce, hard_negative_simclr_loss, hard_negative_weights
+from solo_qscore.losses.hard_negatives import hard_negative_infonce, hard_negative_simclr_loss, hard_negative_weights
 
 BATCH = 8  # optimizer.batch_size of the tiny configs
 
@@ -269,7 +269,7 @@ def _train_two_steps(model, cfg):
     import lightning.pytorch as pl
 
     from solo_qscore.adapters.solo_main import make_pretrain_loader
-    from solo_qscore.backbone import find_backbone
+    from solo_qscore.probe.backbone import find_backbone
 
     mask = torch.zeros(model.features_dim, dtype=torch.bool)
     mask[::3] = True

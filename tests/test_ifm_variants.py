@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from solo_qscore.ifm import ifm_simclr_loss, perturb_similarities
+from solo_qscore.losses.ifm import ifm_simclr_loss, perturb_similarities
 
 
 def _pair(seed: int):

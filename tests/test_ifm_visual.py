@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from solo_qscore.ifm_visual import cosine_nearest_neighbours, ifm_perturb
+from solo_qscore.analysis.ifm_visual import cosine_nearest_neighbours, ifm_perturb
 
 torch.set_num_threads(1)
 

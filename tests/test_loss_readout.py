@@ -18,14 +18,14 @@ import pytest
 import torch
 
 from solo_qscore import ifm_simclr_loss
-from solo_qscore.cli import main
-from solo_qscore.loss_readout import (
+from solo_qscore.analysis.loss_readout import (
     MIN_ENCODERS,
     correlation_matrix,
     heldout_infonce,
     loss_readout_correlation,
     pearson,
 )
+from solo_qscore.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA_ROOT = ROOT / "datasets"  # the Trifeature cache the pretrain command uses by default
@@ -136,7 +136,7 @@ def test_heldout_infonce_bad_input():
 
 
 def test_attribute_labels_trifeature_dict_and_class():
-    from solo_qscore.analysis.loss_readout import attribute_labels
+    from solo_qscore.cli.loss_readout import attribute_labels
     from solo_qscore.data import ArrayImageDataset, TrifeatureDataset
 
     tri = TrifeatureDataset(DATA_ROOT, train=False, image_size=32)
@@ -186,10 +186,10 @@ def test_command_end_to_end_correlations_equal_numpy(command_result, checkpoints
 
 
 def test_command_values_equal_an_independent_evaluation(command_result, checkpoints):
-    from solo_qscore.analysis import load_checkpoint
-    from solo_qscore.backbone import find_backbone
+    from solo_qscore.cli.open_run import load_checkpoint
     from solo_qscore.data import TrifeatureDataset, build_crop_pipelines, dataset_stats, eval_transform, subset_indices
-    from solo_qscore.probe import fit_linear_probe
+    from solo_qscore.probe.backbone import find_backbone
+    from solo_qscore.probe.linear import fit_linear_probe
 
     result, _ = command_result
     model, cfg, _ = load_checkpoint(checkpoints[1])

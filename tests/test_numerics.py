@@ -27,9 +27,9 @@ from solo_qscore import (
     qscore_regularizer,
     qscore_regularizer_terms,
 )
-from solo_qscore._kernels import HAVE_NUMBA, _summary_torch, activation_summary
-from solo_qscore.discriminative import band_ranks
-from solo_qscore.probe import fit_linear_probe
+from solo_qscore.core._kernels import HAVE_NUMBA, _summary_torch, activation_summary
+from solo_qscore.core.discriminative import band_ranks
+from solo_qscore.probe.linear import fit_linear_probe
 
 SCALES = [1e-25, 1e-20, 1e-3, 1.0, 1e3, 1e19, 1e25]
 

@@ -33,7 +33,7 @@ def test_wheel_installs_and_imports_in_fresh_venv(tmp_path):
     assert "solo_qscore/callbacks/__init__.py" in names
     assert "solo_qscore/callbacks/activation_statistics.py" in names
     assert "solo_qscore/adapters/solo_main.py" in names and "solo_qscore/data/loaders.py" in names
-    assert "solo_qscore/analysis/explain.py" in names  # every package of the source tree is in the wheel
+    assert "solo_qscore/cli/explain.py" in names  # every package of the source tree is in the wheel
     for folder in (REPO / "solo_qscore").rglob("__init__.py"):
         assert f"solo_qscore/{folder.relative_to(REPO / 'solo_qscore').as_posix()}" in names, folder
     for source, installed in MAPPED.items():  # the mapped root folders, with any sub-packages they grow
@@ -96,7 +96,7 @@ def test_works_without_numba(tmp_path):
         "if blocked:\n"
         "    sys.modules['numba'] = None  # `import numba` now raises ImportError, as when it is not installed\n"
         "from solo_qscore import ActivationStatistics, discriminative_mask, q_score\n"
-        "from solo_qscore._kernels import HAVE_NUMBA\n"
+        "from solo_qscore.core._kernels import HAVE_NUMBA\n"
         "assert HAVE_NUMBA != blocked, HAVE_NUMBA\n"
         "h = torch.randn(300, 64, generator=torch.Generator().manual_seed(0)).relu_()\n"
         "stats = ActivationStatistics(64)\n"

@@ -11,7 +11,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import train_test_split
 from threadpoolctl import threadpool_limits
 
-from solo_qscore.probe import LinearProbe, ProbeResult, fit_linear_probe, probe_correctness
+from solo_qscore.probe.linear import LinearProbe, ProbeResult, fit_linear_probe, probe_correctness
 
 
 @pytest.fixture(scope="module")
@@ -188,7 +188,7 @@ def fashion_pixels():
 
 
 def test_inverse_cholesky_factor_whitens_the_shifted_second_moment():
-    from solo_qscore.probe import _inverse_cholesky_factor
+    from solo_qscore.probe.linear import _inverse_cholesky_factor
 
     x, _ = _correlated_features()
     m = _inverse_cholesky_factor(x.t(), 1e-4, 0.1, max_samples=10**6).double()

@@ -42,7 +42,7 @@ def _one_line_error(capsys, code: int, *named: str) -> str:
 # ------------------------------------------------------------------ 1. a report is written whole or not at all
 @pytest.fixture(scope="module")
 def small_report():
-    from solo_qscore.report import qscore_report
+    from solo_qscore.report.qscore_report import qscore_report
 
     g = torch.Generator().manual_seed(0)
     train_y, val_y = torch.randint(0, 3, (120,), generator=g), torch.randint(0, 3, (60,), generator=g)
@@ -58,7 +58,7 @@ def _snapshot(folder: Path) -> dict[str, bytes]:
 
 def _interrupt_after(monkeypatch, calls: int, exc: BaseException) -> None:
     """Make the report's figure writer fail at its ``calls``-th figure (the earlier ones are written)."""
-    import solo_qscore.plots as plots
+    import solo_qscore.plotting.figures as plots
 
     real, count = plots.save_figure_atomic, {"n": 0}
 
@@ -74,7 +74,7 @@ def _interrupt_after(monkeypatch, calls: int, exc: BaseException) -> None:
 @pytest.mark.parametrize("exc", [KeyboardInterrupt(), OSError(28, "No space left on device")],
                          ids=["interrupted", "disk-full"])
 def test_an_interrupted_report_leaves_the_previous_one_intact(small_report, tmp_path, monkeypatch, exc):
-    from solo_qscore.report import write_report
+    from solo_qscore.report.qscore_report import write_report
 
     out = tmp_path / "probe"
     write_report(small_report, out)
@@ -91,7 +91,7 @@ def test_an_interrupted_report_leaves_the_previous_one_intact(small_report, tmp_
 
 
 def test_an_interrupted_first_report_leaves_no_folder(small_report, tmp_path, monkeypatch):
-    from solo_qscore.report import write_report
+    from solo_qscore.report.qscore_report import write_report
 
     _interrupt_after(monkeypatch, 2, KeyboardInterrupt())
     with pytest.raises(KeyboardInterrupt):
@@ -102,7 +102,7 @@ def test_an_interrupted_first_report_leaves_no_folder(small_report, tmp_path, mo
 def test_a_new_report_replaces_the_old_one_whole_and_keeps_other_files(small_report, tmp_path):
     import json
 
-    from solo_qscore.report import write_report
+    from solo_qscore.report.qscore_report import write_report
 
     out = tmp_path / "probe"
     write_report(small_report, out, images=torch.rand(60, 3, 8, 8))

@@ -13,8 +13,8 @@ import torch
 from sklearn.metrics import average_precision_score, roc_auc_score
 
 from solo_qscore import ActivationStatistics, discriminative_mask, q_score
-from solo_qscore.probe import probe_correctness
-from solo_qscore.report import (
+from solo_qscore.probe.linear import probe_correctness
+from solo_qscore.report.qscore_report import (
     PNG_NAMES,
     compression_masks,
     log_report_to_wandb,
@@ -347,7 +347,7 @@ def test_figures_from_a_report_read_back_from_json(report, tmp_path):
 def test_png_write_is_atomic(report, tmp_path, monkeypatch):
     from matplotlib.figure import Figure
 
-    from solo_qscore.plots import q_histogram_figure, save_figure_atomic
+    from solo_qscore.plotting.figures import q_histogram_figure, save_figure_atomic
 
     target = tmp_path / "q.png"
     fig = q_histogram_figure(report["arrays"]["q"], report["arrays"]["correct"], report["auroc"])

@@ -12,8 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from solo_qscore.probe import fit_linear_probe
-from solo_qscore.robust_features import (
+from solo_qscore.analysis.robust_features import (
     PixelSpaceClassifier,
     iterative_targeted_fgsm,
     robust_feature_accuracies,
@@ -21,6 +20,7 @@ from solo_qscore.robust_features import (
     split_robust_nonrobust,
     targeted_fgsm_step,
 )
+from solo_qscore.probe.linear import fit_linear_probe
 
 torch.set_num_threads(1)
 
@@ -183,11 +183,11 @@ def test_pretrain_runs_extra_callbacks(tiny_run):
 def test_command_end_to_end(tiny_run, tmp_path, capsys):
     from PIL import Image
 
-    from solo_qscore.analysis import load_checkpoint
-    from solo_qscore.backbone import find_backbone
     from solo_qscore.callbacks import extract_features
     from solo_qscore.cli import main
+    from solo_qscore.cli.open_run import load_checkpoint
     from solo_qscore.data import make_eval_loaders
+    from solo_qscore.probe.backbone import find_backbone
 
     out = tmp_path / "rf"
     code = main(["robust-features", str(tiny_run), "--eps", "0.01", "8/255", "--max-steps", "4", "--out", str(out)])
@@ -218,8 +218,8 @@ def test_command_end_to_end(tiny_run, tmp_path, capsys):
 
 
 def test_eps_parsing_and_command_errors(tiny_run, tmp_path, capsys):
-    from solo_qscore.analysis.robust_features import parse_eps
     from solo_qscore.cli import main
+    from solo_qscore.cli.robust_features import parse_eps
 
     assert parse_eps("8/255") == pytest.approx(8 / 255) and parse_eps("0.01") == 0.01
     for bad in ("abc", "0", "-1", "1/0"):

@@ -15,9 +15,9 @@ from sklearn.metrics import roc_auc_score
 from test_report import planted_features  # tests/ is on sys.path (pytest's rootdir-relative import)
 
 from solo_qscore import ActivationStatistics, discriminative_mask, q_score
-from solo_qscore.activations import highly_activating
-from solo_qscore.probe import probe_correctness
-from solo_qscore.report import SAMPLE_COLUMNS, qscore_report, sample_table, write_report
+from solo_qscore.core.activations import highly_activating
+from solo_qscore.probe.linear import probe_correctness
+from solo_qscore.report.qscore_report import SAMPLE_COLUMNS, qscore_report, sample_table, write_report
 
 NUM_CLASSES = 8
 CLASS_NAMES = [f"class-{c}" for c in range(NUM_CLASSES)]
@@ -233,7 +233,7 @@ def test_q_extremes_skipped_with_a_warning_when_images_fail(report, tmp_path):
 
 
 def test_display_image_formats():
-    from solo_qscore.plots import display_image
+    from solo_qscore.plotting.figures import display_image
 
     chw = torch.stack([torch.linspace(-2, 2, 64).reshape(8, 8), torch.full((8, 8), 3.0), torch.randn(8, 8)])
     out = display_image((chw, 1))
@@ -249,7 +249,7 @@ def test_display_image_formats():
 
 def test_extreme_rows_pick_the_lowest_and_highest_q(report, monkeypatch):
     from solo_qscore import plots
-    from solo_qscore.report import q_extremes_figure
+    from solo_qscore.report.qscore_report import q_extremes_figure
 
     seen = {}
 
@@ -302,7 +302,7 @@ def test_progress_bar_on_a_terminal_and_quiet_under_ci(monkeypatch):
 
 
 def test_probe_fit_bar_counts_every_fit(data, monkeypatch):
-    import solo_qscore.report as report_module
+    import solo_qscore.report.qscore_report as report_module
     from solo_qscore._progress import progress
 
     monkeypatch.delenv("CI", raising=False)

@@ -46,9 +46,9 @@ from solo_qscore.config import (
     to_container,
     with_plugin_defaults,
 )
-from solo_qscore.hard_negatives import hard_negative_simclr_loss
-from solo_qscore.ifm import ifm_moco_loss, ifm_nnclr_loss, ifm_simclr_loss
-from solo_qscore.regularizer import lasso_penalty, qscore_regularizer_terms
+from solo_qscore.core.regularizer import lasso_penalty, qscore_regularizer_terms
+from solo_qscore.losses.hard_negatives import hard_negative_simclr_loss
+from solo_qscore.losses.ifm import ifm_moco_loss, ifm_nnclr_loss, ifm_simclr_loss
 
 CHECKPOINT_KEY = "solo_qscore"
 CHECKPOINT_FORMAT = 2  # 1: solo-learn 1.0.2 runs (retired); 2: solo-learn main
@@ -375,7 +375,7 @@ def qscore_callbacks(cfg: DictConfig, output_dir: Optional[str | Path] = None,
         seed_from_train_set: fill D by one pass over the train set before training (further-training
             a pre-trained encoder, as the paper does), so the regulariser is on from the first step.
     """
-    from solo_qscore.associations import dataset_class_names
+    from solo_qscore.analysis.associations import dataset_class_names
     from solo_qscore.callbacks import ActivationStatisticsCallback, QScoreProbeCallback
     from solo_qscore.data import make_eval_loaders
 

@@ -1,316 +1,134 @@
-r"""``solo-qscore loss-readout CKPT CKPT CKPT ...``: InfoNCE loss vs linear-readout error (IFM paper Fig. 2).
+r"""InfoNCE loss against linear-readout error across encoders (IFM paper, Robinson et al. 2021, §2.2, Fig. 2).
 
-For every checkpoint written by ``solo-qscore pretrain`` (the module, projector included, is rebuilt
-with :func:`~solo_qscore.analysis.load_checkpoint`):
+Given :math:`n` encoders (checkpoints) with held-out InfoNCE losses :math:`L_1, \dots, L_n`, all
+evaluated at one common temperature (the paper uses :math:`\tau = 0.5` whatever each encoder was
+trained with, so that losses are comparable), and linear-readout errors :math:`e_{1a}, \dots, e_{na}`
+for each downstream attribute :math:`a` (Trifeature: colour, shape, texture), the paper reports the
+Pearson correlation
 
-1. the held-out InfoNCE :func:`~solo_qscore.loss_readout.heldout_infonce` at one common temperature
-   (``--temperature``, default 0.5 as in the paper, App. C.2.3), on two augmented views of the
-   validation images (the first checkpoint's ``augmentations``, the same seeded crops for every
-   checkpoint), through backbone and projector in eval mode;
-2. the linear-readout error (``1 - accuracy`` of :func:`~solo_qscore.probe.fit_linear_probe` fitted
-   on frozen train-set backbone features, tested on the validation set) per attribute: Trifeature's
-   colour, shape and texture, a dataset's own ``attributes`` where it has them, else the class label.
+.. math::
+    \rho_a = \frac{\sum_c (L_c - \bar L)(e_{ca} - \bar e_a)}
+                  {\sqrt{\sum_c (L_c - \bar L)^2}\,\sqrt{\sum_c (e_{ca} - \bar e_a)^2}} ,
 
-Then the Pearson correlation matrix of ``[loss, error_1, ..., error_k]`` over the checkpoints, the
-heat map of the paper's Fig. 2 with the per-checkpoint scatter, and ``loss_readout.json``.
-All checkpoints must come from the same dataset at the same image size; the evaluation data (subsets,
-augmentations, probe settings) are those of the first checkpoint's config plus any ``key=value``
-overrides.
+and the correlations between the errors of different attributes. :math:`\rho_a > 0`: lower loss goes
+with lower error on :math:`a`; :math:`\rho_a < 0`: lower loss goes with *higher* error, the
+feature-suppression signature the paper finds for shape and texture.
+
+The held-out InfoNCE is SimCLR's two-view loss over consecutive batches of :math:`B` held-out images
+(each view's negatives are the other :math:`2B - 2` views of its batch), averaged over batches.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
-from collections.abc import Mapping, Sequence
-from pathlib import Path
-from typing import Any
+import torch
+import torch.nn.functional as F
+from torch import Tensor
 
-from solo_qscore.analysis import add_safety_arguments, check_output_folder
-from solo_qscore.config import ConfigError
+__all__ = ["MIN_ENCODERS", "correlation_matrix", "heldout_infonce", "loss_readout_correlation", "pearson"]
 
-PNG_NAME = "loss_readout.png"
-JSON_NAME = "loss_readout.json"
+#: Fewest encoders a correlation is computed over (with 2 points any correlation is +-1).
+MIN_ENCODERS = 3
 
 
-def register(subparsers) -> None:
-    """Add the ``loss-readout`` subcommand."""
-    p = subparsers.add_parser(
-        "loss-readout",
-        help="correlation of held-out InfoNCE loss with linear-readout error per attribute across checkpoints "
-        "(IFM paper Fig. 2)",
-    )
-    p.add_argument("checkpoints", nargs="+", metavar="CKPT", help="at least 3 checkpoints of `solo-qscore pretrain`")
-    p.add_argument("--temperature", type=float, default=0.5,
-                   help="common temperature of the evaluated InfoNCE (paper: 0.5, whatever the training tau)")
-    p.add_argument("--batch-size", type=int, default=256,
-                   help="held-out InfoNCE batch B (each view has 2B-2 negatives); also the feature batch")
-    p.add_argument("--seed", type=int, default=0, help="seed of the augmented held-out views")
-    p.add_argument("--out", help="output folder (default: <first checkpoint's output_dir>/loss_readout)")
-    add_safety_arguments(p)
-    p.set_defaults(func=cmd_loss_readout)
+def _check_vector(x: Tensor, name: str) -> None:
+    if not isinstance(x, Tensor) or x.ndim != 1:
+        shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
+        raise ValueError(f"{name} must be a 1-D tensor, got {shape}")
+    if not bool(torch.isfinite(x).all()):
+        raise ValueError(f"{name} contains NaN or Inf")
 
 
-# ----------------------------------------------------------------------------------------- data
-def _read_config(path: str, overrides: Sequence[str], trusted: bool = False) -> dict:
-    from omegaconf import OmegaConf
+def correlation_matrix(values: Tensor, min_samples: int = MIN_ENCODERS) -> Tensor:
+    r"""Pearson correlations between the columns of ``values`` ``[n, k]`` -> ``[k, k]`` (float64).
 
-    from solo_qscore.adapters.solo_main import CHECKPOINT_KEY, CheckpointError, read_checkpoint, run_view
-    from solo_qscore.analysis import with_overrides
+    ``C_ab = cov(x_a, x_b) / (std(x_a) std(x_b))``; a constant column has no correlation, so its row
+    and column are NaN (``numpy.corrcoef`` gives NaN too).
 
-    checkpoint = read_checkpoint(path, trusted=trusted)
-    saved = checkpoint.get(CHECKPOINT_KEY, {}).get("config")
-    if not saved:
-        raise CheckpointError(f"{path} was not written by solo-qscore pretrain (no run config inside)")
-    return with_overrides(run_view(OmegaConf.create(saved)), list(overrides))
-
-
-def check_same_data(paths: Sequence[str], cfgs: Sequence[Mapping[str, Any]]) -> None:
-    """``ConfigError`` unless every checkpoint was trained on the first one's dataset and image size."""
-    ref = (cfgs[0]["data"]["dataset"], cfgs[0]["data"]["image_size"])
-    for path, cfg in zip(paths[1:], cfgs[1:]):
-        got = (cfg["data"]["dataset"], cfg["data"]["image_size"])
-        if got != ref:
-            raise ConfigError(
-                f"checkpoints were trained on different data: {paths[0]} on {ref[0]} at {ref[1]} px, "
-                f"{path} on {got[0]} at {got[1]} px (config keys 'data.dataset', 'data.image_size'); "
-                "a correlation across encoders needs one evaluation set"
-            )
-
-
-def attribute_labels(dataset) -> dict[str, Any]:
-    """``{attribute: LongTensor[N]}``: Trifeature's colour/shape/texture, a dict ``attributes``, or the class."""
-    import torch
-
-    from solo_qscore.data import ATTRIBUTES
-
-    attrs = getattr(dataset, "attributes", None)
-    if isinstance(attrs, Mapping):
-        return {str(k): torch.as_tensor(v, dtype=torch.long) for k, v in attrs.items()}
-    if getattr(dataset, "name", None) == "trifeature" and attrs is not None:
-        return {name: attrs[:, k] for k, name in enumerate(ATTRIBUTES)}
-    return {"class": torch.as_tensor(dataset.targets, dtype=torch.long)}
+    Raises:
+        ValueError: ``values`` is not 2-D, is not finite, or has fewer than ``min_samples`` rows.
+    """
+    if not isinstance(values, Tensor) or values.ndim != 2:
+        shape = tuple(values.shape) if isinstance(values, Tensor) else type(values).__name__
+        raise ValueError(f"values must be a 2-D tensor [n, k], got {shape}")
+    n = values.shape[0]
+    if n < min_samples:
+        raise ValueError(
+            f"a correlation across encoders needs at least {min_samples} of them, got {n} "
+            "(with 2 points every correlation is +-1, with 1 it is undefined)"
+        )
+    if not bool(torch.isfinite(values).all()):
+        raise ValueError("values contain NaN or Inf")
+    x = values.to(torch.float64)
+    x = x - x.mean(0, keepdim=True)
+    norm = x.norm(dim=0)
+    corr = (x.T @ x) / (norm[:, None] * norm[None, :])
+    constant = norm <= 1e-12 * (1.0 + values.to(torch.float64).abs().amax(0))
+    corr = corr.masked_fill(constant[:, None] | constant[None, :], float("nan"))
+    return corr.clamp(-1.0, 1.0)  # rounding can leave |C| a hair above 1; NaN stays NaN
 
 
-def _split(data_cfg: Mapping[str, Any], train: bool):
-    """(dataset, {attribute: labels}) of one split, with the config's seeded subset applied."""
-    from solo_qscore.data import LabelledSubset, load_dataset, subset_indices
-
-    dataset = load_dataset(str(data_cfg["dataset"]), root=str(data_cfg["root"]), train=train,
-                           image_size=int(data_cfg["image_size"]), fallback=data_cfg.get("fallback"))
-    labels = attribute_labels(dataset)
-    idx = subset_indices(len(dataset), data_cfg.get("train_subset" if train else "val_subset"))
-    if idx is not None:
-        dataset = LabelledSubset(dataset, idx)
-        labels = {k: v[idx] for k, v in labels.items()}
-    return dataset, labels
+def pearson(x: Tensor, y: Tensor, min_samples: int = MIN_ENCODERS) -> Tensor:
+    """Pearson correlation of two 1-D tensors of equal length (float64 scalar; NaN if one is constant)."""
+    _check_vector(x, "x")
+    _check_vector(y, "y")
+    if x.shape != y.shape:
+        raise ValueError(f"x and y must have the same length, got {x.shape[0]} and {y.shape[0]}")
+    return correlation_matrix(torch.stack([x, y], dim=1), min_samples)[0, 1]
 
 
-# ----------------------------------------------------------------------------------------- compute
-def _projections(backbone, projector, loader, device, seed: int):
-    """Projections of the first two augmented views of every image, with the same crops on every call."""
-    import torch
+def loss_readout_correlation(losses: Tensor, errors: Tensor, min_samples: int = MIN_ENCODERS) -> Tensor:
+    r""":math:`\rho_a` of the module docstring for every attribute.
 
-    z1, z2 = [], []
-    backbone.eval()
-    projector.eval()
-    with torch.random.fork_rng(devices=[]), torch.no_grad():
-        torch.manual_seed(seed)  # augmentations draw from torch's RNG only; num_workers = 0
-        for _, crops, _ in loader:
-            z1.append(projector(backbone(crops[0].to(device))).float().cpu())
-            z2.append(projector(backbone(crops[1].to(device))).float().cpu())
-    return torch.cat(z1), torch.cat(z2)
+    Args:
+        losses: ``[n]`` held-out InfoNCE loss of each encoder (one common temperature).
+        errors: ``[n, k]`` linear-readout error of each encoder on each of ``k`` attributes.
+
+    Returns:
+        ``[k]`` float64 correlations (NaN where the losses or an attribute's errors are constant).
+    """
+    _check_vector(losses, "losses")
+    if not isinstance(errors, Tensor) or errors.ndim != 2 or errors.shape[0] != losses.shape[0]:
+        shape = tuple(errors.shape) if isinstance(errors, Tensor) else type(errors).__name__
+        raise ValueError(f"errors must be [n, k] with n = {losses.shape[0]} encoders, got {shape}")
+    return correlation_matrix(torch.cat([losses[:, None].to(errors.dtype), errors], dim=1), min_samples)[0, 1:]
 
 
-def evaluate_checkpoints(
-    paths: Sequence[str], overrides: Sequence[str] = (), temperature: float = 0.5, batch_size: int = 256,
-    seed: int = 0, trusted: bool = False,
-) -> dict[str, Any]:
-    """Held-out InfoNCE and readout errors of every checkpoint, and their correlations (see the module docstring)."""
-    import torch
-    from torch.utils.data import DataLoader
+def heldout_infonce(z1: Tensor, z2: Tensor, temperature: float = 0.5, batch_size: int = 256) -> Tensor:
+    r"""SimCLR's two-view InfoNCE of held-out projections, batch by batch, averaged over batches.
 
-    from solo_qscore.analysis import load_checkpoint as load_method
-    from solo_qscore.backbone import find_backbone
-    from solo_qscore.callbacks import extract_features
-    from solo_qscore.data import (
-        NCropAugmentation,
-        PretrainDataset,
-        TransformDataset,
-        build_crop_pipelines,
-        dataset_stats,
-        eval_transform,
-    )
-    from solo_qscore.loss_readout import MIN_ENCODERS, correlation_matrix, heldout_infonce
-    from solo_qscore.probe import fit_linear_probe
+    Rows ``b*B .. (b+1)*B - 1`` of ``z1`` and ``z2`` (the two views of the same images) form batch
+    ``b``; within it, the anchor :math:`z^{(1)}_i` has positive :math:`z^{(2)}_i` and negatives the
+    other :math:`2B - 2` views, and symmetrically for :math:`z^{(2)}_i`:
 
-    if len(paths) < MIN_ENCODERS:
-        raise ConfigError(f"loss-readout needs at least {MIN_ENCODERS} checkpoints (a correlation over "
-                          f"{len(paths)} encoder(s) is undefined or trivially +-1), got {len(paths)}")
+    .. math::
+        \mathcal{L} = \frac{1}{2B}\sum_{u} -\log
+            \frac{e^{\hat u\cdot \hat u^+/\tau}}{\sum_{w \ne u} e^{\hat u\cdot \hat w/\tau}}
+
+    (the value of :func:`solo_qscore.ifm_simclr_loss` with ``epsilon=0`` on that batch). A final
+    incomplete batch is dropped, so every term has the same number of negatives.
+
+    Args:
+        z1, z2: ``[n, d]`` projections of the two views (normalised here).
+        temperature: :math:`\tau` (one value for all encoders makes their losses comparable).
+        batch_size: :math:`B \ge 2`; ``n`` must be at least ``B``.
+    """
     if not temperature > 0:
-        raise ConfigError(f"--temperature must be > 0, got {temperature}")
+        raise ValueError(f"temperature must be > 0, got {temperature}")
+    if z1.ndim != 2 or z1.shape != z2.shape:
+        raise ValueError(f"z1 and z2 must both be [n, d]; got {tuple(z1.shape)} and {tuple(z2.shape)}")
+    batch_size = int(batch_size)
     if batch_size < 2:
-        raise ConfigError(f"--batch-size must be >= 2, got {batch_size}")
-    cfgs = [_read_config(p, overrides, trusted) for p in paths]
-    check_same_data(paths, cfgs)
-    cfg = cfgs[0]
-    data = cfg["data"]
-    train_set, train_labels = _split(data, train=True)
-    val_set, val_labels = _split(data, train=False)
-    if len(val_set) < batch_size:
-        raise ConfigError(f"the validation set has {len(val_set)} images, fewer than --batch-size {batch_size} "
-                          "(lower --batch-size or raise data.val_subset)")
-    mean, std = dataset_stats(train_set.name)
-    plain = eval_transform(int(data["image_size"]), mean, std)
-    pipelines = build_crop_pipelines(cfg["augmentations"], mean, std)
-    if len(pipelines) < 2:
-        raise ConfigError("config key 'augmentations' must give at least two crops for the two-view InfoNCE")
-    train_loader = DataLoader(TransformDataset(train_set, plain), batch_size=batch_size, shuffle=False)
-    val_loader = DataLoader(TransformDataset(val_set, plain), batch_size=batch_size, shuffle=False)
-    # own generator: creating the loader's iterator then draws no number from the global RNG the crops use
-    view_loader = DataLoader(PretrainDataset(val_set, NCropAugmentation(pipelines[:2])), batch_size=batch_size,
-                             shuffle=False, drop_last=True, generator=torch.Generator().manual_seed(seed))
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    probe_kwargs = {"max_iter": cfg["probe"]["max_iter"], "weight_decay": cfg["probe"]["weight_decay"]}
-    attributes = list(train_labels)
-
-    rows = []
-    for path, ckpt_cfg in zip(paths, cfgs):
-        model, _, _ = load_method(path, trusted=trusted)
-        projector = getattr(model, "projector", None)
-        if not isinstance(projector, torch.nn.Module):
-            raise ConfigError(f"{path}: method '{ckpt_cfg['method']}' has no projector to evaluate InfoNCE with")
-        backbone = find_backbone(model).to(device)
-        projector.to(device)
-        z1, z2 = _projections(backbone, projector, view_loader, device, seed)
-        loss = float(heldout_infonce(z1, z2, temperature, batch_size))
-        train_h, _ = extract_features(backbone, train_loader, device)
-        val_h, _ = extract_features(backbone, val_loader, device)
-        errors = {}
-        for name in attributes:
-            num_classes = int(max(train_labels[name].max(), val_labels[name].max())) + 1
-            probe = fit_linear_probe(train_h, train_labels[name].to(train_h.device), num_classes=num_classes,
-                                     **probe_kwargs)
-            pred = probe.predict(val_h).cpu()
-            errors[name] = 100.0 * float((pred != val_labels[name]).double().mean())
-        rows.append({"checkpoint": str(path), "name": ckpt_cfg["name"], "method": ckpt_cfg["method"],
-                     "train_temperature": ckpt_cfg["method_kwargs"].get("temperature"),
-                     "ifm": ckpt_cfg["ifm"] if ckpt_cfg["ifm"]["enabled"] else None,
-                     "hard_negatives": (ckpt_cfg["hard_negatives"] if ckpt_cfg["hard_negatives"]["enabled"]
-                                        else None),
-                     "infonce": loss, "error": errors})
-        del model, backbone, projector
-
-    table = torch.tensor([[r["infonce"], *(r["error"][a] for a in attributes)] for r in rows], dtype=torch.float64)
-    corr = correlation_matrix(table)
-    return {
-        "temperature": temperature, "batch_size": batch_size, "seed": seed,
-        "dataset": train_set.name, "image_size": int(data["image_size"]),
-        "num_train": len(train_set), "num_val": len(val_set), "num_views_batches": len(view_loader),
-        "attributes": attributes, "variables": ["infonce", *attributes],
-        "correlation": corr.tolist(),
-        "loss_error_correlation": {a: float(corr[0, 1 + k]) for k, a in enumerate(attributes)},
-        "checkpoints": rows,
-    }
-
-
-# ----------------------------------------------------------------------------------------- figure
-def loss_readout_figure(result: Mapping[str, Any]):
-    """Heat map of the correlation matrix (the paper's Fig. 2) and one loss-vs-error scatter per attribute."""
-    import numpy as np
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-    from matplotlib.ticker import MaxNLocator
-
-    attributes = list(result["attributes"])
-    labels = ["InfoNCE loss", *(f"{a} error" for a in attributes)]
-    corr = np.array(result["correlation"], dtype=float)
-    rows = result["checkpoints"]
-    loss = np.array([r["infonce"] for r in rows])
-    k = len(attributes)
-    fig = Figure(figsize=(3.4 * max(k, 2) + 0.4, 7.4), dpi=100, layout="constrained")
-    FigureCanvasAgg(fig)
-    top, bottom = fig.subfigures(2, 1, height_ratios=[1.05, 1.0])
-    top_grid = top.add_gridspec(1, 2, width_ratios=[1.0, 1.25])
-
-    ax = top.add_subplot(top_grid[0, 0])
-    shown = np.where(np.isfinite(corr), corr, 0.0)
-    image = ax.imshow(shown, cmap="RdBu_r", vmin=-1, vmax=1)
-    for i in range(len(labels)):
-        for j in range(len(labels)):
-            text = f"{corr[i, j]:+.2f}" if np.isfinite(corr[i, j]) else "n/a"
-            ax.text(j, i, text, ha="center", va="center", fontsize=9,
-                    color="white" if np.isfinite(corr[i, j]) and abs(corr[i, j]) > 0.6 else "black")
-    ax.set_xticks(range(len(labels)), labels, rotation=35, ha="right", fontsize=8)
-    ax.set_yticks(range(len(labels)), labels, fontsize=8)
-    ax.set_title(f"Pearson r over {len(rows)} encoders", fontsize=10)
-    top.colorbar(image, ax=ax, shrink=0.8)
-
-    markers = "osD^v<>pP*Xh"
-    colors = [f"C{i % 10}" for i in range(len(rows))]
-    legend_ax = top.add_subplot(top_grid[0, 1])
-    legend_ax.axis("off")
-    handles = [legend_ax.plot([], [], markers[i % len(markers)], color=colors[i], label=_short(r))[0]
-               for i, r in enumerate(rows)]
-    legend_ax.legend(handles=handles, loc="center left", fontsize=8, frameon=False, title="checkpoints",
-                     title_fontsize=9)
-    fig.suptitle(f"{result['dataset']}: held-out InfoNCE at τ={result['temperature']} (B={result['batch_size']}, "
-                 f"{result['num_val']} held-out images) vs linear-readout error ({result['num_train']} train images)",
-                 fontsize=10)
-
-    scatter_axes = bottom.subplots(1, max(k, 2), squeeze=False)[0]
-    for ax in scatter_axes[k:]:
-        ax.axis("off")
-    for ax, a in zip(scatter_axes, attributes):
-        err = np.array([r["error"][a] for r in rows])
-        for i in range(len(rows)):
-            ax.plot(loss[i], err[i], markers[i % len(markers)], color=colors[i], markersize=7)
-        if np.ptp(loss) > 0 and np.ptp(err) > 0:  # least-squares line, only to guide the eye
-            slope, icpt = np.polyfit(loss, err, 1)
-            xs = np.array([loss.min(), loss.max()])
-            ax.plot(xs, slope * xs + icpt, "--", color="#777777", lw=1)
-        r_value = result["loss_error_correlation"][a]
-        ax.set_title(f"{a}: r = {r_value:+.2f}" if np.isfinite(r_value) else f"{a}: r = n/a", fontsize=10)
-        ax.set_xlabel(f"held-out InfoNCE (τ={result['temperature']})", fontsize=8)
-        ax.set_ylabel("linear readout error (%)", fontsize=8)
-        ax.tick_params(labelsize=8)
-        ax.xaxis.set_major_locator(MaxNLocator(4))
-        ax.grid(True, color="#dddddd", linewidth=0.7)
-    return fig
-
-
-def _short(row: Mapping[str, Any]) -> str:
-    parts = [str(row["name"])]
-    if row.get("train_temperature") is not None:
-        parts.append(f"τ={row['train_temperature']}")
-    if row.get("ifm"):
-        parts.append(f"IFM ε={row['ifm']['epsilon']}")
-    if row.get("hard_negatives"):
-        parts.append(f"HN β={row['hard_negatives']['beta']}")
-    return ", ".join(parts) + f": loss {row['infonce']:.3f}"
-
-
-# ----------------------------------------------------------------------------------------- command
-def cmd_loss_readout(args: argparse.Namespace) -> int:
-    from solo_qscore.plots import save_figure_atomic
-    from solo_qscore.report import to_jsonable, write_json_atomic
-
-    trusted = args.trust_checkpoint
-    if args.out:
-        out = Path(args.out)
-    else:
-        first = _read_config(args.checkpoints[0], getattr(args, "overrides", []), trusted)
-        out = Path(first["output_dir"]) / "loss_readout"
-    check_output_folder(out, args.overwrite, JSON_NAME)
-    result = evaluate_checkpoints(args.checkpoints, list(getattr(args, "overrides", [])), args.temperature,
-                                  args.batch_size, args.seed, trusted=trusted)
-    out.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(to_jsonable(result), out / JSON_NAME)
-    save_figure_atomic(loss_readout_figure(result), out / PNG_NAME, dpi=100)
-    for row in result["checkpoints"]:
-        errs = " ".join(f"{a} {row['error'][a]:.1f}%" for a in result["attributes"])
-        print(f"{row['name']}: InfoNCE(τ={result['temperature']}) {row['infonce']:.4f} | readout error {errs}")
-    print("Pearson r(InfoNCE, error): " + json.dumps(
-        {a: round(v, 4) for a, v in result["loss_error_correlation"].items()}))
-    print(f"report: {out / JSON_NAME}\nfigure: {out / PNG_NAME}")
-    return 0
+        raise ValueError(f"batch_size must be >= 2 (each view needs a negative), got {batch_size}")
+    n = z1.shape[0]
+    if n < batch_size:
+        raise ValueError(f"{n} held-out images are fewer than one batch of {batch_size}; lower the batch size")
+    nb = n // batch_size
+    views = torch.cat([z1[: nb * batch_size].reshape(nb, batch_size, -1),
+                       z2[: nb * batch_size].reshape(nb, batch_size, -1)], dim=1)  # [nb, 2B, d]
+    views = F.normalize(views.float(), dim=-1)
+    logits = views @ views.transpose(1, 2) / temperature  # [nb, 2B, 2B]
+    eye = torch.eye(2 * batch_size, dtype=torch.bool, device=logits.device)
+    partner = torch.arange(2 * batch_size, device=logits.device).roll(batch_size)  # i <-> i + B
+    positive = logits[:, torch.arange(2 * batch_size, device=logits.device), partner]  # [nb, 2B]
+    log_denominator = torch.logsumexp(logits.masked_fill(eye, float("-inf")), dim=2)
+    return (log_denominator - positive).mean()

@@ -1,241 +1,189 @@
-r"""``solo-qscore miou``: how much of the discriminative features' heat map lies on annotated masks (paper Fig. 7).
+r"""Heat-map-weighted IoU of a heat map and a mask (Q-Score paper, "Quantifying Representation Interpretability").
 
-For a checkpoint of ``solo-qscore pretrain`` and masks of its validation images:
+The paper scores how well the heat map of a sample's discriminative features lies on an annotated
+region (Salient ImageNet's *core* or *spurious* masks) with
 
-1. representations of the validation set (``data.val_subset`` applies), :math:`A_j` and :math:`D`
-   (``qscore.eps``/``qscore.band``; ``--stats-from train`` for the train set's);
-2. per image, the Grad-CAM map (:func:`solo_qscore.gradcam.grad_cam`) of
-   :math:`t_i = \sum_{j \in L_i \cap D} h_{ij}` (``--target active``, the paper's heat map of the
-   sample's discriminative features) or of :math:`\sum_{j \in D} h_{ij}` (``--target discriminative``);
-3. the heat-map-weighted :math:`\mathrm{IoU}_i = s(Ar_i \cap M_i) / s(Ar_i \cup M_i)` with the mask
-   (:mod:`solo_qscore.miou`), averaged over images, and split by the linear probe's correctness
-   (probe fit on the train set, as ``solo-qscore probe`` does; ``--no-probe`` skips it).
+.. math::
 
-``--masks``: ``trifeature`` (exact shape masks of generated Trifeature images; the run's
-``data.dataset`` must be ``trifeature``), a ``.npy``/``.pt`` array ``[N, H, W]`` indexed by dataset
-index, or a folder of ``<dataset index>.png`` files (non-zero = inside); see
-:func:`solo_qscore.miou.load_masks`. Writes ``miou.json`` and ``miou.png`` (example heat maps with
-the mask outlines).
+    \mathrm{mIoU} = \frac{1}{N} \sum_i \frac{s_i(Ar_i \cap M_i)}{s_i(Ar_i \cup M_i)}, \qquad
+    s_i(S) = \sum_{p \in S} H_{ip},
+
+where :math:`H_i \in [0, 1]^{h \times w}` is the heat map, :math:`M_i` the binary mask and
+:math:`Ar_i` "the area of the heat map"; :math:`s` sums the heat-map values over an area. We take
+:math:`Ar_i = \{p : H_{ip} > \tau\}` with :math:`\tau = 0` by default (the paper gives no
+threshold), so that
+
+.. math:: \mathrm{IoU}_i = \frac{\sum_p H_{ip} M_{ip}}{\sum_p H_{ip}} \quad (\tau = 0),
+
+the share of the heat map's mass that falls inside the mask, which is how the paper reads it
+("a higher percentage of the feature heat map overlaps with the annotated core region"). It is 1
+when all the heat lies in the mask (even if it covers only part of the mask) and 0 when none does.
+With :math:`\tau > 0`, faint heat (:math:`H \le \tau`) outside the mask is ignored, and mask pixels
+outside :math:`Ar_i` add their (faint) heat to the union only.
+
+:math:`\mathrm{IoU}_i` is undefined (NaN) when :math:`s_i(Ar_i \cup M_i) = 0`, e.g. an all-zero heat
+map (a sample with no highly activating discriminative feature); means leave such images out and
+count them.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
+import os
 from pathlib import Path
+from typing import Optional, Union
 
-from solo_qscore.analysis import check_output_folder
-from solo_qscore.analysis.explain import (
-    common_arguments,
-    dataset_indices,
-    discriminative_set,
-    draw_overlay,
-    label_text,
-    load_images,
-    load_run,
-    new_figure,
-    save_png,
-    to_display,
-)
-from solo_qscore.config import ConfigError
+import numpy as np
+import torch
+from torch import Tensor
 
-DEFAULT_EXAMPLES = 6
+__all__ = ["heatmap_iou", "load_masks", "match_masks", "mean_iou"]
+
+_RANGE_TOLERANCE = 1e-5
+MASK_SUFFIXES = (".npy", ".pt", ".pth")
 
 
-def _base_dataset(dataset):
-    """The split under the eval wrappers (TransformDataset -> LabelledSubset -> split)."""
-    while hasattr(dataset, "dataset"):
-        dataset = dataset.dataset
-    return dataset
+def _check_pair(heatmaps: Tensor, masks: Tensor) -> tuple[Tensor, Tensor]:
+    if not isinstance(heatmaps, Tensor) or heatmaps.ndim != 3 or not heatmaps.is_floating_point():
+        got = tuple(heatmaps.shape) if isinstance(heatmaps, Tensor) else type(heatmaps).__name__
+        raise ValueError(f"heat maps must be a floating-point tensor [N, H, W], got {got}")
+    if not isinstance(masks, Tensor):
+        masks = torch.as_tensor(np.asarray(masks))
+    if tuple(masks.shape) != tuple(heatmaps.shape):
+        raise ValueError(f"masks have shape {tuple(masks.shape)} but the heat maps have {tuple(heatmaps.shape)}; "
+                         "need one mask [H, W] per heat map, at the image size")
+    if heatmaps.numel():
+        low, high = float(heatmaps.min()), float(heatmaps.max())
+        if not (np.isfinite(low) and np.isfinite(high)):
+            raise ValueError("heat maps contain NaN or Inf")
+        if low < -_RANGE_TOLERANCE or high > 1 + _RANGE_TOLERANCE:
+            raise ValueError(f"heat maps must lie in [0, 1] (normalised), got values in [{low:.4g}, {high:.4g}]")
+    return heatmaps, (masks != 0).to(heatmaps.device)
 
 
-def _split_masks(spec: str, cfg: dict, val_dataset):
-    """``(masks BoolTensor[K, H, W], dataset indices LongTensor[K])`` for ``--masks``."""
-    import torch
+def heatmap_iou(heatmaps: Tensor, masks: Tensor, threshold: float = 0.0) -> Tensor:
+    r"""Per-image :math:`\mathrm{IoU}_i = s_i(Ar_i \cap M_i) / s_i(Ar_i \cup M_i)` (see the module docstring).
 
-    from solo_qscore.miou import load_masks
+    Args:
+        heatmaps: ``[N, H, W]`` with values in ``[0, 1]``.
+        masks: ``[N, H, W]``, bool or numeric (non-zero = inside).
+        threshold: :math:`\tau`, the area of a heat map is :math:`\{p : H_p > \tau\}`; ``0 <= tau < 1``.
 
-    if spec.lower() == "trifeature":
-        from solo_qscore.data import trifeature_masks
+    Returns:
+        ``FloatTensor[N]`` (the heat maps' dtype), NaN where :math:`s_i(Ar_i \cup M_i) = 0`.
 
-        if val_dataset.name != "trifeature":
-            raise ConfigError(f"--masks trifeature needs a Trifeature run (data.dataset=trifeature); "
-                              f"the validation data is {val_dataset.name!r}")
-        base = _base_dataset(val_dataset)
-        data = cfg["data"]
-        masks = trifeature_masks(root=data["root"], train=False, num_samples=len(base),
-                                 image_size=int(data["image_size"]), seed=getattr(base, "seed", 0))
-        return torch.from_numpy(masks), torch.arange(masks.shape[0])
-    try:
-        return load_masks(spec)
-    except ValueError as err:
-        raise ConfigError(f"--masks: {err}") from err
-
-
-def pick_examples(iou, correct, examples: int) -> list:
-    """``[(group, rows)]``: up to ``examples`` scored images per group, spread evenly over the IoU range."""
-    import numpy as np
-
-    groups = [("all", np.ones(len(iou), dtype=bool))] if correct is None else [
-        ("correct", correct), ("misclassified", ~correct)]
-    picks = []
-    for name, members in groups:
-        rows = np.flatnonzero(members & ~np.isnan(iou))
-        rows = rows[np.argsort(iou[rows], kind="stable")]
-        if len(rows):
-            rows = rows[np.unique(np.linspace(0, len(rows) - 1, min(examples, len(rows))).round().astype(int))]
-        picks.append((name, rows))
-    return picks
+    Raises:
+        ValueError: shapes differ, heat maps outside ``[0, 1]`` or not finite, bad threshold.
+    """
+    threshold = float(threshold)
+    if not 0.0 <= threshold < 1.0:
+        raise ValueError(f"threshold must be in [0, 1), got {threshold}")
+    heatmaps, inside = _check_pair(heatmaps, masks)
+    area = heatmaps > threshold
+    intersection = (heatmaps * (area & inside)).sum(dim=(1, 2))
+    union = (heatmaps * (area | inside)).sum(dim=(1, 2))
+    return torch.where(union > 0, intersection / torch.where(union > 0, union, torch.ones_like(union)),
+                       torch.full_like(union, float("nan")))
 
 
-def miou_figure(picks, display: dict, heat, masks, iou, index, labels, names, summary: dict, title: str):
-    """One row per group of :func:`pick_examples`; ``display[row]`` is the image of heat-map row ``row``."""
-    cols = max(1, max(len(rows) for _, rows in picks))
-    fig = new_figure(1.3 * cols + 0.6, 1.65 * len(picks) + 0.5)
-    axes = fig.subplots(len(picks), cols, squeeze=False)
-    for r, (name, rows) in enumerate(picks):
-        part = summary if name == "all" else summary[name]
-        value = "n/a" if part["miou"] is None else f"{part['miou']:.3f}"
-        for c in range(cols):
-            ax = axes[r][c]
-            if c >= len(rows):
-                ax.axis("off")
-                continue
-            i = int(rows[c])
-            draw_overlay(ax, display[i], heat[i], masks[i])
-            ax.set_title(f"#{int(index[i])} {label_text(int(labels[i]), names)}\nIoU {iou[i]:.2f}", fontsize=7)
-        axes[r][0].set_ylabel(f"{name}\nmIoU {value}\n(n={part['num_scored']})", fontsize=8)
-    fig.suptitle(title, fontsize=8)
-    return fig
-
-
-def cmd_miou(args: argparse.Namespace) -> int:
-    import numpy as np
-    import torch
-    from torch.utils.data import DataLoader, Subset
-
-    from solo_qscore.associations import dataset_class_names
-    from solo_qscore.callbacks import extract_features
-    from solo_qscore.data import make_eval_loaders
-    from solo_qscore.gradcam import discriminative_targets, grad_cam, resolve_layer
-    from solo_qscore.miou import heatmap_iou, match_masks, mean_iou
-    from solo_qscore.plots import atomic_file
-    from solo_qscore.probe import probe_correctness
-
-    if not 0.0 <= args.threshold < 1.0:
-        raise ConfigError(f"--threshold must be in [0, 1), got {args.threshold}")
-    if args.batch_size is not None and args.batch_size < 1:
-        raise ConfigError(f"--batch-size must be >= 1, got {args.batch_size}")
-    backbone, cfg, device = load_run(args.checkpoint, args.overrides, trusted=args.trust_checkpoint)
-    out = check_output_folder(args.out or Path(cfg["output_dir"]) / "miou", args.overwrite, "miou.json")
-    try:
-        resolve_layer(backbone, args.layer)
-    except ValueError as err:
-        raise ConfigError(str(err)) from err
-    train_loader, val_loader = make_eval_loaders(cfg["data"])
-    val_set = val_loader.dataset
-    masks, mask_indices = _split_masks(args.masks, cfg, val_set)
-    size = int(cfg["data"]["image_size"])
-    if tuple(masks.shape[-2:]) != (size, size):
-        raise ConfigError(f"masks are {tuple(masks.shape[-2:])} pixels but the images are {(size, size)} "
-                          "(data.image_size); masks must have the image size")
-    index = dataset_indices(val_set)
-    masks, found = match_masks(masks, mask_indices, index)
-    if not bool(found.any()):
-        raise ConfigError(f"no mask matches a validation image (their dataset indices are "
-                          f"{int(index.min())}..{int(index.max())})")
-    positions = found.nonzero().flatten()
-
-    val_h, val_y = extract_features(backbone, val_loader, device)
-    val_h, val_y = val_h.cpu(), val_y.cpu()
-    q = cfg["qscore"]
-    train_h = train_y = None
-    if not args.no_probe or args.stats_from == "train":  # one pass over the train set serves both
-        train_h, train_y = (t.cpu() for t in extract_features(backbone, train_loader, device))
-    A, D = discriminative_set(train_h if args.stats_from == "train" else val_h, q["eps"], q["band"])
-    correct, accuracy = None, None
-    if not args.no_probe:
-        result = probe_correctness(train_h, train_y, val_h, val_y, max_iter=cfg["probe"]["max_iter"],
-                                   weight_decay=cfg["probe"]["weight_decay"])
-        correct, accuracy = result.correct.cpu()[positions], result.accuracy
-
-    if args.target == "active":
-        weights = discriminative_targets(val_h[positions], D, q["eps"])
-    else:
-        weights = D.float()[None, :].expand(len(positions), -1)
-    batch = int(args.batch_size or cfg["data"]["batch_size"])
-    loader = DataLoader(Subset(val_set, positions.tolist()), batch_size=batch, shuffle=False)
-    heat, start = [], 0
-    for x, _ in loader:  # one forward + backward per batch
-        w = weights[start:start + len(x)]
-        start += len(x)
-        if not bool(w.any()):  # no target in the whole batch: all-zero maps, no pass needed
-            heat.append(torch.zeros(len(x), *x.shape[-2:]))
-            continue
-        heat.append(grad_cam(backbone, x.to(device), args.layer, w.to(device)).cpu())
-    heat = torch.cat(heat)
-
-    iou = heatmap_iou(heat, masks, args.threshold)
-    summary = mean_iou(heat, masks, correct, args.threshold)
-    # reference: a uniform heat map scores IoU_i = |M_i| / (H W), the mask's share of the image
-    # (over the same scored images)
+def _summary(iou: Tensor) -> dict:
     scored = ~torch.isnan(iou)
-    uniform = mean_iou(torch.ones_like(heat[scored]), masks[scored], None if correct is None else correct[scored])
-    baseline = {"miou": uniform["miou"],
-                **{k: uniform[k]["miou"] for k in ("correct", "misclassified") if k in uniform}}
-    report = {
-        "checkpoint": str(args.checkpoint), "dataset": val_set.name, "masks": args.masks,
-        "threshold": float(args.threshold), "target": args.target, "layer": args.layer,
-        "stats_from": args.stats_from, "eps": float(q["eps"]), "band": [float(b) for b in q["band"]],
-        "num_discriminative": int(D.sum()),
-        "mean_targets_per_image": float(weights.sum(dim=1).mean()),
-        "probe_accuracy": accuracy, **summary, "uniform_baseline": baseline,
-        "per_image": {"index": index[positions].tolist(), "iou": [None if np.isnan(v) else float(v) for v in
-                                                                  iou.tolist()],
-                      "correct": None if correct is None else correct.tolist()},
-    }
-    if args.examples > 0:
-        picks = pick_examples(iou.numpy(), None if correct is None else correct.numpy(), args.examples)
-        rows = np.concatenate([r for _, r in picks]).astype(np.int64)
-        images = to_display(load_images(val_set, positions[torch.from_numpy(rows)]), val_set.name) \
-            if len(rows) else []
-        display = dict(zip(rows.tolist(), images))
-        def text(value):
-            return "n/a" if value is None else f"{value:.3f}"
-
-        title = (f"{val_set.name}: Grad-CAM of {'L_i ∩ D' if args.target == 'active' else 'D'} vs masks (white);"
-                 f" mIoU {text(summary['miou'])} over {summary['num_scored']} images"
-                 f" (uniform heat map: {text(baseline['miou'])})")
-        fig = miou_figure(picks, display, heat.numpy(), masks.numpy(), iou.numpy(), index[positions].numpy(),
-                          val_y[positions].numpy(), dataset_class_names(val_set), summary, title)
-        report["image"] = str(save_png(fig, out / "miou.png"))
-    with atomic_file(out / "miou.json", binary=False) as handle:
-        json.dump(report, handle, indent=2)
-    printed = {k: report[k] for k in ("miou", "num_images", "num_scored", "num_undefined", "probe_accuracy",
-                                      "uniform_baseline")}
-    for key in ("correct", "misclassified"):
-        if key in summary:
-            printed[key] = summary[key]
-    print(json.dumps(printed, indent=2))
-    print(f"report: {out / 'miou.json'}")
-    return 0
+    n = int(scored.sum())
+    return {"miou": float(iou[scored].double().mean()) if n else None,
+            "num_images": int(iou.numel()), "num_scored": n, "num_undefined": int(iou.numel()) - n}
 
 
-def register(subparsers) -> None:
-    p = subparsers.add_parser(
-        "miou", help="heat-map-weighted IoU of the discriminative features' Grad-CAM maps with masks, "
-                     "split by probe correctness")
-    common_arguments(p)
-    p.add_argument("--masks", required=True,
-                   help="'trifeature' (exact shape masks), a .npy/.pt array [N,H,W] by dataset index, "
-                        "or a folder of <dataset index>.png (non-zero = inside)")
-    p.add_argument("--out", help="output folder (default OUTPUT_DIR/miou)")
-    p.add_argument("--threshold", type=float, default=0.0,
-                   help="heat-map area = pixels with heat > threshold (default 0: the whole map)")
-    p.add_argument("--target", choices=("active", "discriminative"), default="active",
-                   help="heat map of each sample's L_i ∩ D (default, the paper's) or of all of D")
-    p.add_argument("--no-probe", action="store_true", help="skip the linear probe (no correct/misclassified split)")
-    p.add_argument("--examples", type=int, default=DEFAULT_EXAMPLES,
-                   help=f"example images per group in miou.png (default {DEFAULT_EXAMPLES}; 0: no figure)")
-    p.add_argument("--batch-size", type=int, help="Grad-CAM batch size (default data.batch_size)")
-    p.set_defaults(func=cmd_miou)
+def mean_iou(
+    heatmaps: Tensor, masks: Tensor, correct: Optional[Tensor] = None, threshold: float = 0.0,
+) -> dict:
+    r"""mIoU over images (NaN images left out and counted), split by correctness when given.
+
+    Args:
+        heatmaps, masks, threshold: as in :func:`heatmap_iou`.
+        correct: optional ``[N]`` bool (or 0/1) flags, e.g. linear-probe correctness.
+
+    Returns:
+        ``{"miou", "num_images", "num_scored", "num_undefined"}`` (``miou`` is ``None`` when no image is
+        scored), plus the same under ``"correct"`` and ``"misclassified"`` when ``correct`` is given.
+    """
+    iou = heatmap_iou(heatmaps, masks, threshold)
+    out = _summary(iou)
+    if correct is not None:
+        flags = torch.as_tensor(correct).to(iou.device)
+        if flags.ndim != 1 or flags.shape[0] != iou.shape[0]:
+            raise ValueError(f"correct must be a flag per image [{iou.shape[0]}], got shape {tuple(flags.shape)}")
+        if flags.dtype != torch.bool:
+            if bool(((flags != 0) & (flags != 1)).any()):
+                raise ValueError("correct must hold booleans or 0/1 values")
+            flags = flags != 0
+        out["correct"] = _summary(iou[flags])
+        out["misclassified"] = _summary(iou[~flags])
+    return out
+
+
+def load_masks(path: Union[str, os.PathLike]) -> tuple[Tensor, Tensor]:
+    """Read masks and the dataset indices they belong to: ``(BoolTensor[K, H, W], LongTensor[K])``.
+
+    Formats (non-zero = inside the mask):
+
+    * a ``.npy`` file (``numpy.save``) or ``.pt``/``.pth`` file (``torch.save`` of a tensor) holding an
+      array ``[N, H, W]``: row ``k`` is the mask of dataset index ``k`` of the evaluated split;
+    * a folder of grey or RGB PNG files named by dataset index (``17.png``, ``00017.png``); images
+      without a file are not scored.
+
+    Raises:
+        ValueError: missing path, unknown format, a file name that is not an index, shapes that differ.
+    """
+    path = Path(path)
+    if path.is_dir():
+        return _load_mask_folder(path)
+    if not path.is_file():
+        raise ValueError(f"mask path {path} does not exist")
+    if path.suffix == ".npy":
+        array = torch.from_numpy(np.load(path, allow_pickle=False))
+    elif path.suffix in (".pt", ".pth"):
+        array = torch.load(path, map_location="cpu", weights_only=True)
+        if not isinstance(array, Tensor):
+            raise ValueError(f"{path} must hold one tensor [N, H, W], got {type(array).__name__}")
+    else:
+        raise ValueError(f"unknown mask format {path.name}: use a folder of <index>.png files, a .npy or a .pt file")
+    if array.ndim != 3:
+        raise ValueError(f"masks in {path} must have shape [N, H, W], got {tuple(array.shape)}")
+    return array != 0, torch.arange(array.shape[0])
+
+
+def _load_mask_folder(folder: Path) -> tuple[Tensor, Tensor]:
+    from PIL import Image
+
+    files = sorted(folder.glob("*.png"))
+    if not files:
+        raise ValueError(f"mask folder {folder} holds no .png files (expected <dataset index>.png)")
+    bad = [f.name for f in files if not f.stem.isdigit()]
+    if bad:
+        raise ValueError(f"mask files must be named by dataset index (e.g. 17.png); got {bad[:3]} in {folder}")
+    arrays = []
+    for f in files:  # file reading: one decode per image is unavoidable
+        with Image.open(f) as img:
+            arrays.append(np.asarray(img.convert("L")) != 0)
+    shapes = {a.shape for a in arrays}
+    if len(shapes) > 1:
+        raise ValueError(f"masks in {folder} have different sizes {sorted(shapes)[:3]}; they must all match the images")
+    indices = torch.tensor([int(f.stem) for f in files], dtype=torch.long)
+    if indices.unique().numel() != indices.numel():
+        raise ValueError(f"mask folder {folder} has several files for the same index (e.g. 7.png and 007.png)")
+    return torch.from_numpy(np.stack(arrays)), indices
+
+
+def match_masks(masks: Tensor, mask_indices: Tensor, wanted: Tensor) -> tuple[Tensor, Tensor]:
+    """Masks of the dataset indices ``wanted`` that have one: ``(masks[K', H, W], found BoolTensor[len(wanted)])``.
+
+    ``masks[k]`` belongs to dataset index ``mask_indices[k]``; the result keeps the order of ``wanted``.
+    """
+    wanted = torch.as_tensor(wanted, dtype=torch.long)
+    mask_indices = torch.as_tensor(mask_indices, dtype=torch.long)
+    size = int(max(int(mask_indices.max()) if mask_indices.numel() else -1,
+                   int(wanted.max()) if wanted.numel() else -1)) + 1
+    lookup = torch.full((size,), -1, dtype=torch.long)  # dataset index -> row of masks
+    lookup[mask_indices] = torch.arange(mask_indices.numel())
+    rows = lookup[wanted] if wanted.numel() else wanted
+    found = rows >= 0
+    return masks[rows[found]], found

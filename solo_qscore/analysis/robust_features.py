@@ -1,189 +1,245 @@
-r"""``solo-qscore robust-features CKPT``: robust vs non-robust features of an encoder (IFM paper §4.3, Fig. 8).
+r"""Robust vs non-robust features of a frozen encoder (IFM paper §4.3, after Ilyas et al. 2019).
 
-Fits a linear probe :math:`h` on the frozen clean train features, moves every train image towards a
-random target label :math:`t` by repeated targeted FGSM steps of size ε until :math:`h \circ f`
-predicts :math:`t`, and re-fits the probe on :math:`\mathcal{D}_R = (f(x_\text{adv}), y)` and on
-:math:`\mathcal{D}_{NR} = (f(x_\text{adv}), t)`; all three probes (clean :math:`\mathcal{D}` too) are scored on
-the clean test set. See :mod:`solo_qscore.robust_features`. Writes ``robust_features.json`` and
-``robust_features.png`` to ``--out``.
+Given an encoder :math:`f` and a linear probe :math:`h` fitted on clean train features, each train
+example :math:`(x, y)` gets a target label :math:`t` drawn uniformly at random, and the input is
+moved towards :math:`t` by repeated targeted FGSM steps
+
+.. math::
+
+    x_k = \operatorname{clip}_{[0,1]}\big(x_{k-1} - \varepsilon\, \operatorname{sign}
+          \nabla_x \ell(h \circ f(x_{k-1}), t)\big), \qquad x_0 = x,
+
+stopping at the first :math:`k` with :math:`\arg\max_i h \circ f(x_k)_i = t`
+(:math:`x_\text{adv} = x_k`; :math:`k = 0` when :math:`h \circ f` already predicts :math:`t`). Then
+
+.. math::
+
+    \mathcal{D}_R = \{(f(x_\text{adv}), y)\}, \qquad \mathcal{D}_{NR} = \{(f(x_\text{adv}), t)\}:
+
+:math:`\mathcal{D}_R` keeps the true label (only features that survive the attack, the *robust* ones,
+still predict it), :math:`\mathcal{D}_{NR}` the target label (to a human mislabelled, yet
+:math:`x_\text{adv}` carries *non-robust* features predictive of :math:`t`). A linear classifier is
+re-fitted on each set and evaluated on the clean test set; accuracy above chance on
+:math:`\mathcal{D}_{NR}` means the encoder represents non-robust features.
+
+Choices the paper leaves open: the attack is in pixel space (images in :math:`[0, 1]`, clipped after
+every step, the encoder's normalisation applied inside the model); the paper's step is
+:math:`\varepsilon = 0.01`; examples still not predicted as :math:`t` after ``max_steps`` steps are
+left out of both sets (their count is reported); :math:`t` is uniform over all classes, so it can
+equal :math:`y` (``exclude_true=True`` draws it from the other classes).
 """
 
 from __future__ import annotations
 
-import argparse
-import json
-import sys
-from fractions import Fraction
-from pathlib import Path
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 
-from solo_qscore.analysis import add_safety_arguments, check_output_folder
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
 
-__all__ = ["parse_eps", "register", "robust_features", "run"]
+from solo_qscore.probe.linear import LinearProbe, fit_linear_probe
 
-PAPER_STEP = 0.01  # the paper's FGSM step ("usually no more than a few FGSM steps with eps = 0.01")
-
-
-def parse_eps(text: str) -> float:
-    """``"0.01"`` or a fraction such as ``"8/255"`` -> float (``argparse`` type; must be > 0)."""
-    try:
-        value = float(Fraction(text.strip()))
-    except (ValueError, ZeroDivisionError):
-        raise argparse.ArgumentTypeError(f"--eps {text!r} is not a number or a fraction like 8/255") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"--eps must be > 0, got {text!r}")
-    return value
+__all__ = [
+    "FGSMResult",
+    "PixelSpaceClassifier",
+    "attack_loader",
+    "iterative_targeted_fgsm",
+    "probe_logits",
+    "robust_feature_accuracies",
+    "sample_targets",
+    "split_robust_nonrobust",
+    "targeted_fgsm_step",
+]
 
 
-def register(subparsers) -> None:
-    p = subparsers.add_parser(
-        "robust-features",
-        help="IFM paper §4.3: linear probes re-fitted on FGSM-built robust (D_R) and non-robust (D_NR) features")
-    p.add_argument("checkpoint", help="a checkpoint written by solo-qscore pretrain/main")
-    p.add_argument("--eps", type=parse_eps, nargs="+", default=[PAPER_STEP],
-                   help="FGSM step size(s) in [0,1] pixel units, e.g. 0.01 8/255 (default: the paper's 0.01)")
-    p.add_argument("--max-steps", type=int, default=20, help="give up on an image after this many steps (20)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the target labels")
-    p.add_argument("--exclude-true-class", action="store_true",
-                   help="draw the target t from the classes other than y (the paper draws it from all classes)")
-    p.add_argument("--out", help="output folder (default OUTPUT_DIR/robust_features)")
-    add_safety_arguments(p)
-    p.set_defaults(func=run)
+@dataclass
+class FGSMResult:
+    """Outcome of :func:`iterative_targeted_fgsm` for a batch of ``B`` inputs."""
+
+    x_adv: Tensor  # [B, ...]: the first iterate predicted as the target (the last one if never)
+    success: Tensor  # BoolTensor[B]: the model predicts the target at x_adv
+    steps: Tensor  # LongTensor[B]: FGSM steps applied
 
 
-def _load(checkpoint: str, overrides: list[str], trusted: bool = False):
-    from solo_qscore.analysis.ifm_neighbours import _load as load_checkpoint
-
-    return load_checkpoint(checkpoint, overrides, trusted=trusted)
-
-
-def robust_features(
-    model, cfg: dict, eps=(PAPER_STEP,), max_steps: int = 20, seed: int = 0, exclude_true: bool = False,
-    batch_size: int = 128,
-) -> dict:
-    """Run the §4.3 protocol for every step size in ``eps``; returns the JSON-able result dict."""
-    import torch
-
-    from solo_qscore.backbone import find_backbone
-    from solo_qscore.callbacks import extract_features
-    from solo_qscore.config import ConfigError
-    from solo_qscore.data import dataset_stats, make_eval_loaders
-    from solo_qscore.probe import fit_linear_probe
-    from solo_qscore.robust_features import (
-        PixelSpaceClassifier,
-        attack_loader,
-        robust_feature_accuracies,
-        sample_targets,
-    )
-
-    if int(max_steps) < 1:
-        raise ConfigError(f"--max-steps must be a positive integer, got {max_steps}")
-    if not eps or any(not e > 0 for e in eps):
-        raise ConfigError(f"--eps needs one or more step sizes > 0, got {eps}")
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    backbone = find_backbone(model).to(device).eval()
-    for p in backbone.parameters():  # only input gradients are needed
-        p.requires_grad_(False)
-    train_loader, val_loader = make_eval_loaders(cfg["data"], batch_size=batch_size)
-    name = train_loader.dataset.name
-    mean, std = dataset_stats(name)
-    train_h, train_y = extract_features(backbone, train_loader, device)
-    val_h, val_y = extract_features(backbone, val_loader, device)
-    num_classes = int(max(int(train_y.max()), int(val_y.max())) + 1)
-    probe_kwargs = {"max_iter": int(cfg["probe"]["max_iter"]), "weight_decay": float(cfg["probe"]["weight_decay"])}
-    probe = fit_linear_probe(train_h, train_y, num_classes=num_classes, **probe_kwargs)
-    clean_train_acc = float((probe.predict(train_h) == train_y).double().mean())
-    clean_test_acc = float((probe.predict(val_h) == val_y).double().mean())
-    classifier = PixelSpaceClassifier(backbone, probe, mean, std).to(device).eval()
-    targets = sample_targets(train_y.cpu(), num_classes, torch.Generator().manual_seed(int(seed)),
-                             exclude_true=exclude_true)
-    m = torch.tensor(mean).view(1, 3, 1, 1)
-    s = torch.tensor(std).view(1, 3, 1, 1)
-
-    def pixel_batches():  # the eval loader's normalised tensors back to [0, 1] pixels
-        for x, y in train_loader:
-            yield (x * s + m).clamp(0, 1), y
-
-    runs = []
-    for step in eps:
-        print(f"robust-features: FGSM step {step:g} on {len(targets)} train images (at most {max_steps} steps each)",
-              file=sys.stderr, flush=True)
-        adv = attack_loader(classifier, pixel_batches(), targets, step=float(step), max_steps=int(max_steps),
-                            device=device)
-        acc = robust_feature_accuracies(adv["features"], adv["labels"], adv["targets"], adv["success"],
-                                        val_h.cpu(), val_y.cpu(), num_classes, probe_kwargs=probe_kwargs)
-        ok = adv["success"]
-        runs.append({
-            "eps": float(step),
-            "accuracy_D_R": acc["D_R"], "accuracy_D_NR": acc["D_NR"],
-            "attack_success_rate": float(ok.double().mean()),
-            "num_in_sets": int(ok.sum()),
-            "mean_steps_successful": float(adv["steps"][ok].double().mean()) if ok.any() else float("nan"),
-            "targets_equal_to_label": float((adv["targets"] == adv["labels"]).double().mean()),
-        })
-    return {
-        "dataset": name, "num_train": int(train_h.shape[0]), "num_test": int(val_h.shape[0]),
-        "num_classes": num_classes, "num_features": int(train_h.shape[1]), "chance": 1.0 / num_classes,
-        "accuracy_D": clean_test_acc, "probe_train_accuracy": clean_train_acc, "max_steps": int(max_steps),
-        "seed": int(seed), "exclude_true_class": bool(exclude_true), "attack_space": "pixels in [0, 1]",
-        "runs": runs,
-    }
+def probe_logits(probe: LinearProbe, features: Tensor) -> Tensor:
+    r"""Differentiable logits :math:`W (h - m)/s + b` of a fitted probe (its ``forward`` runs without grad)."""
+    return torch.addmm(probe.bias, probe.transform(features), probe.weight.t())
 
 
-def _eps_label(value: float) -> str:
-    """``0.01`` -> "0.01", ``8/255`` -> "8/255" (a multiple of 1/255 without a short decimal form)."""
-    short = f"{value:g}"
-    k = value * 255
-    if len(short) > 5 and abs(k - round(k)) < 1e-9:
-        return f"{round(k)}/255"
-    return short
+class PixelSpaceClassifier(nn.Module):
+    r""":math:`x \mapsto h(f((x - \mu)/\sigma))`: backbone ``f`` and probe ``h`` on images in :math:`[0, 1]`."""
+
+    def __init__(self, backbone: nn.Module, probe: LinearProbe, mean: Sequence[float], std: Sequence[float]) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.probe = probe
+        self.register_buffer("mean", torch.as_tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))
+        self.register_buffer("std", torch.as_tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
+
+    def features(self, x: Tensor) -> Tensor:
+        """Backbone representation of pixel-space images ``[B, 3, H, W]``."""
+        return self.backbone((x - self.mean) / self.std)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return probe_logits(self.probe, self.features(x))
 
 
-def robust_features_figure(result: dict):
-    """Bars: clean-test accuracy of the probe on D, and of probes re-fitted on D_R and D_NR per step size."""
-    import numpy as np
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    runs = result["runs"]
-    fig = Figure(figsize=(2.6 + 1.4 * len(runs), 3.5), dpi=100, layout="constrained")
-    FigureCanvasAgg(fig)
-    ax = fig.add_subplot()
-    labels, values, colors = ["D (clean)"], [result["accuracy_D"]], ["#222222"]
-    for r in runs:
-        e = _eps_label(r["eps"])
-        labels += [f"D_R\nε={e}", f"D_NR\nε={e}"]
-        values += [r["accuracy_D_R"], r["accuracy_D_NR"]]
-        colors += ["#2166ac", "#d6604d"]
-    xs = np.arange(len(values))
-    ax.bar(xs, [0 if v != v else 100 * v for v in values], color=colors, width=0.7)
-    for x, v in zip(xs, values):
-        ax.text(x, (0 if v != v else 100 * v) + 1.0, "n/a" if v != v else f"{100 * v:.1f}", ha="center",
-                va="bottom", fontsize=8)
-    ax.axhline(100 * result["chance"], color="#9e9e9e", linestyle="--", linewidth=1)
-    ax.set_xticks(xs, labels, fontsize=8)
-    ax.set_ylabel("clean test accuracy of the linear probe (%)", fontsize=8)
-    ax.set_ylim(0, 105)
-    ax.spines["top"].set_visible(False)
-    ax.spines["right"].set_visible(False)
-    rates = "\n".join(f"FGSM step ε={_eps_label(r['eps'])}: {100 * r['attack_success_rate']:.0f}% of the images "
-                       f"reached t, in {r['mean_steps_successful']:.1f} steps on average" for r in runs)
-    ax.set_title(f"Robust vs non-robust features: {result['dataset']}, {result['num_train']} train / "
-                 f"{result['num_test']} clean test\n{rates}\n(dashed line: chance)", fontsize=8)
-    return fig
+def _clip(x: Tensor, clamp: tuple[float, float] | None) -> Tensor:
+    return x if clamp is None else x.clamp(float(clamp[0]), float(clamp[1]))
 
 
-def run(args: argparse.Namespace) -> int:
-    from solo_qscore.plots import atomic_file, save_figure_atomic
+def targeted_fgsm_step(
+    model: nn.Module, x: Tensor, target: Tensor, step: float, clamp: tuple[float, float] | None = (0.0, 1.0),
+) -> Tensor:
+    r"""One targeted FGSM step :math:`x - \varepsilon \operatorname{sign}\nabla_x \ell(\text{model}(x), t)`.
 
-    model, cfg = _load(args.checkpoint, list(getattr(args, "overrides", [])), trusted=args.trust_checkpoint)
-    out = check_output_folder(args.out or Path(cfg["output_dir"]) / "robust_features", args.overwrite,
-                              "robust_features.json")
-    result = robust_features(model, cfg, eps=args.eps, max_steps=args.max_steps, seed=args.seed,
-                             exclude_true=args.exclude_true_class)
-    result["checkpoint"] = str(args.checkpoint)
-    save_figure_atomic(robust_features_figure(result), out / "robust_features.png", dpi=100)
-    with atomic_file(out / "robust_features.json", binary=False) as handle:
-        json.dump(result, handle, indent=2)
-    print(json.dumps(result, indent=2))
-    print(f"figure: {out / 'robust_features.png'}")
-    return 0
+    ``ell`` is the cross-entropy; it is summed over the batch, so each sample's gradient is its own
+    (the model must treat samples independently, e.g. batch norm in eval mode). The result is
+    clipped to ``clamp`` (``None``: no clipping).
+    """
+    if float(step) < 0:
+        raise ValueError(f"the FGSM step must be >= 0, got {step}")
+    with torch.enable_grad():
+        x = x.detach().requires_grad_(True)
+        loss = F.cross_entropy(model(x), target, reduction="sum")
+        (grad,) = torch.autograd.grad(loss, x)
+    return _clip(x.detach() - float(step) * grad.sign(), clamp)
+
+
+def iterative_targeted_fgsm(
+    model: nn.Module, x: Tensor, target: Tensor, step: float = 0.01, max_steps: int = 20,
+    clamp: tuple[float, float] | None = (0.0, 1.0),
+) -> FGSMResult:
+    r"""Repeated targeted FGSM until each input is predicted as its target (paper §4.3).
+
+    All inputs of the batch are attacked together; an input stops moving at the first iterate
+    :math:`x_k` (:math:`k \ge 0`) whose prediction :math:`\arg\max` equals its target. One forward and
+    backward pass per step serves both the check of :math:`x_k` and the step to :math:`x_{k+1}`.
+
+    Args:
+        model: maps ``x`` to logits ``[B, C]``; samples must not interact (eval mode).
+        x: inputs ``[B, ...]``; target: LongTensor ``[B]``.
+        step: :math:`\varepsilon` (the paper: 0.01); max_steps: give up after this many steps.
+        clamp: valid input range, applied after every step (``None``: none).
+    """
+    if not isinstance(target, Tensor) or target.ndim != 1 or target.shape[0] != x.shape[0]:
+        raise ValueError(f"target must be a LongTensor [{x.shape[0]}], got {getattr(target, 'shape', target)}")
+    if int(max_steps) < 0:
+        raise ValueError(f"max_steps must be >= 0, got {max_steps}")
+    if float(step) < 0:
+        raise ValueError(f"the FGSM step must be >= 0, got {step}")
+    target = target.to(x.device)
+    x_cur = x.detach().clone()
+    success = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
+    steps = torch.zeros(x.shape[0], dtype=torch.long, device=x.device)
+    for k in range(int(max_steps) + 1):
+        active = (~success).nonzero().squeeze(1)
+        if active.numel() == 0:
+            break
+        with torch.enable_grad():
+            xa = x_cur[active].requires_grad_(True)
+            logits = model(xa)
+            hit = logits.argmax(dim=1) == target[active]
+            success[active[hit]] = True
+            if k == int(max_steps) or bool(hit.all()):
+                break
+            loss = F.cross_entropy(logits, target[active], reduction="sum")
+            (grad,) = torch.autograd.grad(loss, xa)
+        move = ~hit
+        moved = active[move]
+        x_cur[moved] = _clip(x_cur[moved] - float(step) * grad[move].sign(), clamp)
+        steps[moved] += 1
+    return FGSMResult(x_adv=x_cur, success=success, steps=steps)
+
+
+def sample_targets(
+    labels: Tensor, num_classes: int, generator: torch.Generator | None = None, exclude_true: bool = False,
+) -> Tensor:
+    """Target labels uniform over the ``num_classes`` classes (over the other classes with ``exclude_true``)."""
+    if int(num_classes) < 2:
+        raise ValueError(f"need at least 2 classes, got {num_classes}")
+    n = labels.shape[0]
+    if exclude_true:
+        # uniform over the C - 1 other classes: shift by 1..C-1 modulo C
+        offset = torch.randint(1, int(num_classes), (n,), generator=generator)
+        return (labels.cpu() + offset) % int(num_classes)
+    return torch.randint(0, int(num_classes), (n,), generator=generator)
+
+
+def split_robust_nonrobust(
+    features: Tensor, labels: Tensor, targets: Tensor, success: Tensor | None = None,
+) -> tuple[tuple[Tensor, Tensor], tuple[Tensor, Tensor]]:
+    r""":math:`\mathcal{D}_R = (f(x_\text{adv}), y)` and :math:`\mathcal{D}_{NR} = (f(x_\text{adv}), t)`.
+
+    Only the successful attacks are kept (all when ``success`` is None); returns
+    ``((features, labels), (features, targets))``.
+    """
+    n = features.shape[0]
+    for t, name in ((labels, "labels"), (targets, "targets")):
+        if t.ndim != 1 or t.shape[0] != n:
+            raise ValueError(f"{name} must be a 1-D tensor of {n} labels, got {tuple(t.shape)}")
+    if success is None:
+        success = torch.ones(n, dtype=torch.bool)
+    if success.dtype != torch.bool or success.shape != (n,):
+        raise ValueError(f"success must be a BoolTensor [{n}], got {success.dtype} {tuple(success.shape)}")
+    keep = success.to(features.device)
+    kept = features[keep]
+    return (kept, labels.to(keep.device)[keep]), (kept, targets.to(keep.device)[keep])
+
+
+def _accuracy(train_x: Tensor, train_y: Tensor, test_x: Tensor, test_y: Tensor, num_classes: int,
+              probe_kwargs: dict) -> float:
+    if train_x.shape[0] == 0:
+        return float("nan")
+    probe = fit_linear_probe(train_x, train_y, num_classes=num_classes, **probe_kwargs)
+    return float((probe.predict(test_x) == test_y.to(probe.weight.device)).double().mean())
+
+
+def robust_feature_accuracies(
+    adv_features: Tensor, labels: Tensor, targets: Tensor, success: Tensor, test_features: Tensor,
+    test_labels: Tensor, num_classes: int, clean_features: Tensor | None = None,
+    probe_kwargs: dict | None = None,
+) -> dict[str, float]:
+    r"""Clean-test accuracy of linear probes re-fitted on :math:`\mathcal{D}`, :math:`\mathcal{D}_R` and
+    :math:`\mathcal{D}_{NR}`.
+
+    Returns ``{"D": acc, "D_R": acc, "D_NR": acc}`` (fractions in [0, 1]; ``D`` only with
+    ``clean_features``, the clean train features with ``labels``; NaN for an empty set).
+    """
+    kwargs = dict(probe_kwargs or {})
+    (xr, yr), (xnr, tnr) = split_robust_nonrobust(adv_features, labels, targets, success)
+    out = {}
+    if clean_features is not None:
+        out["D"] = _accuracy(clean_features, labels, test_features, test_labels, num_classes, kwargs)
+    out["D_R"] = _accuracy(xr, yr, test_features, test_labels, num_classes, kwargs)
+    out["D_NR"] = _accuracy(xnr, tnr, test_features, test_labels, num_classes, kwargs)
+    return out
+
+
+def attack_loader(
+    classifier: PixelSpaceClassifier, batches: Iterable[tuple[Tensor, Tensor]], targets: Tensor, step: float,
+    max_steps: int = 20, device: torch.device | str = "cpu",
+) -> dict[str, Tensor]:
+    """Attack every image of ``batches`` (pixel-space ``[B, 3, H, W]`` in [0, 1], labels) towards ``targets``.
+
+    Returns CPU tensors ``features`` (``f(x_adv)``, ``[N, r]``), ``labels``, ``targets``, ``success``
+    and ``steps``, in the order of the batches. The classifier must be in eval mode.
+    """
+    feats, labels, success, steps = [], [], [], []
+    start = 0
+    for x, y in batches:
+        t = targets[start:start + x.shape[0]].to(device)
+        if t.shape[0] != x.shape[0]:
+            raise ValueError(f"{targets.shape[0]} targets for more than {start} images")
+        start += x.shape[0]
+        result = iterative_targeted_fgsm(classifier, x.to(device), t, step=step, max_steps=max_steps)
+        with torch.no_grad():
+            feats.append(classifier.features(result.x_adv).float().cpu())
+        labels.append(y.cpu())
+        success.append(result.success.cpu())
+        steps.append(result.steps.cpu())
+    if start != targets.shape[0]:
+        raise ValueError(f"{targets.shape[0]} targets but {start} images")
+    return {"features": torch.cat(feats), "labels": torch.cat(labels), "targets": targets.cpu(),
+            "success": torch.cat(success), "steps": torch.cat(steps)}

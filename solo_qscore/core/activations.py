@@ -26,7 +26,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from solo_qscore._validation import check_finite, check_nonnegative, check_representations
+from solo_qscore.core._validation import check_finite, check_nonnegative, check_representations
 
 NORM_EPS = 1e-12
 

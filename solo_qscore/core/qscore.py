@@ -14,9 +14,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from solo_qscore._kernels import activation_summary
-from solo_qscore._validation import check_finite, check_mask, check_representations
-from solo_qscore.activations import check_eps
+from solo_qscore.core._kernels import activation_summary
+from solo_qscore.core._validation import check_finite, check_mask, check_representations
+from solo_qscore.core.activations import check_eps
 
 
 def q_score(h: Tensor, discriminative: Tensor, eps: float = 4.0) -> Tensor:

@@ -46,8 +46,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from solo_qscore._validation import check_class_labels, check_finite_rows, check_mask, check_representations
-from solo_qscore.activations import highly_activating
+from solo_qscore.core._validation import check_class_labels, check_finite_rows, check_mask, check_representations
+from solo_qscore.core.activations import highly_activating
 
 __all__ = [
     "CLASS_NAMES",

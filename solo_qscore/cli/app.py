@@ -1,4 +1,4 @@
-"""Command line: ``solo-qscore pretrain | probe | main`` (also ``python -m solo_qscore``)."""
+"""The ``solo-qscore`` program: pretrain, finetune, probe, main, and the analysis subcommands."""
 
 from __future__ import annotations
 
@@ -78,11 +78,12 @@ def cmd_finetune(args: argparse.Namespace) -> int:
 def cmd_probe(args: argparse.Namespace) -> int:
     import torch
 
-    from solo_qscore.analysis import load_checkpoint, with_overrides
-    from solo_qscore.associations import dataset_class_names
-    from solo_qscore.callbacks import extract_features, find_backbone
+    from solo_qscore.analysis.associations import dataset_class_names
+    from solo_qscore.cli.open_run import load_checkpoint, with_overrides
     from solo_qscore.data import make_eval_loaders
-    from solo_qscore.report import qscore_report, write_report
+    from solo_qscore.probe.backbone import find_backbone
+    from solo_qscore.probe.features import extract_features
+    from solo_qscore.report.qscore_report import qscore_report, write_report
 
     if args.config:  # a plain torchvision state dict
         from solo_qscore.adapters.solo_main import read_checkpoint, run_view
@@ -109,7 +110,7 @@ def cmd_probe(args: argparse.Namespace) -> int:
                                          "weight_decay": cfg["probe"]["weight_decay"]})
     split_kwargs = {}
     if getattr(args, "split", "val") == "train":
-        from solo_qscore.report import sample_table
+        from solo_qscore.report.qscore_report import sample_table
 
         split_kwargs["samples"] = sample_table(report, train_h, train_y, eps=q["eps"], split="train")
     images = train_loader.dataset if getattr(args, "split", "val") == "train" else val_loader.dataset
@@ -122,8 +123,8 @@ def cmd_probe(args: argparse.Namespace) -> int:
 
 def _check_writable(out: Path, overwrite: bool) -> None:
     """Refuse to replace an existing report unless asked, and fail now (not after the computation)
-    on a folder that cannot be written (:func:`solo_qscore.analysis.check_output_folder`)."""
-    from solo_qscore.analysis import check_output_folder
+    on a folder that cannot be written (:func:`solo_qscore.cli.open_run.check_output_folder`)."""
+    from solo_qscore.cli.open_run import check_output_folder
 
     check_output_folder(out, overwrite, "probe.json")
 
@@ -218,18 +219,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: the analysis subcommands, one module each in solo_qscore/cli/ (each defines ``register(subparsers)``)
+ANALYSIS_COMMANDS = ("compare", "explain", "ifm_neighbours", "loss_readout", "miou", "robust_features")
+
+
 def _register_analysis_commands(sub) -> None:
-    """Add the subcommands of ``solo_qscore.analysis`` modules (each one defines ``register(sub)``)."""
+    """Add the analysis subcommands; heavy imports stay inside their functions (``--help`` stays fast)."""
     import importlib
-    import pkgutil
 
-    import solo_qscore.analysis as analysis
-
-    for info in sorted(pkgutil.iter_modules(analysis.__path__), key=lambda m: m.name):
-        module = importlib.import_module(f"solo_qscore.analysis.{info.name}")
-        register = getattr(module, "register", None)
-        if register is not None:
-            register(sub)
+    for name in ANALYSIS_COMMANDS:
+        importlib.import_module(f"solo_qscore.cli.{name}").register(sub)
 
 
 def expected_errors() -> tuple[type[BaseException], ...]:

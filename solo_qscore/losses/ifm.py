@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from solo_qscore._validation import check_finite_inputs
+from solo_qscore.core._validation import check_finite_inputs
 
 # Methods whose loss is InfoNCE, the only ones IFM applies to (docs/CONVENTIONS.md §8).
 IFM_METHODS = ("simclr", "mocov2plus", "nnclr", "mocov3")
@@ -43,7 +43,7 @@ def _check_ifm_args(temperature: float, epsilon: float, alpha: float) -> None:
 
 
 def _checked(loss: Tensor, validate: bool, **inputs: Tensor) -> Tensor:
-    """``loss``, after :func:`~solo_qscore._validation.check_finite_inputs` when ``validate``."""
+    """``loss``, after :func:`~solo_qscore.core._validation.check_finite_inputs` when ``validate``."""
     if validate:
         check_finite_inputs(loss, **inputs)
     return loss

@@ -29,7 +29,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from solo_qscore.analysis import add_safety_arguments, check_output_folder
+from solo_qscore.cli.open_run import add_safety_arguments, check_output_folder
 
 LABELS = ("before", "after")
 
@@ -76,7 +76,7 @@ def compare_representations(
     Args:
         before, after: ``(train_h, train_y, val_h, val_y)`` of each model; the labels must agree.
         eps, band: Q-Score settings (highly activating threshold, discriminative band).
-        probe_kwargs: keyword arguments of :func:`~solo_qscore.probe.fit_linear_probe`.
+        probe_kwargs: keyword arguments of :func:`~solo_qscore.probe.linear.fit_linear_probe`.
         class_names: class names for the heat maps.
 
     Returns:
@@ -86,8 +86,8 @@ def compare_representations(
     """
     import torch
 
-    from solo_qscore.activations import highly_activating
-    from solo_qscore.report import qscore_report
+    from solo_qscore.core.activations import highly_activating
+    from solo_qscore.report.qscore_report import qscore_report
 
     if len(before) != 4 or len(after) != 4:
         raise ValueError("before and after must be (train_h, train_y, val_h, val_y) tuples")
@@ -144,14 +144,14 @@ def compare_representations(
 def cmd_compare(args: argparse.Namespace) -> int:
     import torch
 
-    from solo_qscore.analysis import load_checkpoint
-    from solo_qscore.analysis import with_overrides as load_config
-    from solo_qscore.associations import dataset_class_names
-    from solo_qscore.backbone import find_backbone
-    from solo_qscore.callbacks import extract_features
+    from solo_qscore.analysis.associations import dataset_class_names
+    from solo_qscore.cli.open_run import load_checkpoint
+    from solo_qscore.cli.open_run import with_overrides as load_config
     from solo_qscore.data import make_eval_loaders
-    from solo_qscore.plots import regularization_comparison_figure, save_figure_atomic
-    from solo_qscore.report import heatmap_figure, to_jsonable, write_json_atomic
+    from solo_qscore.plotting.figures import regularization_comparison_figure, save_figure_atomic
+    from solo_qscore.probe.backbone import find_backbone
+    from solo_qscore.probe.features import extract_features
+    from solo_qscore.report.qscore_report import heatmap_figure, to_jsonable, write_json_atomic
 
     model_before, saved_before, ckpt_before = load_checkpoint(args.before, trusted=args.trust_checkpoint)
     model_after, saved_after, ckpt_after = load_checkpoint(args.after, trusted=args.trust_checkpoint)

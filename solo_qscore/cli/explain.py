@@ -9,7 +9,7 @@ most, measured by the standardised activation
 
 .. math:: z_{ij} = \frac{h_{ij} - \mu(h_i)}{\sigma(h_i)} \qquad (j \in L_i \iff z_{ij} > \epsilon),
 
-and draw the Grad-CAM map of :math:`h_{ij}` (:func:`solo_qscore.gradcam.grad_cam`) over each image.
+and draw the Grad-CAM map of :math:`h_{ij}` (:func:`solo_qscore.analysis.gradcam.grad_cam`) over each image.
 Writes ``explain.png`` (rows = features, columns = samples) and ``explain.json``.
 
 The helpers here (checkpoint loading, statistics, drawing) are shared with ``solo-qscore miou``.
@@ -22,8 +22,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from solo_qscore.analysis import add_safety_arguments, check_output_folder
-from solo_qscore.analysis import with_overrides as load_config
+from solo_qscore.cli.open_run import add_safety_arguments, check_output_folder
+from solo_qscore.cli.open_run import with_overrides as load_config
 from solo_qscore.config import ConfigError
 
 DEFAULT_TOP_FEATURES = 6
@@ -39,8 +39,8 @@ def load_run(checkpoint: str, overrides: list[str], trusted: bool = False):
     (``trusted``: ``--trust-checkpoint``, see :func:`~solo_qscore.adapters.solo_main.read_checkpoint`)."""
     import torch
 
-    from solo_qscore.analysis import load_checkpoint
-    from solo_qscore.backbone import find_backbone
+    from solo_qscore.cli.open_run import load_checkpoint
+    from solo_qscore.probe.backbone import find_backbone
 
     model, saved, _ = load_checkpoint(checkpoint, trusted=trusted)
     cfg = load_config(saved, list(overrides))
@@ -52,8 +52,8 @@ def load_run(checkpoint: str, overrides: list[str], trusted: bool = False):
 
 def discriminative_set(h, eps: float, band) -> tuple[Any, Any]:
     """``(A, D)``: activation frequencies ``[r]`` (percent) and the discriminative mask of ``h``."""
-    from solo_qscore.discriminative import discriminative_mask
-    from solo_qscore.statistics import ActivationStatistics
+    from solo_qscore.core.discriminative import discriminative_mask
+    from solo_qscore.core.statistics import ActivationStatistics
 
     stats = ActivationStatistics(h.shape[1], eps=eps)
     stats.update(h.cpu())
@@ -67,7 +67,7 @@ def discriminative_set(h, eps: float, band) -> tuple[Any, Any]:
 
 def statistics_features(args, backbone, device, train_loader, val_h):
     """Representations the statistics come from: the validation set's, or the train set's."""
-    from solo_qscore.callbacks import extract_features
+    from solo_qscore.probe.features import extract_features
 
     if args.stats_from == "train":
         return extract_features(backbone, train_loader, device)[0].cpu()
@@ -148,7 +148,7 @@ def save_png(fig, path) -> Path:
 
     from PIL import Image
 
-    from solo_qscore.plots import atomic_file, figure_to_png_bytes
+    from solo_qscore.plotting.figures import atomic_file, figure_to_png_bytes
 
     with Image.open(io.BytesIO(figure_to_png_bytes(fig, dpi=DPI))) as img:
         small = img.convert("RGB").quantize(colors=256, method=Image.Quantize.FASTOCTREE)
@@ -197,11 +197,11 @@ def explain_figure(display, heat, features, A, positions, labels, h_sel, z_sel, 
 
 
 def cmd_explain(args: argparse.Namespace) -> int:
-    from solo_qscore.associations import dataset_class_names
-    from solo_qscore.callbacks import extract_features
+    from solo_qscore.analysis.associations import dataset_class_names
+    from solo_qscore.analysis.gradcam import grad_cam, resolve_layer
     from solo_qscore.data import make_eval_loaders
-    from solo_qscore.gradcam import grad_cam, resolve_layer
-    from solo_qscore.plots import atomic_file
+    from solo_qscore.plotting.figures import atomic_file
+    from solo_qscore.probe.features import extract_features
 
     if args.top_features < 1 or args.samples < 1:
         raise ConfigError(f"--top-features and --samples must be >= 1, got {args.top_features}, {args.samples}")

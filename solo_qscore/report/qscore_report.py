@@ -4,7 +4,7 @@ r"""The Q-Score report: does Q predict which samples a linear probe gets right? 
 
 1. :math:`A_j` over the train set (:class:`~solo_qscore.ActivationStatistics`, in batches) and the
    discriminative set :math:`D` = ranks of ``A`` in the percentile band ``[p_lo, p_hi)``.
-2. A linear probe (:func:`~solo_qscore.probe.fit_linear_probe`) fitted on the train set marks each
+2. A linear probe (:func:`~solo_qscore.probe.linear.fit_linear_probe`) fitted on the train set marks each
    validation sample correct or misclassified.
 3. :math:`Q_i` of every validation sample (:func:`~solo_qscore.q_score`), then AUROC and AUPRC of Q
    as a score for the positive class *correct* (the paper's convention; the AUPRC of a random score
@@ -14,7 +14,7 @@ r"""The Q-Score report: does Q predict which samples a linear probe gets right? 
    and the top-``k`` principal components.
 5. Class-feature associations (paper Fig. 1, bar plots): for each discriminative feature, the share
    of each class among the train samples that highly activate it
-   (:mod:`solo_qscore.associations`).
+   (:mod:`solo_qscore.analysis.associations`).
 
 6. Per-sample table (``arrays["samples"]``): index, label, probe prediction, correct, confidence,
    :math:`Q_i` and :math:`|L_i|` of every validation sample; :func:`sample_table` computes the same
@@ -48,10 +48,10 @@ from torchmetrics.functional.classification import (
 )
 
 from solo_qscore._progress import progress
-from solo_qscore._validation import check_finite_rows, check_representations
-from solo_qscore.activations import highly_activating
-from solo_qscore.associations import association_summary, feature_class_associations
-from solo_qscore.discriminative import (
+from solo_qscore.analysis.associations import association_summary, feature_class_associations
+from solo_qscore.core._validation import check_finite_rows, check_representations
+from solo_qscore.core.activations import highly_activating
+from solo_qscore.core.discriminative import (
     band_ranks,
     discriminative_mask,
     feature_ranks,
@@ -60,10 +60,10 @@ from solo_qscore.discriminative import (
     rank_band_mask,
     upper_tail_mask,
 )
-from solo_qscore.plots import atomic_file
-from solo_qscore.probe import LinearProbe, feature_mean_std, fit_linear_probe, probe_correctness
-from solo_qscore.qscore import q_score
-from solo_qscore.statistics import ActivationStatistics
+from solo_qscore.core.qscore import q_score
+from solo_qscore.core.statistics import ActivationStatistics
+from solo_qscore.plotting.figures import atomic_file
+from solo_qscore.probe.linear import LinearProbe, feature_mean_std, fit_linear_probe, probe_correctness
 
 __all__ = [
     "DEFAULT_COMPRESSION_FRACTIONS",
@@ -395,7 +395,7 @@ def sample_table(
     Args:
         source: a report of :func:`qscore_report` (its fitted probe ``arrays["probe"]``, its ``D``
             from the train set ``arrays["discriminative"]`` and its ``eps`` are used), or a fitted
-            :class:`~solo_qscore.probe.LinearProbe` (then ``discriminative`` is required).
+            :class:`~solo_qscore.probe.linear.LinearProbe` (then ``discriminative`` is required).
         h, y: representations ``[N, r]`` and labels of the split, e.g. the train set.
         discriminative: ``D`` as a bool mask ``[r]``; overrides the report's.
         eps: threshold of the highly activating sets; default the report's, else 4.
@@ -487,7 +487,7 @@ def qscore_report(
         num_random_seeds: random subsets per size in the compression study.
         compression_fractions: sizes ``k = round(f r)`` of the compression study (``|D|`` is always
             added); ``None`` or empty skips the study (``compression`` is then ``None``).
-        probe_kwargs: keyword arguments of :func:`~solo_qscore.probe.fit_linear_probe`.
+        probe_kwargs: keyword arguments of :func:`~solo_qscore.probe.linear.fit_linear_probe`.
         num_classes: defaults to ``max label + 1`` over train and validation.
         batch_size: batch size for the activation statistics.
         max_curve_points: the PR/ROC curves kept in the JSON part are subsampled to this many points.
@@ -496,19 +496,19 @@ def qscore_report(
             fixed random subset) to bound its cost (about ``9 x len(sizes)`` probe fits); ``None``
             uses the whole train set.
         class_names: names of the classes (index = label) for the figures and the associations
-            table (see :func:`~solo_qscore.associations.dataset_class_names`); ``None``: indices.
+            table (see :func:`~solo_qscore.analysis.associations.dataset_class_names`); ``None``: indices.
         associations_max_features, associations_top_k, associations_min_support: the associations
             table lists at most this many discriminative features (most class-specific first), each
             with its ``top_k`` classes; features with fewer activating train samples than
             ``min_support`` are ranked last (see
-            :func:`~solo_qscore.associations.association_table`).
+            :func:`~solo_qscore.analysis.associations.association_table`).
 
     Returns:
         A dict of JSON-ready values (metrics may be ``None`` when undefined, then ``note`` says why),
         plus ``arrays`` (dropped by :func:`write_report`'s JSON): numpy arrays for the figures, the
         per-sample table of the validation set (``arrays["samples"]``, see :func:`sample_table`;
         also ``q``, ``correct``, ``val_y``, ``preds`` and ``confidence``), ``discriminative`` (``D``)
-        and the fitted probe (``arrays["probe"]``, a :class:`~solo_qscore.probe.LinearProbe` whose
+        and the fitted probe (``arrays["probe"]``, a :class:`~solo_qscore.probe.linear.LinearProbe` whose
         ``predict_proba`` gives the full class probabilities).
 
     Raises:
@@ -1023,7 +1023,7 @@ def _replace_files(staging: Path, out_dir: Path) -> None:
 def _write_report_files(report: Mapping[str, Any], out_dir: Path, plots: bool, images: Any,
                         samples: Mapping[str, Any] | None, extremes_k: int) -> Path:
     """The files of :func:`write_report` into the (new, empty) folder ``out_dir``."""
-    from solo_qscore.plots import save_figure_atomic
+    from solo_qscore.plotting.figures import save_figure_atomic
 
     if samples is None:
         samples = (report.get("arrays") or {}).get("samples")
@@ -1096,7 +1096,7 @@ def log_report_to_wandb(
     import wandb
     from PIL import Image
 
-    from solo_qscore.plots import figure_to_png_bytes
+    from solo_qscore.plotting.figures import figure_to_png_bytes
 
     is_logger = not isinstance(run_or_logger, wandb.sdk.wandb_run.Run) and hasattr(
         run_or_logger, "experiment"

@@ -40,7 +40,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from solo_qscore._validation import check_finite_inputs
+from solo_qscore.core._validation import check_finite_inputs
 
 __all__ = ["hard_negative_infonce", "hard_negative_simclr_loss", "hard_negative_weights"]
 

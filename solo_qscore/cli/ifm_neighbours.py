@@ -14,7 +14,7 @@ import argparse
 import json
 from pathlib import Path
 
-from solo_qscore.analysis import add_safety_arguments, check_output_folder
+from solo_qscore.cli.open_run import add_safety_arguments, check_output_folder
 
 __all__ = ["ifm_neighbours", "register", "run"]
 
@@ -42,8 +42,8 @@ def register(subparsers) -> None:
 
 def _load(checkpoint: str, overrides: list[str], trusted: bool = False):
     """``(model, run config with overrides)`` of a solo-qscore checkpoint (``ConfigError`` if it is not one)."""
-    from solo_qscore.analysis import load_checkpoint
-    from solo_qscore.analysis import with_overrides as load_config
+    from solo_qscore.cli.open_run import load_checkpoint
+    from solo_qscore.cli.open_run import with_overrides as load_config
 
     model, saved_cfg, _ = load_checkpoint(checkpoint, trusted=trusted)
     return model, load_config(saved_cfg, overrides)
@@ -52,7 +52,7 @@ def _load(checkpoint: str, overrides: list[str], trusted: bool = False):
 def _embed(model, x, space: str):
     import torch.nn.functional as F
 
-    from solo_qscore.backbone import find_backbone
+    from solo_qscore.probe.backbone import find_backbone
 
     h = find_backbone(model)(x)
     return F.normalize(model.projector(h) if space == "projection" else h, dim=-1)
@@ -66,9 +66,9 @@ def ifm_neighbours(
     import torch
     from torch.utils.data import DataLoader
 
+    from solo_qscore.analysis.ifm_visual import cosine_nearest_neighbours, ifm_perturb
     from solo_qscore.config import ConfigError
     from solo_qscore.data import build_crop_pipelines, dataset_stats, make_eval_loaders
-    from solo_qscore.ifm_visual import cosine_nearest_neighbours, ifm_perturb
 
     if anchors < 1:
         raise ConfigError(f"--anchors must be a positive integer, got {anchors}")
@@ -204,7 +204,7 @@ def neighbours_figure(result: dict):
 
 
 def run(args: argparse.Namespace) -> int:
-    from solo_qscore.plots import atomic_file, save_figure_atomic
+    from solo_qscore.plotting.figures import atomic_file, save_figure_atomic
 
     model, cfg = _load(args.checkpoint, list(getattr(args, "overrides", [])), trusted=args.trust_checkpoint)
     out = check_output_folder(args.out or Path(cfg["output_dir"]) / "ifm_neighbours", args.overwrite,

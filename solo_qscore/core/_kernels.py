@@ -7,7 +7,7 @@ which is several times faster than composing torch ops that each stream the whol
 (``benchmarks/bench_core.py``; measurements and the decision in docs/DEPENDENCIES.md).
 
 Both paths work on the row rescaled by a power of two, ``y_i = 2^-e_i h_i`` (exact; see
-:mod:`solo_qscore.activations`), and take its variance in two passes (mean, then the mean squared
+:mod:`solo_qscore.core.activations`), and take its variance in two passes (mean, then the mean squared
 deviation from it): a one-pass ``E[y^2] - E[y]^2`` cancels catastrophically when the row's mean is
 large against its spread. The kernel accumulates in float64; the torch path in the input's float
 type, centred on the row's float mean so that the comparison with the threshold is exact near it.
@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from solo_qscore.activations import NORM_EPS, check_eps, row_stats
+from solo_qscore.core.activations import NORM_EPS, check_eps, row_stats
 
 PARALLEL_MIN_ELEMENTS = 1 << 22  # N * r from which the multi-threaded kernel pays off (~4M values)
 TORCH_CHUNK_ELEMENTS = 1 << 24  # rows per step of the torch path: bounds its [rows, r] temporaries (64 MB)

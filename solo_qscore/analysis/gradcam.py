@@ -12,7 +12,7 @@ the sample's discriminative features :math:`L_i \cap D`), Grad-CAM (Selvaraju et
 
 upsampled bilinearly to the image size and divided by its maximum, so :math:`H = G / \max G \in [0, 1]`
 (an all-zero map stays zero). Dividing by the maximum, not min-max scaling, keeps the zero level of
-the map: the heat-map sums of :mod:`solo_qscore.miou` then weigh pixels by their real share.
+the map: the heat-map sums of :mod:`solo_qscore.analysis.miou` then weigh pixels by their real share.
 
 A batch of images costs one forward and one backward pass: with the network in eval mode the
 samples do not interact, so the gradient of :math:`\sum_i t_i` with respect to sample i's
@@ -32,8 +32,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from solo_qscore._validation import check_mask
-from solo_qscore.activations import highly_activating
+from solo_qscore.core._validation import check_mask
+from solo_qscore.core.activations import highly_activating
 
 __all__ = ["discriminative_targets", "grad_cam", "resolve_layer"]
 

@@ -41,7 +41,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from solo_qscore._validation import check_class_labels, check_finite_rows, check_nonnegative, check_representations
+from solo_qscore.core._validation import check_class_labels, check_finite_rows, check_nonnegative, check_representations
 
 __all__ = ["LinearProbe", "ProbeResult", "feature_mean_std", "fit_linear_probe", "probe_correctness"]
 

@@ -15,9 +15,9 @@ import torch
 from torch import Tensor
 from torchmetrics import Metric
 
-from solo_qscore._kernels import activation_summary
-from solo_qscore._validation import check_mask, check_representations
-from solo_qscore.activations import check_eps
+from solo_qscore.core._kernels import activation_summary
+from solo_qscore.core._validation import check_mask, check_representations
+from solo_qscore.core.activations import check_eps
 
 
 class ActivationStatistics(Metric):

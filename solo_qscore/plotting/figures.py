@@ -470,7 +470,7 @@ def associations_figure(
 ) -> Figure:
     r"""A grid of small bar plots, one per feature (the bar plots of the paper's Fig. 1).
 
-    ``rows`` are the rows of :func:`solo_qscore.associations.association_table`: per feature, the
+    ``rows`` are the rows of :func:`solo_qscore.analysis.associations.association_table`: per feature, the
     shares :math:`F_{cj}` (%) of its top classes among the samples with :math:`j \in L_i`. A black tick
     on each bar marks the class prior :math:`\pi_c` (the share a class-blind feature would have).
     Class names label the bars when given, class indices otherwise.

@@ -29,8 +29,8 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from solo_qscore._validation import check_finite, check_mask, check_nonnegative, check_representations
-from solo_qscore.activations import NORM_EPS, check_eps, compute_dtype, row_scale
+from solo_qscore.core._validation import check_finite, check_mask, check_nonnegative, check_representations
+from solo_qscore.core.activations import NORM_EPS, check_eps, compute_dtype, row_scale
 
 
 class RegularizerTerms(NamedTuple):
@@ -46,7 +46,7 @@ def _normalise(h: Tensor, validate: bool) -> Tensor:
     r""":math:`\hat h_i = h_i / \max(\lVert h_i \rVert_2, 10^{-12})`, computed as
     :math:`y_i / \max(\lVert y_i \rVert_2, 2^{-e_i} 10^{-12})` with :math:`y_i = 2^{-e_i} h_i` (the same
     function of :math:`h`, so the same gradient; :math:`2^{-e_i}` is a constant that keeps the norm
-    in range, see :func:`solo_qscore.activations.row_scale`)."""
+    in range, see :func:`solo_qscore.core.activations.row_scale`)."""
     check_representations(h)
     h = h.to(compute_dtype(h))
     scale, amax = row_scale(h)

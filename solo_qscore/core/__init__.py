@@ -1,0 +1,1 @@
+"""Core math (plain torch): activations, statistics, D, Q, the regulariser."""

@@ -1,0 +1,1 @@
+"""The Q-Score report: metrics, compression study, per-sample table, writing, wandb."""
