@@ -43,13 +43,13 @@ def pixel_features(n_train: int, n_test: int):
 
 
 def checkpoint_features(path: str, n_train: int, n_test: int):
-    from solo_qscore.adapters.solo_v1 import load_method
-    from solo_qscore.callbacks import extract_features, find_backbone
-    from solo_qscore.config import load_config
+    from solo_qscore.cli.open_run import load_checkpoint, with_overrides
     from solo_qscore.data import make_eval_loaders
+    from solo_qscore.probe.backbone import find_backbone
+    from solo_qscore.probe.features import extract_features
 
-    model, cfg, _ = load_method(path)
-    cfg = load_config(cfg, [f"data.train_subset={n_train}", f"data.val_subset={n_test}", "data.num_workers=2"])
+    model, view, _ = load_checkpoint(path)
+    cfg = with_overrides(view, [f"data.train_subset={n_train}", f"data.val_subset={n_test}", "data.num_workers=2"])
     train_loader, test_loader = make_eval_loaders(cfg["data"])
     backbone = find_backbone(model)
     return (*extract_features(backbone, train_loader, torch.device("cpu")),

@@ -1,8 +1,9 @@
 """Benchmark: does Q-Score predict misclassification? (Q-Score paper Fig. 4) + compression (Fig. 2).
 
-Pre-trains SimCLR (contrastive) and BYOL (non-contrastive) with solo-learn through
-``solo_qscore.train.pretrain`` on the offline default data (``cifar10`` falls back to Fashion-MNIST
-at 32x32 RGB: real CIFAR-10 is not available offline), extracts frozen backbone features, and runs
+Pre-trains SimCLR (contrastive) and BYOL (non-contrastive) with solo-learn main (its cifar configs,
+``method_configs/cifar``, on the CPU in float32) through ``solo_qscore.train.pretrain`` on the offline
+default data (``cifar10`` falls back to Fashion-MNIST at 32x32 RGB: real CIFAR-10 is not available
+offline), extracts frozen backbone features, and runs
 ``solo_qscore.report.qscore_report`` at eps = 4 (paper) and eps = 2. For each eps it reports the
 AUROC / AUPRC of Q against the linear probe's correctness, with the base rate, next to label-free
 alternatives scored on the same samples and the same correct flags:
@@ -80,12 +81,13 @@ def sizes_for(scale: float, epochs: int | None = None, trend_every: int = 0) -> 
 
 
 def overrides_for(method: str, args: argparse.Namespace, sz: dict) -> list[str]:
+    """Overrides (Hydra syntax) of solo-learn main's cifar config of ``method``: CPU, float32."""
     return [
         f"data.train_subset={sz['train_subset']}", f"data.val_subset={sz['val_subset']}",
-        "data.batch_size=128", f"data.num_workers={args.num_workers}",
-        f"trainer.max_epochs={sz['epochs']}", "trainer.accelerator=cpu", "trainer.devices=1",
-        "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false",
-        "scheduler.warmup_epochs=0", "wandb.enabled=false", "qscore.enabled=false",
+        "optimizer.batch_size=128", f"data.num_workers={args.num_workers}",
+        f"max_epochs={sz['epochs']}", "accelerator=cpu", "devices=1", "strategy=auto", "precision=32-true",
+        "sync_batchnorm=false", "+enable_progress_bar=false", "+enable_model_summary=false",
+        "++scheduler.warmup_epochs=0", "wandb.enabled=false", "qscore.enabled=false",
         "probe.every_n_epochs=0", f"output_dir={args.run_prefix}{method}", f"name=bench-qscore-{method}",
     ]
 
@@ -107,13 +109,14 @@ def binary_scores(score, correct) -> dict:
 def analyse(method: str, ckpt: str, args: argparse.Namespace, compression: bool = True) -> dict:
     import torch
 
-    from solo_qscore.adapters.solo_v1 import load_method
-    from solo_qscore.callbacks import extract_features, find_backbone
+    from solo_qscore.cli.open_run import load_checkpoint
     from solo_qscore.data import make_eval_loaders
+    from solo_qscore.probe.backbone import find_backbone
+    from solo_qscore.probe.features import extract_features
     from solo_qscore.report.qscore_report import qscore_report
 
     t0 = time.time()
-    model, cfg, _ = load_method(ckpt)
+    model, cfg, _ = load_checkpoint(ckpt)  # cfg: the run view (plain dicts: data, probe, qscore, ...)
     backbone = find_backbone(model)
     device = torch.device("cpu")
     train_loader, val_loader = make_eval_loaders(cfg["data"], batch_size=256)
@@ -179,7 +182,7 @@ def trend_checkpointing(out_dir: Path, every: int) -> list:
     """
     if not every:
         return []
-    import pytorch_lightning as pl
+    import lightning.pytorch as pl
 
     class EveryKEpochs(pl.Callback):
         def on_train_epoch_end(self, trainer, pl_module):
@@ -357,7 +360,7 @@ def main(argv=None) -> int:
     import torch
 
     torch.set_num_threads(args.threads)
-    from solo_qscore.config import load_config
+    from solo_qscore.config import compose
     from solo_qscore.train import pretrain
 
     sz = sizes_for(args.scale, args.epochs, args.trend_every)
@@ -365,8 +368,8 @@ def main(argv=None) -> int:
     t_start = time.time()
     results = []
     for method in args.methods:
-        cfg = load_config(str(ROOT / f"method_configs/cifar10/{method}.yaml"), overrides_for(method, args, sz))
-        out_dir = ROOT / cfg["output_dir"]
+        cfg = compose(ROOT / "method_configs" / "cifar", method, overrides_for(method, args, sz))
+        out_dir = ROOT / cfg.output_dir
         ckpt = out_dir / "checkpoints" / "last.ckpt"
         stamp = out_dir / "bench_scale.json"
         reuse = (not args.retrain and ckpt.exists() and stamp.exists()
@@ -379,7 +382,9 @@ def main(argv=None) -> int:
             cwd = os.getcwd()
             os.chdir(ROOT)
             try:
-                summary = pretrain(cfg, extra_callbacks=trend_checkpointing(out_dir, args.trend_every))
+                # overwrite: a checkpoint of another scale (or --retrain) is replaced
+                summary = pretrain(cfg, extra_callbacks=trend_checkpointing(out_dir, args.trend_every),
+                                   overwrite=True)
             finally:
                 os.chdir(cwd)
             train_seconds = time.time() - t0

@@ -95,12 +95,10 @@ def before_row(method: str, ckpt: Path, eps: float) -> dict:
 
 
 def run_arm(method: str, ckpt: Path, name: str, arm_overrides: list[str], args: argparse.Namespace) -> dict:
-    import torch
-
-    from solo_qscore.config import load_config
+    from solo_qscore.adapters.solo_main import read_checkpoint, source_config
+    from solo_qscore.config import apply_overrides, validate, with_plugin_defaults
     from solo_qscore.train import pretrain
 
-    saved = torch.load(ckpt, map_location="cpu", weights_only=False)["solo_qscore"]["config"]
     out_dir = f"{args.run_prefix}{method}_{name.replace(' ', '_')}"
     summary_path = ROOT / out_dir / "bench_arm.json"
     if summary_path.exists() and not args.rerun:
@@ -108,27 +106,31 @@ def run_arm(method: str, ckpt: Path, name: str, arm_overrides: list[str], args: 
         return json.loads(summary_path.read_text())
     steps = max(1, int(round(args.steps * args.scale)))
     overrides = [
-        f"trainer.max_steps={steps}", "trainer.max_epochs=1000", "scheduler.warmup_epochs=0",
+        f"max_steps={steps}", "max_epochs=1000", "scheduler.warmup_epochs=0",
         "scheduler.name=warmup_cosine", f"qscore.eps={args.eps}", "probe.every_n_epochs=0",
-        "wandb.enabled=false", "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false",
-        "trainer.enable_checkpointing=true", f"data.num_workers={args.num_workers}",
+        "wandb.enabled=false", "enable_progress_bar=false", "enable_model_summary=false",
+        "enable_checkpointing=true", f"data.num_workers={args.num_workers}",
         f"output_dir={out_dir}", f"name=bench-reg-{method}-{name.replace(' ', '-')}", *arm_overrides,
     ]
     if args.lr is not None:
         overrides.append(f"optimizer.lr={args.lr}")
-    cfg = load_config(saved, overrides)
+    # the composed config the checkpoint's run started from (as ``solo-qscore finetune`` does)
+    cfg = apply_overrides(source_config(read_checkpoint(ckpt), ckpt), overrides)
+    validate(with_plugin_defaults(cfg))
     t0 = time.time()
     cwd = os.getcwd()
     os.chdir(ROOT)
     try:
-        summary = pretrain(cfg, init_from=str(ckpt))
+        summary = pretrain(cfg, init_from=str(ckpt), overwrite=True)  # an unfinished arm (or --rerun) restarts
     finally:
         os.chdir(cwd)
     report = json.loads((ROOT / summary["probe_dir"] / "probe.json").read_text())
+    # the lr the run trained with (solo's parse_cfg scales the config's by batch_size / 256)
+    used = read_checkpoint(ROOT / summary["checkpoint"])["solo_qscore"]["config"]
     row = {"arm": name, "steps": summary["global_step"], "accuracy": report["accuracy"],
            "mean_active": report.get("mean_active"), "auroc": report.get("auroc"), "auprc": report.get("auprc"),
            "num_discriminative": report.get("num_discriminative"), "seconds": time.time() - t0,
-           "lr": cfg["optimizer"]["lr"], "overrides": arm_overrides}
+           "lr": float(used["optimizer"]["lr"]), "overrides": arm_overrides}
     summary_path.write_text(json.dumps(row, indent=1))
     print(f"[{method}] {name}: acc {row['accuracy']:.4f} mean|L_i| {row['mean_active']:.3f} "
           f"AUROC {row['auroc']} ({row['seconds']:.0f}s)", flush=True)

@@ -325,7 +325,7 @@ def test_ifm_argument_errors():
 
 @pytest.mark.parametrize("parallel", [False, True], ids=["serial", "parallel"])
 def test_fused_cpu_kernel_matches_torch_path(parallel, monkeypatch):
-    from solo_qscore import _kernels
+    from solo_qscore.core import _kernels
     from solo_qscore.core._kernels import HAVE_NUMBA, _summary_torch, activation_summary
 
     assert HAVE_NUMBA, "the [test] extra installs numba ([fast]): the fused CPU kernel must be in use here"

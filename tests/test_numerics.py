@@ -13,7 +13,6 @@ import torch.nn.functional as F
 
 from solo_qscore import (
     ActivationStatistics,
-    _kernels,
     discriminative_mask,
     hard_negative_infonce,
     hard_negative_simclr_loss,
@@ -27,6 +26,7 @@ from solo_qscore import (
     qscore_regularizer,
     qscore_regularizer_terms,
 )
+from solo_qscore.core import _kernels
 from solo_qscore.core._kernels import HAVE_NUMBA, _summary_torch, activation_summary
 from solo_qscore.core.discriminative import band_ranks
 from solo_qscore.probe.linear import fit_linear_probe
