@@ -248,7 +248,7 @@ def test_display_image_formats():
 
 
 def test_extreme_rows_pick_the_lowest_and_highest_q(report, monkeypatch):
-    from solo_qscore import plots
+    from solo_qscore.plotting import figures as plots
     from solo_qscore.report.qscore_report import q_extremes_figure
 
     seen = {}

@@ -228,7 +228,7 @@ def _torchvision_arrays(name: str, root: str, train: bool) -> tuple[np.ndarray, 
         message = (
             f"Dataset {name!r} ({'train' if train else 'test'} split) could not be found in "
             f"{Path(root).resolve()} or downloaded ({'; '.join(errors)}). Put a copy there "
-            f"(torchvision layout, {root}/{layout}) or point `data.root=/path/to/datasets` at a directory "
+            f"(torchvision layout, {root}/{layout}) or point `data.train_path=/path/to/datasets` at a directory "
             f"holding one. {_OFFLINE_HINT}"
         )
         _UNAVAILABLE[key] = message
@@ -266,7 +266,7 @@ def _load(name: str, root: Path, train: bool, image_size: int) -> Dataset:
         if not folder.is_dir():
             raise DatasetUnavailableError(
                 f"Image folder {folder.resolve()} not found: `imagefolder` expects "
-                f"{root}/train/<class>/*.jpg and {root}/val/<class>/*.jpg; point `data.root=` at such a "
+                f"{root}/train/<class>/*.jpg and {root}/val/<class>/*.jpg; point `data.train_path=` at such a "
                 f"directory. {_OFFLINE_HINT}"
             )
         return ImageFolderDataset(folder, image_size)

@@ -737,7 +737,7 @@ def report_figures(report: Mapping[str, Any]) -> dict[str, Any]:
     With ``arrays`` (a fresh report) all six figures are built; from a report read back from
     ``probe.json`` only the PR/ROC curves and the compression plot can be.
     """
-    from solo_qscore import plots
+    from solo_qscore.plotting import figures as plots
 
     figures: dict[str, Any] = {}
     arrays = report.get("arrays") or {}
@@ -797,7 +797,7 @@ def heatmap_figure(report: Mapping[str, Any], title_prefix: str = ""):
     Rows are the classes with most errors (at most ``heatmap_max_classes``), labelled by name when
     the report has ``class_names``; needs the fresh report's ``arrays``.
     """
-    from solo_qscore import plots
+    from solo_qscore.plotting import figures as plots
 
     heat = report["arrays"]["heatmap"]
     band = tuple(report.get("band", (50.0, 95.0)))
@@ -819,7 +819,7 @@ def heatmap_figure(report: Mapping[str, Any], title_prefix: str = ""):
 
 def associations_figure(report: Mapping[str, Any]):
     """Grid of bar plots of the report's ``associations`` table (paper Fig. 1, bar plots)."""
-    from solo_qscore import plots
+    from solo_qscore.plotting import figures as plots
 
     entry = report["associations"]
     rows = entry.get("features") or []
@@ -870,7 +870,7 @@ def q_extremes_figure(
     misclassified samples are marked in red. Ties in Q (e.g. the many Q = 0 samples) keep the table
     order.
     """
-    from solo_qscore import plots
+    from solo_qscore.plotting import figures as plots
 
     q = np.asarray(samples["q"], dtype=float)
     n = q.size
