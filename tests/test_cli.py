@@ -245,3 +245,33 @@ def test_max_epochs_zero_is_refused(tmp_path, capsys):
     assert main(["pretrain", *CFG, "--config-name", "simclr.yaml", *SMALL, "max_epochs=0",
                  f"output_dir={tmp_path / 'z'}"]) == 2
     assert "max_epochs" in capsys.readouterr().err
+
+
+def test_samples_csv_matches_freshly_extracted_features(pretrained):
+    """samples.csv of the run's report against Q recomputed from features extracted again from the checkpoint."""
+    from sklearn.metrics import roc_auc_score
+
+    from solo_qscore.cli.open_run import load_checkpoint
+    from solo_qscore.core.discriminative import discriminative_mask
+    from solo_qscore.core.qscore import q_score
+    from solo_qscore.core.statistics import ActivationStatistics
+    from solo_qscore.data import make_eval_loaders
+    from solo_qscore.probe.features import extract_features
+
+    probe_dir = pretrained / "probe"
+    report = json.loads((probe_dir / "probe.json").read_text())
+    rows = list(csv.DictReader((probe_dir / "samples.csv").open()))
+    model, view, _ = load_checkpoint(str(pretrained / "checkpoints" / "last.ckpt"))
+    train_loader, val_loader = make_eval_loaders(view["data"])
+    train_h, _ = extract_features(model.backbone, train_loader, torch.device("cpu"))
+    val_h, val_y = extract_features(model.backbone, val_loader, torch.device("cpu"))
+    stats = ActivationStatistics(train_h.shape[1], eps=view["qscore"]["eps"])
+    stats.update(train_h)
+    D = discriminative_mask(stats.compute(), *view["qscore"]["band"])
+    q = q_score(val_h, D, eps=view["qscore"]["eps"])
+    assert len(rows) == val_h.shape[0]
+    assert [int(r["label"]) for r in rows] == val_y.tolist()
+    assert torch.allclose(torch.tensor([float(r["q"]) for r in rows]), q.float(), atol=1e-5)
+    correct = [int(r["correct"]) for r in rows]
+    if 0 < sum(correct) < len(correct):
+        assert roc_auc_score(correct, [float(r["q"]) for r in rows]) == pytest.approx(report["auroc"], abs=1e-5)

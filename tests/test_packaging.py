@@ -3,6 +3,7 @@ the metadata is valid (one version, trove classifiers, clean extras); numba is o
 
 import configparser
 import email
+import os
 import re
 import subprocess
 import sys
@@ -73,6 +74,27 @@ def test_wheel_installs_and_imports_in_fresh_venv(tmp_path):
     configs = run(str(python), "-c", "from solo_qscore.cli import packaged_configs; print(packaged_configs())",
                   cwd=tmp_path).stdout.strip()
     assert configs.startswith(str(venv)) and Path(configs, "cifar", "simclr.yaml").is_file()
+
+    # a new user's first runs, from a folder outside the checkout: a 2-step pretrain from a packaged
+    # config, the probe on its checkpoint, and one analysis command
+    from conftest import SHRINK, TINY
+
+    exe = str(venv / "bin" / "solo-qscore")
+    env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true", "OMP_NUM_THREADS": "1", "CI": "true"}
+    work = tmp_path / "user"
+    work.mkdir()
+    tiny = [*SHRINK["simclr"], *TINY, "data.train_subset=32", "data.val_subset=16", "+max_steps=2",
+            "augmentations.0.crop_size=16", "probe.max_iter=10", "output_dir=run"]
+    subprocess.run([exe, "pretrain", "--config-name", "simclr.yaml", "--qscore", *tiny], cwd=work, env=env,
+                   check=True, capture_output=True, text=True)
+    ckpt = work / "run" / "checkpoints" / "last.ckpt"
+    assert ckpt.is_file() and (work / "run" / "probe" / "probe.json").is_file()
+    subprocess.run([exe, "probe", str(ckpt), "--out", "probe2"], cwd=work, env=env, check=True,
+                   capture_output=True, text=True)
+    assert (work / "probe2" / "probe.json").is_file() and (work / "probe2" / "samples.csv").is_file()
+    subprocess.run([exe, "explain", str(ckpt), "--out", "explain", "--samples", "2", "--top-features", "2"],
+                   cwd=work, env=env, check=True, capture_output=True, text=True)
+    assert any((work / "explain").iterdir())
 
 
 def test_classifiers_are_valid_trove_classifiers():
