@@ -112,7 +112,7 @@ def test_cifar10_unavailable_offline(tmp_path: Path, offline_sockets):
     msg = str(info.value)
     assert isinstance(info.value, RuntimeError)
     assert "could not be found" in msg and "downloaded" in msg
-    assert "data.root=" in msg and "fashion_mnist" in msg and "trifeature" in msg
+    assert "data.train_path=" in msg and "fashion_mnist" in msg and "trifeature" in msg
 
 
 def test_cifar_fallback_warns_and_returns_fashion_mnist(tmp_path: Path, offline_sockets):
@@ -167,7 +167,7 @@ def test_imagefolder(tmp_path: Path):
     assert ds.num_classes == 3 and len(ds) == 6 and ds.targets.tolist() == [0, 0, 1, 1, 2, 2]
     img, label = ds[5]
     assert img.size == (24, 24) and img.mode == "RGB" and label == 2
-    with pytest.raises(DatasetUnavailableError, match="data.root="):
+    with pytest.raises(DatasetUnavailableError, match="data.train_path="):
         load_dataset("imagefolder", root=tmp_path / "missing")
 
 
