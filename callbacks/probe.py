@@ -24,9 +24,7 @@ from typing import Any, Optional
 from solo_qscore.adapters.lightning import CALLBACK_BASES, wandb_loggers
 from solo_qscore.callbacks.activation_statistics import extract_features, find_backbone
 from solo_qscore.core.collapse import normalized_embedding_std, rankme
-
-SCALARS = ("auroc", "auprc", "accuracy", "auroc_misclassified", "auprc_misclassified", "num_discriminative",
-           "mean_active", "q_mean")
+from solo_qscore.report.result import RUN_KEYS, SCALAR_KEYS, QScoreReport
 
 
 def autocast_dtype(trainer: Any, device: Any) -> Optional[Any]:
@@ -63,11 +61,11 @@ class QScoreProbeCallback(*CALLBACK_BASES):
         self.every_n_epochs, self.eps, self.band = every_n_epochs, eps, tuple(band)
         self.out_dir = Path(out_dir) if out_dir is not None else None
         self.report_kwargs = dict(report_kwargs or {})
-        self.last_report: Optional[dict[str, Any]] = None
+        self.last_report: Optional[QScoreReport] = None
         self.history: list[dict[str, Any]] = []
 
     def run_probe(self, trainer: Any, pl_module: Any,
-                  final: bool = True) -> Optional[dict[str, Any]]:
+                  final: bool = True) -> Optional[QScoreReport]:
         from solo_qscore.report.qscore_report import qscore_report
 
         backbone = find_backbone(pl_module)
@@ -78,19 +76,18 @@ class QScoreProbeCallback(*CALLBACK_BASES):
         if not final:  # the compression study (~90 probe fits) only at the end of training
             kwargs["compression_fractions"] = None
         report = qscore_report(train_h, train_y, val_h, val_y, eps=self.eps, band=self.band, **kwargs)
-        report["rankme"] = rankme(val_h)
-        report["embedding_std"] = normalized_embedding_std(val_h)
-        report["epoch"] = trainer.current_epoch
-        report["global_step"] = trainer.global_step
+        report.rankme = rankme(val_h)
+        report.embedding_std = normalized_embedding_std(val_h)
+        report.epoch = trainer.current_epoch
+        report.global_step = trainer.global_step
         if trainer.global_rank != 0:
             return None
         self.last_report = report
-        self.history.append({k: report.get(k) for k in (*SCALARS, "rankme", "embedding_std", "epoch", "global_step")})
+        self.history.append({k: report.get(k) for k in SCALAR_KEYS + RUN_KEYS})
         return report
 
-    def _log(self, trainer: Any, report: dict[str, Any], final: bool) -> None:
-        scalars = {f"probe/{k}": float(report[k]) for k in (*SCALARS, "rankme", "embedding_std")
-                   if isinstance(report.get(k), (int, float))}
+    def _log(self, trainer: Any, report: QScoreReport, final: bool) -> None:
+        scalars = {f"probe/{k}": float(v) for k, v in report.scalars().items()}
         # at the end of training a wandb logger gets the scalars in the same ``log`` call as the
         # curves and figures: one history row, each key once per step
         full = wandb_loggers(trainer) if final else []
@@ -123,8 +120,8 @@ class QScoreProbeCallback(*CALLBACK_BASES):
             import wandb
 
             run = logger.experiment
-            metadata = {k: report[k] for k in (*SCALARS, "eps", "epoch", "global_step")
-                        if isinstance(report.get(k), (int, float))}
+            metadata = {**report.scalars(), "eps": report.eps, "epoch": report.epoch,
+                        "global_step": report.global_step}
             artifact = wandb.Artifact(f"qscore-report-{run.id}", type="qscore-report",
                                       description="solo-qscore probe report", metadata=metadata)
             artifact.add_dir(str(self.out_dir))

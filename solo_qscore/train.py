@@ -192,7 +192,7 @@ def pretrain(cfg: DictConfig, init_from: Optional[str] = None, resume: Optional[
         "probe_dir": str(output_dir / "probe"),
         "global_step": trainer.global_step,
         "num_discriminative": int(model.qscore_discriminative.sum()),
-        "probe": {k: probe.get(k) for k in ("auroc", "auprc", "accuracy", "num_discriminative")} if probe else None,
+        "probe": probe.summary() if probe else None,
         "dataset": cfg.data.dataset_used,
     }
     if cfg.wandb.get("enabled", False):

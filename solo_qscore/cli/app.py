@@ -115,8 +115,7 @@ def cmd_probe(args: argparse.Namespace) -> int:
         split_kwargs["samples"] = sample_table(report, train_h, train_y, eps=q["eps"], split="train")
     images = train_loader.dataset if getattr(args, "split", "val") == "train" else val_loader.dataset
     path = write_report(report, out, images=images, **split_kwargs)
-    print(json.dumps({k: report.get(k) for k in ("auroc", "auprc", "accuracy", "num_features",
-                                                  "num_discriminative", "note")}, indent=2))
+    print(json.dumps(report.summary(), indent=2))
     print(f"report: {path}")
     return 0
 

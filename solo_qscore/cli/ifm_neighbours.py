@@ -58,6 +58,7 @@ def _embed(model, x, space: str):
     return F.normalize(model.projector(h) if space == "projection" else h, dim=-1)
 
 
+# long: one pipeline (load data, embed, perturb, retrieve, collect images) sharing its tensors; kept in reading order
 def ifm_neighbours(
     model, cfg: dict, anchors: int = 6, eps=DEFAULT_EPS, seed: int = 0, space: str = "projection",
     renormalize: bool = False, batch_size: int = 256,

@@ -122,6 +122,7 @@ def _projections(backbone, projector, loader, device, seed: int):
     return torch.cat(z1), torch.cat(z2)
 
 
+# long: one loop over checkpoints (load, embed, held-out InfoNCE, readouts) then the correlations; kept in reading order
 def evaluate_checkpoints(
     paths: Sequence[str], overrides: Sequence[str] = (), temperature: float = 0.5, batch_size: int = 256,
     seed: int = 0, trusted: bool = False,

@@ -109,6 +109,7 @@ def miou_figure(picks, display: dict, heat, masks, iou, index, labels, names, su
     return fig
 
 
+# long: a command's script (load, probe, Grad-CAM per image, IoU, write); each step uses the previous ones' locals
 def cmd_miou(args: argparse.Namespace) -> int:
     import numpy as np
     import torch

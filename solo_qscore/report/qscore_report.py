@@ -64,9 +64,18 @@ from solo_qscore.core.qscore import q_score
 from solo_qscore.core.statistics import ActivationStatistics
 from solo_qscore.plotting.figures import atomic_file
 from solo_qscore.probe.linear import LinearProbe, feature_mean_std, fit_linear_probe, probe_correctness
+from solo_qscore.report.result import (
+    SAMPLES_FILE,
+    QScoreReport,
+    ReportArrays,
+    report_json,
+    report_scalars,
+    to_jsonable,
+)
 
 __all__ = [
     "DEFAULT_COMPRESSION_FRACTIONS",
+    "QScoreReport",
     "SAMPLE_COLUMNS",
     "associations_figure",
     "band_window_mask",
@@ -94,7 +103,6 @@ PNG_NAMES: tuple[str, ...] = (
     "q_histogram",
     "associations",
 )
-SAMPLES_FILE = "samples.csv"
 EXTREMES_PNG = "q_extremes"  # written only when the images of the samples are given
 SAMPLE_COLUMNS: tuple[str, ...] = ("index", "label", "prediction", "correct", "confidence", "q", "num_active")
 
@@ -250,20 +258,7 @@ def _compression_study(
     # probe_kwargs says otherwise), largest variance first. The probe on the top-k projections is
     # then fitted without re-standardising, so k = r is a rotation of the full problem (the L2
     # penalty is rotation invariant) and gives the full probe's accuracy.
-    standardize = bool(probe_kwargs.get("standardize", True))
-    if standardize:
-        mean, scale = feature_mean_std(train_x)
-    else:
-        mean, scale = feature_mean_std(train_x)[0], torch.ones(r, device=train_x.device)
-    mean64, scale64 = mean.double(), scale.double()
-    cov = torch.zeros(r, r, dtype=torch.float64, device=train_x.device)
-    for start in range(0, train_x.shape[0], 16384):
-        chunk = (train_x[start : start + 16384].double() - mean64) / scale64
-        cov += chunk.t() @ chunk
-    _, eigvecs = torch.linalg.eigh(cov / max(train_x.shape[0], 1))
-    basis = eigvecs.flip(1).to(train_x.dtype)
-    train_pc = ((train_x - mean) / scale) @ basis
-    val_pc = ((val_x - mean) / scale) @ basis
+    train_pc, val_pc = _principal_components(train_x, val_x, bool(probe_kwargs.get("standardize", True)))
     pca_kwargs = {**probe_kwargs, "standardize": False}
 
     out: dict[str, Any] = {
@@ -295,6 +290,24 @@ def _compression_study(
         band_rule="window of k consecutive ranks of A centred on the discriminative band",
     )
     return out
+
+
+def _principal_components(train_x: Tensor, val_x: Tensor, standardize: bool) -> tuple[Tensor, Tensor]:
+    """Train and validation features projected on the principal axes of the train features (largest
+    variance first), after standardising them (or only centring them without ``standardize``)."""
+    r = train_x.shape[1]
+    if standardize:
+        mean, scale = feature_mean_std(train_x)
+    else:
+        mean, scale = feature_mean_std(train_x)[0], torch.ones(r, device=train_x.device)
+    mean64, scale64 = mean.double(), scale.double()
+    cov = torch.zeros(r, r, dtype=torch.float64, device=train_x.device)
+    for start in range(0, train_x.shape[0], 16384):
+        chunk = (train_x[start : start + 16384].double() - mean64) / scale64
+        cov += chunk.t() @ chunk
+    _, eigvecs = torch.linalg.eigh(cov / max(train_x.shape[0], 1))
+    basis = eigvecs.flip(1).to(train_x.dtype)
+    return ((train_x - mean) / scale) @ basis, ((val_x - mean) / scale) @ basis
 
 
 # ------------------------------------------------------------------------------------------ heat map
@@ -471,7 +484,7 @@ def qscore_report(
     associations_max_features: int = 12,
     associations_top_k: int = 5,
     associations_min_support: int = 5,
-) -> dict[str, Any]:
+) -> QScoreReport:
     r"""Compute the Q-Score report of frozen representations (see the module docstring).
 
     ``D`` and ``A`` come from the train set, ``Q`` and the probe outcome from the validation set.
@@ -504,21 +517,107 @@ def qscore_report(
             :func:`~solo_qscore.analysis.associations.association_table`).
 
     Returns:
-        A dict of JSON-ready values (metrics may be ``None`` when undefined, then ``note`` says why),
-        plus ``arrays`` (dropped by :func:`write_report`'s JSON): numpy arrays for the figures, the
-        per-sample table of the validation set (``arrays["samples"]``, see :func:`sample_table`;
-        also ``q``, ``correct``, ``val_y``, ``preds`` and ``confidence``), ``discriminative`` (``D``)
-        and the fitted probe (``arrays["probe"]``, a :class:`~solo_qscore.probe.linear.LinearProbe` whose
-        ``predict_proba`` gives the full class probabilities).
+        A :class:`~solo_qscore.report.result.QScoreReport`: JSON-ready fields (metrics may be ``None``
+        when undefined, then ``note`` says why; :meth:`~solo_qscore.report.result.QScoreReport.to_json`),
+        plus ``arrays`` (:class:`~solo_qscore.report.result.ReportArrays`, not in the JSON): numpy arrays
+        for the figures, the per-sample table of the validation set (``arrays.samples``, see
+        :func:`sample_table`; also ``q``, ``correct``, ``val_y``, ``preds`` and ``confidence``),
+        ``discriminative`` (``D``) and the fitted probe (``arrays.probe``, a
+        :class:`~solo_qscore.probe.linear.LinearProbe` whose ``predict_proba`` gives the full class
+        probabilities). It also reads like the dict it used to be (``report["auroc"]``,
+        ``report["arrays"]["q"]``).
 
     Raises:
         ValueError: NaN/Inf in the representations, empty sets, or inconsistent shapes.
     """
-    _check_inputs(train_h, train_y, "train")
     r = train_h.shape[1]
-    _check_inputs(val_h, val_y, "val", num_features=r)
+    train_y, val_y, num_classes, class_names = _checked_inputs(train_h, train_y, val_h, val_y, num_classes,
+                                                               class_names)
     probe_kwargs = dict(probe_kwargs or {})
     notes: list[str] = []
+    # 1. activation frequencies and the discriminative set, on the train set
+    A, mean_active, D = _activation_band(train_h, eps, band, batch_size, notes)
+    n_d = int(D.sum())
+    # 2. the probe: which validation samples are classified correctly; 4. compression study
+    result, compression = _fit_probes(
+        train_h, train_y, val_h, val_y, A, D, num_classes, probe_kwargs,
+        compression_fractions, num_random_seeds, compression_max_train,
+    )
+    correct = result.correct.cpu()
+    val_y_cpu = val_y.cpu()
+    n_val, n_correct = int(correct.numel()), int(correct.sum())
+    _single_class_notes(train_y, val_y_cpu, notes)
+    # 3. Q-Score of the validation samples and how well it separates correct from misclassified
+    q = q_score(val_h, D.to(val_h.device), eps=eps).double().cpu()
+    view, mirror = _separation(q, correct, n_d, notes)
+    confidence = result.probs.cpu().max(dim=1).values.double()
+    # 5. class-feature associations of the discriminative features, on the train set like A and D
+    assoc = feature_class_associations(train_h, train_y, D.to(train_h.device), eps=eps, num_classes=num_classes)
+    associations = association_summary(assoc, class_names=class_names, max_features=associations_max_features,
+                                       top_k=associations_top_k, min_support=associations_min_support)
+    associations["population"] = "train"
+    # 6. the per-sample table of the validation set
+    preds = result.preds.cpu().numpy()
+    samples = _sample_columns(
+        "val", np.arange(n_val), val_y_cpu.numpy(), preds, confidence.numpy(), q.numpy(),
+        _num_active(val_h, eps, int(batch_size)),
+    )
+    accuracy = result.accuracy
+    return QScoreReport(
+        auroc=view["auroc"] if view else None,
+        auprc=view["auprc"] if view else None,
+        accuracy=accuracy,
+        base_rate=accuracy,
+        auroc_misclassified=mirror["auroc"] if mirror else None,
+        auprc_misclassified=mirror["auprc"] if mirror else None,
+        base_rate_misclassified=1.0 - accuracy,
+        num_features=r,
+        num_discriminative=n_d,
+        band_ranks=list(band_ranks(r, float(band[0]), float(band[1]))),
+        eps=float(eps),
+        band=[float(band[0]), float(band[1])],
+        num_train=int(train_h.shape[0]),
+        num_val=n_val,
+        num_correct=n_correct,
+        num_misclassified=n_val - n_correct,
+        num_classes=int(num_classes),
+        mean_active=float(mean_active),
+        **_q_and_confidence_stats(q, confidence, correct),
+        probe={
+            "num_iterations": result.probe.num_iterations,
+            "final_loss": result.probe.final_loss,
+            **{k: v for k, v in probe_kwargs.items() if isinstance(v, (int, float, bool, str))},
+        },
+        note="; ".join(notes) if notes else None,
+        curves=_subsampled_curves(view, mirror, max_curve_points),
+        compression=compression,
+        class_names=class_names,
+        associations=associations,
+        arrays=ReportArrays(
+            A=A.double().cpu().numpy(),
+            discriminative=D.cpu().numpy(),
+            q=q.numpy(),
+            correct=correct.numpy(),
+            val_y=val_y_cpu.numpy(),
+            preds=preds,
+            confidence=confidence.numpy(),
+            samples=samples,
+            probe=result.probe,
+            binary_correct=view,
+            binary_misclassified=mirror,
+            heatmap=_heatmap_arrays(val_h.cpu(), val_y_cpu, correct, D.cpu(), num_classes, heatmap_max_classes),
+            associations=assoc,
+        ),
+    )
+
+
+def _checked_inputs(
+    train_h: Tensor, train_y: Tensor, val_h: Tensor, val_y: Tensor, num_classes: int | None,
+    class_names: Sequence[str] | None,
+) -> tuple[Tensor, Tensor, int, list[str] | None]:
+    """Checked inputs of :func:`qscore_report`: long labels, the number of classes, the class names."""
+    _check_inputs(train_h, train_y, "train")
+    _check_inputs(val_h, val_y, "val", num_features=train_h.shape[1])
     train_y = train_y.long().to(train_h.device)
     val_y = val_y.long().to(val_h.device)
     if num_classes is None:
@@ -527,30 +626,47 @@ def qscore_report(
         class_names = [str(name) for name in class_names]
         if len(class_names) < num_classes:
             raise ValueError(f"class_names has {len(class_names)} names but there are {num_classes} classes")
+    return train_y, val_y, num_classes, class_names
 
-    # 1. activation frequencies and the discriminative set, on the train set
+
+def _activation_band(
+    train_h: Tensor, eps: float, band: tuple[float, float], batch_size: int, notes: list[str]
+) -> tuple[Tensor, float, Tensor]:
+    """``A``, the mean ``|L_i|`` and ``D`` of the train set (step 1 of :func:`qscore_report`)."""
+    r = train_h.shape[1]
     # the report is computed where the features are: never wait for other processes
     stats = ActivationStatistics(r, eps=eps, sync_on_compute=False).to(train_h.device)
     for start in range(0, train_h.shape[0], int(batch_size)):
         stats.update(train_h[start : start + int(batch_size)])
     A = stats.compute()
-    mean_active = stats.mean_active
     D = discriminative_mask(A, float(band[0]), float(band[1]))
-    n_d = int(D.sum())
-    band_edges = band_ranks(r, float(band[0]), float(band[1]))
-    if not n_d:
+    if not int(D.sum()):
         notes.append(
             f"the band [{band[0]:g}, {band[1]:g}) selects no feature of r = {r}: D is empty, so Q = 0 for "
             "every sample and AUROC = 0.5 (AUPRC = base rate) by construction"
         )
+    return A, stats.mean_active, D
 
-    # 2. the probe: which validation samples are classified correctly
+
+def _fit_probes(
+    train_h: Tensor,
+    train_y: Tensor,
+    val_h: Tensor,
+    val_y: Tensor,
+    A: Tensor,
+    D: Tensor,
+    num_classes: int,
+    probe_kwargs: Mapping[str, Any],
+    compression_fractions: Sequence[float] | None,
+    num_random_seeds: int,
+    compression_max_train: int | None,
+) -> tuple[Any, dict[str, Any] | None]:
+    """The report's probe (steps 2) and the compression study (step 4), under one progress bar."""
     # one bar over all probe fits (this one and the compression study's), drawn only if they are slow
     fits = progress(total=1, desc="linear probe fits", unit="fit")
     try:
         result = probe_correctness(train_h, train_y, val_h, val_y, num_classes=num_classes, **probe_kwargs)
         fits.update(1)
-        # 4. compression study (paper Fig. 2, A.5, A.7), here so that one bar covers all the fits
         compression = None
         if compression_fractions:
             compression = _compression_study(
@@ -570,156 +686,80 @@ def qscore_report(
             )
     finally:
         fits.close()
-    correct = result.correct.cpu()
-    val_y_cpu = val_y.cpu()
-    accuracy = result.accuracy
-    n_val = int(correct.numel())
-    n_correct = int(correct.sum())
-    if int(torch.unique(val_y_cpu).numel()) == 1:
-        notes.append(f"the validation set has a single class ({int(val_y_cpu[0])})")
+    return result, compression
+
+
+def _single_class_notes(train_y: Tensor, val_y: Tensor, notes: list[str]) -> None:
+    if int(torch.unique(val_y).numel()) == 1:
+        notes.append(f"the validation set has a single class ({int(val_y[0])})")
     if int(torch.unique(train_y).numel()) == 1:
         notes.append(
             f"the train set has a single class ({int(train_y[0])}): the probe predicts it everywhere"
         )
 
-    # 3. Q-Score of the validation samples and how well it separates correct from misclassified
-    q = q_score(val_h, D.to(val_h.device), eps=eps).double().cpu()
-    defined = 0 < n_correct < n_val
-    if defined:
-        view = _binary_view(q, correct)
-        mirror = _binary_view(-q, ~correct)
-        if n_d and float(q.max()) == float(q.min()):
-            notes.append(
-                "Q is constant over the validation set (no sample has a highly activating discriminative "
-                "feature): AUROC = 0.5 by construction"
-            )
-    else:
-        view = mirror = None
+
+def _separation(
+    q: Tensor, correct: Tensor, n_d: int, notes: list[str]
+) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    """The binary views of Q for "correct" and of -Q for "misclassified" (step 3); ``None`` when undefined."""
+    n_val, n_correct = int(correct.numel()), int(correct.sum())
+    if not 0 < n_correct < n_val:
         outcome = "correctly" if n_correct == n_val else "incorrectly"
         notes.append(
             f"the probe classified all {n_val} validation samples {outcome}: AUROC and AUPRC of Q are "
             "undefined (they need both correct and misclassified samples)"
         )
+        return None, None
+    if n_d and float(q.max()) == float(q.min()):
+        notes.append(
+            "Q is constant over the validation set (no sample has a highly activating discriminative "
+            "feature): AUROC = 0.5 by construction"
+        )
+    return _binary_view(q, correct), _binary_view(-q, ~correct)
 
-    probs = result.probs.cpu()
-    confidence = probs.max(dim=1).values.double()
 
-    def masked_mean(values: Tensor, mask: Tensor) -> float | None:
-        return float(values[mask].mean()) if bool(mask.any()) else None
+def _masked_mean(values: Tensor, mask: Tensor) -> float | None:
+    return float(values[mask].mean()) if bool(mask.any()) else None
 
+
+def _q_and_confidence_stats(q: Tensor, confidence: Tensor, correct: Tensor) -> dict[str, Any]:
+    """The report's ``q_*`` and ``confidence_*`` fields."""
     quantiles = torch.quantile(q, torch.tensor(Q_QUANTILES, dtype=torch.float64))
-    curves = None
-    if view is not None and mirror is not None:
-        pr_idx = _subsample(view["recall"].size, max_curve_points)
-        roc_idx = _subsample(view["fpr"].size, max_curve_points)
-        mpr_idx = _subsample(mirror["recall"].size, max_curve_points)
-        curves = {
-            "pr": {
-                "recall": view["recall"][pr_idx].tolist(),
-                "precision": view["precision"][pr_idx].tolist(),
-            },
-            "roc": {"fpr": view["fpr"][roc_idx].tolist(), "tpr": view["tpr"][roc_idx].tolist()},
-            "pr_misclassified": {
-                "recall": mirror["recall"][mpr_idx].tolist(),
-                "precision": mirror["precision"][mpr_idx].tolist(),
-            },
-        }
-
-    # 5. class-feature associations of the discriminative features, on the train set like A and D
-    assoc = feature_class_associations(train_h, train_y, D.to(train_h.device), eps=eps, num_classes=num_classes)
-    associations = association_summary(
-        assoc,
-        class_names=class_names,
-        max_features=associations_max_features,
-        top_k=associations_top_k,
-        min_support=associations_min_support,
-    )
-    associations["population"] = "train"
-
-    probe = result.probe
-    preds = result.preds.cpu().numpy()
-    samples = _sample_columns(
-        "val", np.arange(n_val), val_y_cpu.numpy(), preds, confidence.numpy(), q.numpy(),
-        _num_active(val_h, eps, int(batch_size)),
-    )
-    report: dict[str, Any] = {
-        "auroc": view["auroc"] if view else None,
-        "auprc": view["auprc"] if view else None,
-        "accuracy": accuracy,
-        "base_rate": accuracy,
-        "auroc_misclassified": mirror["auroc"] if mirror else None,
-        "auprc_misclassified": mirror["auprc"] if mirror else None,
-        "base_rate_misclassified": 1.0 - accuracy,
-        "num_features": r,
-        "num_discriminative": n_d,
-        "band_ranks": list(band_edges),
-        "eps": float(eps),
-        "band": [float(band[0]), float(band[1])],
-        "num_train": int(train_h.shape[0]),
-        "num_val": n_val,
-        "num_correct": n_correct,
-        "num_misclassified": n_val - n_correct,
-        "num_classes": int(num_classes),
-        "mean_active": float(mean_active),
+    return {
         "q_mean": float(q.mean()),
-        "q_mean_correct": masked_mean(q, correct),
-        "q_mean_misclassified": masked_mean(q, ~correct),
+        "q_mean_correct": _masked_mean(q, correct),
+        "q_mean_misclassified": _masked_mean(q, ~correct),
         "q_zero_fraction": float((q == 0).double().mean()),
         "q_quantiles": {f"{p:g}": float(v) for p, v in zip(Q_QUANTILES, quantiles.tolist())},
         "confidence_mean": float(confidence.mean()),
-        "confidence_mean_correct": masked_mean(confidence, correct),
-        "confidence_mean_misclassified": masked_mean(confidence, ~correct),
-        "probe": {
-            "num_iterations": probe.num_iterations,
-            "final_loss": probe.final_loss,
-            **{k: v for k, v in probe_kwargs.items() if isinstance(v, (int, float, bool, str))},
+        "confidence_mean_correct": _masked_mean(confidence, correct),
+        "confidence_mean_misclassified": _masked_mean(confidence, ~correct),
+    }
+
+
+def _subsampled_curves(
+    view: dict[str, Any] | None, mirror: dict[str, Any] | None, max_points: int
+) -> dict[str, Any] | None:
+    """The PR/ROC curves kept in ``probe.json``, at most ``max_points`` points each."""
+    if view is None or mirror is None:
+        return None
+    pr_idx = _subsample(view["recall"].size, max_points)
+    roc_idx = _subsample(view["fpr"].size, max_points)
+    mpr_idx = _subsample(mirror["recall"].size, max_points)
+    return {
+        "pr": {
+            "recall": view["recall"][pr_idx].tolist(),
+            "precision": view["precision"][pr_idx].tolist(),
         },
-        "note": "; ".join(notes) if notes else None,
-        "curves": curves,
-        "compression": compression,
-        "class_names": class_names,
-        "associations": associations,
-        "arrays": {
-            "A": A.double().cpu().numpy(),
-            "discriminative": D.cpu().numpy(),
-            "q": q.numpy(),
-            "correct": correct.numpy(),
-            "val_y": val_y_cpu.numpy(),
-            "preds": preds,
-            "confidence": confidence.numpy(),
-            "samples": samples,
-            "probe": probe,
-            "binary_correct": view,
-            "binary_misclassified": mirror,
-            "heatmap": _heatmap_arrays(
-                val_h.cpu(), val_y_cpu, correct, D.cpu(), num_classes, heatmap_max_classes
-            ),
-            "associations": assoc,
+        "roc": {"fpr": view["fpr"][roc_idx].tolist(), "tpr": view["tpr"][roc_idx].tolist()},
+        "pr_misclassified": {
+            "recall": mirror["recall"][mpr_idx].tolist(),
+            "precision": mirror["precision"][mpr_idx].tolist(),
         },
     }
-    return report
 
 
 # ------------------------------------------------------------------------------------------- writing
-def to_jsonable(value: Any) -> Any:
-    """Convert tensors, numpy values, tuples and non-finite floats (to ``None``) for strict JSON."""
-    if isinstance(value, Mapping):
-        return {str(k): to_jsonable(v) for k, v in value.items()}
-    if isinstance(value, Tensor):
-        value = value.detach().cpu().numpy()
-    if isinstance(value, np.ndarray):
-        return [to_jsonable(v) for v in value.tolist()]
-    if isinstance(value, (list, tuple)):
-        return [to_jsonable(v) for v in value]
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, Path):
-        return str(value)
-    return value
-
-
 def write_json_atomic(payload: Any, path: str | os.PathLike) -> Path:
     """Write ``payload`` as strict JSON to ``path`` via a temp file in the same directory and ``os.replace``.
 
@@ -1027,11 +1067,7 @@ def _write_report_files(report: Mapping[str, Any], out_dir: Path, plots: bool, i
 
     if samples is None:
         samples = (report.get("arrays") or {}).get("samples")
-    payload = to_jsonable({k: v for k, v in report.items() if k != "arrays"})
-    if samples is not None:
-        payload["samples"] = {"file": SAMPLES_FILE, "split": samples.get("split") or "val",
-                              "num_samples": int(np.asarray(samples["q"]).size)}
-    path = write_json_atomic(payload, out_dir / "probe.json")
+    path = write_json_atomic(report_json(report, samples), out_dir / "probe.json")
     if samples is not None:
         write_samples_csv(samples, out_dir / SAMPLES_FILE)
     if plots:
@@ -1049,22 +1085,6 @@ def _write_report_files(report: Mapping[str, Any], out_dir: Path, plots: bool, i
 
 
 # --------------------------------------------------------------------------------------------- wandb
-SCALAR_KEYS: tuple[str, ...] = (
-    "auroc",
-    "auprc",
-    "accuracy",
-    "base_rate",
-    "auroc_misclassified",
-    "auprc_misclassified",
-    "num_discriminative",
-    "mean_active",
-    "q_mean",
-    "q_mean_correct",
-    "q_mean_misclassified",
-    "confidence_mean",
-)
-
-
 def _fmt(value: Any) -> str:
     return f"{value:.3f}" if isinstance(value, (int, float)) else "n/a"
 
@@ -1102,94 +1122,22 @@ def log_report_to_wandb(
         run_or_logger, "experiment"
     )
     run = run_or_logger.experiment if is_logger else run_or_logger
-    payload: dict[str, Any] = {}
-    for key in SCALAR_KEYS:
-        value = report.get(key)
-        if isinstance(value, (int, float)) and not (isinstance(value, float) and not math.isfinite(value)):
-            payload[f"{prefix}/{key}"] = value
+    payload: dict[str, Any] = {f"{prefix}/{key}": value for key, value in report_scalars(report).items()}
     payload.update(metrics or {})
     for key, value in payload.items():
         run.summary[key] = value
     if report.get("note"):
         run.summary[f"{prefix}/note"] = report["note"]
 
-    arrays = report.get("arrays") or {}
-    view, mirror = arrays.get("binary_correct"), arrays.get("binary_misclassified")
-    curves = report.get("curves")
-    if view is not None or curves:
-        correct = f"Q, correct (AUPRC {_fmt(report.get('auprc'))})"
-        wrong = f"-Q, misclassified (AUPRC {_fmt(report.get('auprc_misclassified'))})"
-
-        def points(name: str, x: Any, y: Any) -> list[list[Any]]:  # at most 500 points, x ascending
-            x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
-            if x.size > 1 and x[0] > x[-1]:  # the PR curve comes with recall descending: reverse the path
-                x, y = x[::-1], y[::-1]
-            idx = _subsample(x.size, 500)
-            return [[name, float(a), float(b)] for a, b in zip(x[idx], y[idx])]
-
-        if view is not None:
-            pr_rows = points(correct, view["recall"], view["precision"])
-            if mirror is not None:
-                pr_rows += points(wrong, mirror["recall"], mirror["precision"])
-            roc_rows = points(correct, view["fpr"], view["tpr"])
-        else:
-            pr_rows = points(correct, curves["pr"]["recall"], curves["pr"]["precision"])
-            if curves.get("pr_misclassified"):
-                pr_rows += points(wrong, curves["pr_misclassified"]["recall"], curves["pr_misclassified"]["precision"])
-            roc_rows = points(correct, curves["roc"]["fpr"], curves["roc"]["tpr"])
-        # the ROC curve of -Q for misclassified is the same curve (AUROC(-Q, 1-c) = AUROC(Q, c))
-        for key, rows, (x, y), (x_title, y_title), title in (
-            ("pr_curve_chart", pr_rows, ("recall", "precision"), ("Recall", "Precision"),
-             f"Q-Score PR curve (AUPRC {_fmt(report.get('auprc'))})"),
-            ("roc_curve_chart", roc_rows, ("fpr", "tpr"), ("False positive rate", "True positive rate"),
-             f"Q-Score ROC curve (AUROC {_fmt(report.get('auroc'))})"),
-        ):
-            payload[f"{prefix}/{key}"] = wandb.plot_table(
-                "wandb/area-under-curve/v0",
-                wandb.Table(data=rows, columns=["class", x, y]),
-                {"x": x, "y": y, "class": "class"},
-                {"title": title, "x-axis-title": x_title, "y-axis-title": y_title},
-            )
-    compression = report.get("compression")
-    if compression:
-        methods = ("band", "random_mean", "lower_tail", "upper_tail", "pca")
-        rows = [
-            [method, int(k), compression[method][i]]
-            for method in methods
-            for i, k in enumerate(compression["sizes"])
-            if compression[method][i] is not None
-        ]
-        table = wandb.Table(data=rows, columns=["method", "num_features", "accuracy"])
-        payload[f"{prefix}/compression_table"] = table
-        payload[f"{prefix}/compression_chart"] = wandb.plot.line(
-            table, "num_features", "accuracy", stroke="method", title="Probe accuracy on feature subsets"
-        )
+    payload.update(_curve_panels(report, prefix))
+    payload.update(_compression_panels(report, prefix))
     associations = report.get("associations")
     if associations:
         if associations.get("mean_purity") is not None:
             for key in ("mean_purity", "mean_purity_shuffled"):
                 payload[f"{prefix}/associations_{key}"] = associations[key]
                 run.summary[f"{prefix}/associations_{key}"] = associations[key]
-        names = report.get("class_names")
-
-        def label(c: int) -> str:
-            return str(names[c]) if names is not None else str(c)
-
-        rows = [
-            [
-                row["feature"],
-                row["support"],
-                row["activation_frequency"],
-                label(row["top_class"]),
-                row["purity"],
-                ", ".join(f"{label(c)}: {100 * f:.1f}%" for c, f in zip(row["top_classes"], row["top_fractions"])),
-            ]
-            for row in associations.get("features") or []
-        ]
-        payload[f"{prefix}/associations_table"] = wandb.Table(
-            data=rows,
-            columns=["feature", "support", "activation_frequency_%", "top_class", "purity", "top_classes"],
-        )
+        payload[f"{prefix}/associations_table"] = _associations_table(report)
     for name, fig in report_figures(report).items():
         image = Image.open(io.BytesIO(figure_to_png_bytes(fig)))
         payload[f"{prefix}/{name}"] = wandb.Image(image, caption=name.replace("_", " "))
@@ -1202,3 +1150,98 @@ def log_report_to_wandb(
     else:
         run.log(payload)
     return payload
+
+
+def _curve_panels(report: Mapping[str, Any], prefix: str) -> dict[str, Any]:
+    """wandb's native PR and ROC panels of the report (see :func:`log_report_to_wandb`)."""
+    import wandb
+
+    arrays = report.get("arrays") or {}
+    view, mirror = arrays.get("binary_correct"), arrays.get("binary_misclassified")
+    curves = report.get("curves")
+    if view is None and not curves:
+        return {}
+    correct = f"Q, correct (AUPRC {_fmt(report.get('auprc'))})"
+    wrong = f"-Q, misclassified (AUPRC {_fmt(report.get('auprc_misclassified'))})"
+
+    def points(name: str, x: Any, y: Any) -> list[list[Any]]:  # at most 500 points, x ascending
+        x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+        if x.size > 1 and x[0] > x[-1]:  # the PR curve comes with recall descending: reverse the path
+            x, y = x[::-1], y[::-1]
+        idx = _subsample(x.size, 500)
+        return [[name, float(a), float(b)] for a, b in zip(x[idx], y[idx])]
+
+    if view is not None:
+        pr_rows = points(correct, view["recall"], view["precision"])
+        if mirror is not None:
+            pr_rows += points(wrong, mirror["recall"], mirror["precision"])
+        roc_rows = points(correct, view["fpr"], view["tpr"])
+    else:
+        pr_rows = points(correct, curves["pr"]["recall"], curves["pr"]["precision"])
+        if curves.get("pr_misclassified"):
+            pr_rows += points(wrong, curves["pr_misclassified"]["recall"], curves["pr_misclassified"]["precision"])
+        roc_rows = points(correct, curves["roc"]["fpr"], curves["roc"]["tpr"])
+    payload = {}
+    # the ROC curve of -Q for misclassified is the same curve (AUROC(-Q, 1-c) = AUROC(Q, c))
+    for key, rows, (x, y), (x_title, y_title), title in (
+        ("pr_curve_chart", pr_rows, ("recall", "precision"), ("Recall", "Precision"),
+         f"Q-Score PR curve (AUPRC {_fmt(report.get('auprc'))})"),
+        ("roc_curve_chart", roc_rows, ("fpr", "tpr"), ("False positive rate", "True positive rate"),
+         f"Q-Score ROC curve (AUROC {_fmt(report.get('auroc'))})"),
+    ):
+        payload[f"{prefix}/{key}"] = wandb.plot_table(
+            "wandb/area-under-curve/v0",
+            wandb.Table(data=rows, columns=["class", x, y]),
+            {"x": x, "y": y, "class": "class"},
+            {"title": title, "x-axis-title": x_title, "y-axis-title": y_title},
+        )
+    return payload
+
+
+def _compression_panels(report: Mapping[str, Any], prefix: str) -> dict[str, Any]:
+    """The compression study as a wandb table and line chart (none without the study)."""
+    import wandb
+
+    compression = report.get("compression")
+    if not compression:
+        return {}
+    methods = ("band", "random_mean", "lower_tail", "upper_tail", "pca")
+    rows = [
+        [method, int(k), compression[method][i]]
+        for method in methods
+        for i, k in enumerate(compression["sizes"])
+        if compression[method][i] is not None
+    ]
+    table = wandb.Table(data=rows, columns=["method", "num_features", "accuracy"])
+    return {
+        f"{prefix}/compression_table": table,
+        f"{prefix}/compression_chart": wandb.plot.line(
+            table, "num_features", "accuracy", stroke="method", title="Probe accuracy on feature subsets"
+        ),
+    }
+
+
+def _associations_table(report: Mapping[str, Any]) -> Any:
+    """The class-feature associations as a wandb table, one row per listed feature."""
+    import wandb
+
+    names = report.get("class_names")
+
+    def label(c: int) -> str:
+        return str(names[c]) if names is not None else str(c)
+
+    rows = [
+        [
+            row["feature"],
+            row["support"],
+            row["activation_frequency"],
+            label(row["top_class"]),
+            row["purity"],
+            ", ".join(f"{label(c)}: {100 * f:.1f}%" for c, f in zip(row["top_classes"], row["top_fractions"])),
+        ]
+        for row in report["associations"].get("features") or []
+    ]
+    return wandb.Table(
+        data=rows,
+        columns=["feature", "support", "activation_frequency_%", "top_class", "purity", "top_classes"],
+    )
