@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import gzip
+import os
 import socket
 import warnings
 from collections.abc import Iterator, Sequence
@@ -33,7 +34,9 @@ __all__ = [
 ]
 
 DATASET_NAMES = ("cifar10", "cifar100", "stl10", "imagefolder", "fashion_mnist", "mnist", "trifeature", "digits_grid")
-FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
+# Debian's dataset-fashion-mnist; SOLO_QSCORE_FASHION_MNIST points elsewhere (e.g. a copy that travels
+# with the working tree to a machine without the Debian package)
+FASHION_MNIST_DIR = Path(os.environ.get("SOLO_QSCORE_FASHION_MNIST", "/usr/share/datasets/fashion-mnist"))
 #: Per-socket-operation timeout (seconds) while torchvision tries to download a dataset.
 DOWNLOAD_TIMEOUT = 30.0
 
