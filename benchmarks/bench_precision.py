@@ -52,7 +52,9 @@ def make_model(cfg, seed: int, channels_last: bool):
     model = model.to(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
     model.no_channel_last = not channels_last  # solo converts the inputs in forward unless disabled
     model.log = model.log_dict = lambda *a, **k: None
-    optimizer = model.configure_optimizers()[0][0]
+    optimizer = model.configure_optimizers()  # solo returns the optimizer alone when there is no scheduler
+    if isinstance(optimizer, (list, tuple)):
+        optimizer = optimizer[0][0] if isinstance(optimizer[0], (list, tuple)) else optimizer[0]
     return model, optimizer
 
 
