@@ -154,8 +154,9 @@ def pretrain(cfg: DictConfig, init_from: Optional[str] = None, resume: Optional[
     for path, flag in ((init_from, "--from"), (resume, "--resume")):
         if path is not None and not Path(path).is_file():
             raise ConfigError(f"{flag} {path}: no such checkpoint file")
-    if init_from is not None:  # refuse a bad or unsafe file before anything is written
-        read_checkpoint(init_from, trusted=trust_checkpoint)
+    init_checkpoint = None
+    if init_from is not None:  # refuse a bad or unsafe file before anything is written (read once)
+        init_checkpoint = read_checkpoint(init_from, trusted=trust_checkpoint)
     source = to_container(cfg)  # before parse_cfg scales the lr: what a further-training run starts from
     for change in adapt_to_machine(cfg):
         warnings.warn(f"solo-qscore: {change}", UserWarning, stacklevel=2)
@@ -168,7 +169,7 @@ def pretrain(cfg: DictConfig, init_from: Optional[str] = None, resume: Optional[
     model = build_model(cfg)
     model.source_config = source
     if init_from is not None:
-        load_weights_into(model, init_from, trusted=trust_checkpoint)
+        load_weights_into(model, init_from, checkpoint=init_checkpoint)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         _, val_loader = make_eval_loaders(eval_data_config(cfg, batch_size=int(cfg.optimizer.batch_size)))

@@ -550,9 +550,11 @@ def source_config(checkpoint: dict, path: str | Path = "checkpoint") -> DictConf
     return with_plugin_defaults(cfg)
 
 
-def load_weights_into(model: torch.nn.Module, path: str | Path, trusted: bool = False) -> None:
-    """Load a checkpoint's weights (and discriminative set) into ``model`` for further training."""
-    state = read_checkpoint(path, trusted=trusted)["state_dict"]
+def load_weights_into(model: torch.nn.Module, path: str | Path, trusted: bool = False,
+                      checkpoint: Optional[dict] = None) -> None:
+    """Load a checkpoint's weights (and discriminative set) into ``model`` for further training
+    (``checkpoint``: the file already read by :func:`read_checkpoint`, so it is not read twice)."""
+    state = (checkpoint if checkpoint is not None else read_checkpoint(path, trusted=trusted))["state_dict"]
     model_state = model.state_dict()
     mismatched = [k for k, v in state.items() if k in model_state and model_state[k].shape != v.shape]
     missing = [k for k in model_state if k not in state and k != "qscore_discriminative"]
