@@ -76,6 +76,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--loss-steps", type=int, default=0, help="also compare N training steps' losses + probe")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--curves", default=None, help="with --loss-steps: save both loss curves as this PNG")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -120,17 +121,43 @@ def compare_training(cfg, args) -> None:
     torch.manual_seed(args.seed)
     batches = [b for _, b in zip(range(args.loss_steps), make_pretrain_loader(cfg))]
     train_loader, val_loader = make_eval_loaders(eval_data_config(cfg, batch_size=256))
+    curves = {}
     for name in ("fp32", "bf16+cl"):
         dtype, cl = VARIANTS[name]
         model, optimizer = make_model(cfg, args.seed, cl)
         losses = [train_step(model, optimizer, b, dtype) for b in batches]
+        curves[name] = losses
         k = max(1, len(losses) // 10)
         th, ty = extract_features(model.backbone, train_loader, torch.device("cpu"), autocast_dtype=dtype)
         vh, vy = extract_features(model.backbone, val_loader, torch.device("cpu"), autocast_dtype=dtype)
         report = qscore_report(th, ty, vh, vy, eps=2.0, compression_fractions=None)
         first, last = statistics.mean(losses[:k]), statistics.mean(losses[-k:])
         print(f"{name:8s} loss first {k}: {first:.4f}  last {k}: {last:.4f}"
-              f"  probe accuracy {report['accuracy']:.4f}  AUROC(Q) {report['auroc']}")
+              f"  probe accuracy {report['accuracy']:.4f}  AUROC(Q) {report['auroc']}", flush=True)
+    gap = [abs(a - b) for a, b in zip(curves["fp32"], curves["bf16+cl"])]
+    print(f"|loss fp32 - loss bf16+cl| per step: median {statistics.median(gap):.4f}, max {max(gap):.4f}")
+    if args.curves:
+        plot_curves(curves, args.curves)
+
+
+def plot_curves(curves: dict, path: str) -> None:
+    """The loss of each step in both precisions, same initial model and batches (one figure)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 3.6))
+    for name, losses in curves.items():
+        ax.plot(range(1, len(losses) + 1), losses, lw=1.2, label=name)
+    ax.set_xlabel("training step (batch 64 x 2 crops)")
+    ax.set_ylabel("SimCLR loss")
+    ax.set_title("Same model and batches: float32 vs bf16 autocast + channels_last", fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    print("saved", path)
 
 
 if __name__ == "__main__":

@@ -63,6 +63,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--trend-every", type=int, default=0,
                    help="also keep a checkpoint every K epochs and report Q against training length "
                         "(table, trend plot); 0 = final checkpoint only")
+    p.add_argument("--precision", default="bf16-mixed",
+                   help="Lightning precision of pre-training (bf16-mixed: AMX-BF16 CPUs; 32-true as before)")
+    p.add_argument("--seed", type=int, default=0, help="pre-training seed (runs of seed > 0 get their own folder)")
+    p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the 95%% intervals")
     p.add_argument("--retrain", action="store_true", help="ignore an existing checkpoint")
     p.add_argument("--run-prefix", default="runs/bench_qscore_")
     p.add_argument("--png-prefix", default="benchmarks/qscore_predicts")
@@ -81,29 +85,45 @@ def sizes_for(scale: float, epochs: int | None = None, trend_every: int = 0) -> 
 
 
 def overrides_for(method: str, args: argparse.Namespace, sz: dict) -> list[str]:
-    """Overrides (Hydra syntax) of solo-learn main's cifar config of ``method``: CPU, float32."""
-    return [
+    """Overrides (Hydra syntax) of solo-learn main's cifar config of ``method``: CPU, ``args.precision``."""
+    run = f"{args.run_prefix}{method}" + (f"_seed{args.seed}" if args.seed else "")
+    return [f"++seed={args.seed}", f"precision={args.precision}",
         f"data.train_subset={sz['train_subset']}", f"data.val_subset={sz['val_subset']}",
         "optimizer.batch_size=128", f"data.num_workers={args.num_workers}",
-        f"max_epochs={sz['epochs']}", "accelerator=cpu", "devices=1", "strategy=auto", "precision=32-true",
+        f"max_epochs={sz['epochs']}", "accelerator=cpu", "devices=1", "strategy=auto",
         "sync_batchnorm=false", "+enable_progress_bar=false", "+enable_model_summary=false",
         "++scheduler.warmup_epochs=0", "wandb.enabled=false", "qscore.enabled=false",
-        "probe.every_n_epochs=0", f"output_dir={args.run_prefix}{method}", f"name=bench-qscore-{method}",
+        "probe.every_n_epochs=0", f"output_dir={run}", f"name=bench-qscore-{method}",
     ]
 
 
-def binary_scores(score, correct) -> dict:
+def binary_scores(score, correct, bootstrap: int = 0, seed: int = 0) -> dict:
+    """AUROC/AUPRC of ``score`` against ``correct``, with percentile-bootstrap 95 % intervals.
+
+    The intervals resample the validation samples (``bootstrap`` times, with replacement) for a fixed
+    encoder and probe: they say how far the figure could move on another draw of test images, not
+    across pre-training seeds (the seed runs say that).
+    """
     import torch
     from torchmetrics.functional.classification import binary_auroc, binary_average_precision, binary_roc
 
     s = torch.as_tensor(score, dtype=torch.float64)
     c = torch.as_tensor(correct).long()
     fpr, tpr, _ = binary_roc(s, c)
-    return {
+    out = {
         "auroc": float(binary_auroc(s, c)),
         "auprc": float(binary_average_precision(s, c)),
         "fpr": fpr.numpy(), "tpr": tpr.numpy(),
     }
+    if bootstrap:
+        g = torch.Generator().manual_seed(seed)
+        idx = torch.randint(0, s.numel(), (bootstrap, s.numel()), generator=g)
+        draws = [(float(binary_auroc(s[i], c[i])), float(binary_average_precision(s[i], c[i])))
+                 for i in idx if 0 < int(c[i].sum()) < i.numel()]  # one resample per item, not per sample
+        d = torch.tensor(draws, dtype=torch.float64)
+        lo, hi = torch.quantile(d, torch.tensor([0.025, 0.975], dtype=torch.float64), dim=0)
+        out["auroc_ci"], out["auprc_ci"] = [float(lo[0]), float(hi[0])], [float(lo[1]), float(hi[1])]
+    return out
 
 
 def analyse(method: str, ckpt: str, args: argparse.Namespace, compression: bool = True) -> dict:
@@ -154,7 +174,7 @@ def analyse(method: str, ckpt: str, args: argparse.Namespace, compression: bool 
         metrics = {}
         if 0 < int(correct.sum()) < correct.numel():
             for name, s in scores.items():
-                metrics[name] = binary_scores(s, correct)
+                metrics[name] = binary_scores(s, correct, bootstrap=args.bootstrap)
         out["per_eps"].append({
             "eps": eps,
             "mean_active_train": rep["mean_active"],
@@ -164,7 +184,8 @@ def analyse(method: str, ckpt: str, args: argparse.Namespace, compression: bool 
             "q_zero_fraction": rep["q_zero_fraction"],
             "auroc_Q_report": rep["auroc"], "auprc_Q_report": rep["auprc"],
             "note": rep["note"],
-            "metrics": {k: {"auroc": v["auroc"], "auprc": v["auprc"]} for k, v in metrics.items()},
+            "metrics": {k: {m: v[m] for m in ("auroc", "auprc", "auroc_ci", "auprc_ci") if m in v}
+                        for k, v in metrics.items()},
             "roc": {k: {"fpr": v["fpr"].tolist(), "tpr": v["tpr"].tolist()} for k, v in metrics.items()},
             "compression": rep["compression"],
             "seconds": time.time() - t1,
@@ -245,6 +266,12 @@ def fmt(v, pct: bool = True) -> str:
     return f"{100 * v:.2f}" if pct else f"{v:.3f}"
 
 
+def with_ci(m: dict, key: str) -> str:
+    """``62.65 [60.1, 65.2]``: the figure and its bootstrap 95 % interval, when there is one."""
+    ci = m.get(f"{key}_ci")
+    return fmt(m[key]) + (f" [{fmt(ci[0])}, {fmt(ci[1])}]" if ci else "")
+
+
 def print_tables(results: list[dict]) -> str:
     lines = ["| method | ε | mean\\|L_i\\| (train / val) | #D | Q≡0 frac | accuracy = base rate | AUROC / AUPRC of Q | "
              "max-softmax (supervised ref.) | ‖h‖ | top-feature z-score |",
@@ -254,7 +281,7 @@ def print_tables(results: list[dict]) -> str:
             m = e["metrics"]
 
             def pair(name, m=m):
-                return f"{fmt(m[name]['auroc'])} / {fmt(m[name]['auprc'])}" if name in m else "n/a"
+                return f"{with_ci(m[name], 'auroc')} / {with_ci(m[name], 'auprc')}" if name in m else "n/a"
             lines.append(
                 f"| {res['method']} | {e['eps']:g} | {e['mean_active_train']:.3f} / {e['mean_active_val']:.3f} | "
                 f"{e['num_discriminative']} | {e['q_zero_fraction']:.3f} | {fmt(e['accuracy'])} | {pair('Q')} | "
@@ -363,7 +390,7 @@ def main(argv=None) -> int:
     from solo_qscore.config import compose
     from solo_qscore.train import pretrain
 
-    sz = sizes_for(args.scale, args.epochs, args.trend_every)
+    sz = {**sizes_for(args.scale, args.epochs, args.trend_every), "precision": args.precision, "seed": args.seed}
     print(f"scale {args.scale}: {sz}, threads {args.threads}, methods {args.methods}, eps {args.eps}", flush=True)
     t_start = time.time()
     results = []

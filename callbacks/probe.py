@@ -83,7 +83,7 @@ class QScoreProbeCallback(*CALLBACK_BASES):
         if trainer.global_rank != 0:
             return None
         self.last_report = report
-        self.history.append({k: report.get(k) for k in SCALAR_KEYS + RUN_KEYS})
+        self.history.append({k: getattr(report, k) for k in SCALAR_KEYS + RUN_KEYS})
         return report
 
     def _log(self, trainer: Any, report: QScoreReport, final: bool) -> None:

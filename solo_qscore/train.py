@@ -193,7 +193,7 @@ def pretrain(cfg: DictConfig, init_from: Optional[str] = None, resume: Optional[
         "probe_dir": str(output_dir / "probe"),
         "global_step": trainer.global_step,
         "num_discriminative": int(model.qscore_discriminative.sum()),
-        "probe": probe.summary() if probe else None,
+        "probe": probe.summary() if probe is not None else None,
         "dataset": cfg.data.dataset_used,
     }
     if cfg.wandb.get("enabled", False):

@@ -91,3 +91,17 @@ def tiny_pretrain(output_dir: Path, method: str = "simclr", *overrides: str, **k
 
     cfg = tiny_config(method, f"output_dir={output_dir}", "probe.max_iter=20", *overrides)
     return pretrain(cfg, **kwargs)
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory) -> Path:
+    """``solo_qscore.train.pretrain``: SimCLR ResNet-18, one step on 32 Fashion-MNIST images at 16 px, with an
+    extra callback (``helpers.runs._StepCounter``) that counts the steps it sees."""
+    from helpers.runs import _StepCounter
+
+    out = tmp_path_factory.mktemp("rf_run")
+    summary = tiny_pretrain(out, "simclr", "data.fallback=null", "optimizer.batch_size=16", "data.train_subset=32",
+                            "data.val_subset=24", "+max_steps=1", "probe.max_iter=20",
+                            "method_kwargs.proj_hidden_dim=32", "method_kwargs.proj_output_dim=16",
+                            extra_callbacks=[_StepCounter()])
+    return Path(summary["checkpoint"])

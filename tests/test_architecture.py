@@ -1,4 +1,5 @@
-"""The layers of docs/ARCHITECTURE.md: a module may import only its own layer and the layers below it."""
+"""The layers of docs/ARCHITECTURE.md (a module imports only its own layer and the layers below it), and
+tests that mirror the package (every source module has its test module, or a concept test named with a reason)."""
 
 from __future__ import annotations
 
@@ -93,3 +94,66 @@ def test_the_layer_test_fails_on_a_violation(tmp_path):
     bad.write_text("from solo_qscore.cli.app import main\n")
     names = [n for n in imports(bad) if n.startswith("solo_qscore")]
     assert any(layer_of(n) > layer_of("solo_qscore.core.qscore") for n in names)
+
+
+# -- tests mirror the package (docs/ARCHITECTURE.md "Tests") ---------------------------------------
+TESTS = REPO / "tests"
+#: source roots and the test folder that mirrors each
+MIRRORED_ROOTS = ((PACKAGE, TESTS), (REPO / "callbacks", TESTS / "callbacks"))
+#: files that need no test module of their own: re-exports and the ``python -m`` entry point
+NOT_MIRRORED = ("__init__.py", "__main__.py")
+#: source modules covered by a concept test instead of a mirrored module: path -> (test module, reason)
+CONCEPT_TESTS = {
+    "solo_qscore/core/_kernels.py": (
+        "tests/test_numerics.py",
+        "the numba kernel is an implementation of the statistics and Q, checked against the torch path on the "
+        "numerical edge cases (large means, constant rows, every SIMD lane); tests/core/test_statistics.py "
+        "compares the two on ordinary data",
+    ),
+}
+
+
+def mirrored_test(source: Path, root: Path, tests: Path) -> Path:
+    """``root/pkg/_mod.py`` -> ``tests/pkg/test_mod.py`` (a leading underscore dropped)."""
+    rel = source.relative_to(root)
+    return tests.joinpath(*rel.parts[:-1], f"test_{source.stem.lstrip('_')}.py")
+
+
+def unmirrored(repo: Path, roots, concept_tests: dict[str, tuple[str, str]]) -> list[str]:
+    """Source modules with neither a mirrored test module nor an existing concept test (one line each)."""
+    missing = []
+    for root, tests in roots:
+        for source in sorted(root.rglob("*.py")):
+            if source.name in NOT_MIRRORED:
+                continue
+            key = source.relative_to(repo).as_posix()
+            expected = mirrored_test(source, root, tests)
+            if key in concept_tests:
+                concept, reason = concept_tests[key]
+                if not (repo / concept).is_file() or not reason.strip():
+                    missing.append(f"{key}: its concept test {concept} is missing (or has no reason)")
+            elif not expected.is_file():
+                missing.append(f"{key}: no {expected.relative_to(repo).as_posix()} (or an entry in CONCEPT_TESTS)")
+    return missing
+
+
+def test_every_source_module_has_a_mirrored_test_module():
+    missing = unmirrored(REPO, MIRRORED_ROOTS, CONCEPT_TESTS)
+    assert not missing, "source modules without tests:\n" + "\n".join(missing)
+
+
+def test_the_mirror_test_fails_on_a_violation(tmp_path):
+    """The check itself, on a synthetic layout: a module without a test, a mirrored one, a concept-tested one."""
+    pkg, tests = tmp_path / "pkg", tmp_path / "tests"
+    for path in ("pkg/__init__.py", "pkg/core/__init__.py", "pkg/core/math.py", "pkg/core/_fast.py",
+                 "pkg/core/untested.py", "pkg/_util.py", "tests/core/test_math.py", "tests/test_util.py",
+                 "tests/test_speed.py"):
+        (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / path).write_text("")
+    concept = {"pkg/core/_fast.py": ("tests/test_speed.py", "the fast path is checked with the numerics")}
+    assert unmirrored(tmp_path, ((pkg, tests),), concept) == [
+        "pkg/core/untested.py: no tests/core/test_untested.py (or an entry in CONCEPT_TESTS)"]
+    stale = {"pkg/core/_fast.py": ("tests/test_gone.py", "a concept test that was removed")}
+    assert unmirrored(tmp_path, ((pkg, tests),), stale) == [
+        "pkg/core/_fast.py: its concept test tests/test_gone.py is missing (or has no reason)",
+        "pkg/core/untested.py: no tests/core/test_untested.py (or an entry in CONCEPT_TESTS)"]

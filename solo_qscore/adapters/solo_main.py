@@ -63,6 +63,18 @@ def solo_version() -> str:
 
 
 # -- configuration -----------------------------------------------------------------------------
+def _global_batch(z: Tensor, indexes: Tensor) -> dict[str, Any]:
+    """Under DDP, the candidates of every process for SimCLR's loss (as solo's ``simclr_loss_func``):
+    ``z`` gathered with gradients (solo's ``GatherLayer``), the indexes, and this process's offset."""
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()
+            and torch.distributed.get_world_size() > 1):
+        return {}
+    from solo.utils.misc import gather
+
+    return {"candidates": gather(z), "candidate_indexes": gather(indexes),
+            "offset": torch.distributed.get_rank() * z.shape[0]}
+
+
 def _cpu_supports_bf16() -> bool:
     try:
         flags = Path("/proc/cpuinfo").read_text()
@@ -253,7 +265,8 @@ class QScoreMixin:
         method, kw = self.solo_method_name, self._ifm_kwargs()
         if method == "simclr":
             return self._simclr_step(batch, batch_idx,
-                                     lambda z, idx: ifm_simclr_loss(z, idx, self.temperature, **kw))
+                                     lambda z, idx: ifm_simclr_loss(z, idx, self.temperature, **kw,
+                                                                    **_global_batch(z, idx)))
         if method == "mocov2plus":
             return self._ifm_mocov2plus_step(batch, batch_idx, kw)
         if method == "nnclr":

@@ -101,25 +101,25 @@ def compare_representations(
         report = qscore_report(train_h, train_y, val_h, val_y, eps=eps, band=tuple(band),
                                probe_kwargs=probe_kwargs, compression_fractions=None, class_names=class_names)
         active = highly_activating(val_h, eps).cpu()
-        discriminative = torch.as_tensor(report["arrays"]["discriminative"])
+        discriminative = torch.as_tensor(report.arrays.discriminative)
         per_sample = {
             "num_active": active.sum(1),
             "num_active_discriminative": (active & discriminative).sum(1),
-            "confidence": torch.as_tensor(report["arrays"]["confidence"]),
-            "q": torch.as_tensor(report["arrays"]["q"]),
+            "confidence": torch.as_tensor(report.arrays.confidence),
+            "q": torch.as_tensor(report.arrays.q),
         }
-        correct = torch.as_tensor(report["arrays"]["correct"])
+        correct = torch.as_tensor(report.arrays.correct)
         out[label] = {
-            "num_features": report["num_features"],
-            "num_discriminative": report["num_discriminative"],
-            "accuracy": report["accuracy"],
-            "auroc": report["auroc"],
-            "auprc": report["auprc"],
-            "num_correct": report["num_correct"],
-            "num_misclassified": report["num_misclassified"],
-            "mean_active_train": report["mean_active"],
+            "num_features": report.num_features,
+            "num_discriminative": report.num_discriminative,
+            "accuracy": report.accuracy,
+            "auroc": report.auroc,
+            "auprc": report.auprc,
+            "num_correct": report.num_correct,
+            "num_misclassified": report.num_misclassified,
+            "mean_active_train": report.mean_active,
             **{key: group_means(values, correct) for key, values in per_sample.items()},
-            "note": report["note"],
+            "note": report.note,
         }
         reports[label] = report
         arrays[label] = {**{k: v.numpy() for k, v in per_sample.items()}, "correct": correct.numpy()}

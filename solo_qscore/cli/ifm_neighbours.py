@@ -12,13 +12,28 @@ from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from solo_qscore.cli.open_run import add_safety_arguments, check_output_folder
 
-__all__ = ["ifm_neighbours", "register", "run"]
+__all__ = ["Neighbours", "ifm_neighbours", "register", "run"]
 
 DEFAULT_EPS = (0.0, 0.1, 0.2, 1.0)
+
+
+@dataclass(eq=False)
+class Neighbours:
+    """What :func:`ifm_neighbours` returns: ``record``, the content of ``ifm_neighbours.json`` (the budgets and
+    settings, one row of indices, labels and similarities per anchor, the summary per budget), and the data
+    the figure draws besides it, which the JSON leaves out."""
+
+    record: dict[str, Any]
+    raw_set: Any  #: the memory bank's ``(PIL image, label)`` items (bank index = item index)
+    views: Any  #: the anchors' augmented views as ``[K, H, W, 3]`` images in [0, 1] (numpy)
+    pos_sim: Any  #: cosine similarity of each perturbed positive to its retrieved neighbour, ``[E, K]``
+    neg_sim: Any  #: the same for each perturbed negative
 
 
 def register(subparsers) -> None:
@@ -62,8 +77,8 @@ def _embed(model, x, space: str):
 def ifm_neighbours(
     model, cfg: dict, anchors: int = 6, eps=DEFAULT_EPS, seed: int = 0, space: str = "projection",
     renormalize: bool = False, batch_size: int = 256,
-) -> dict:
-    """Compute the retrievals; returns a dict with the indices/labels/similarities and the images to draw."""
+) -> Neighbours:
+    """Compute the retrievals: the indices, labels and similarities (``record``) and the images to draw."""
     import torch
     from torch.utils.data import DataLoader
 
@@ -142,22 +157,23 @@ def ifm_neighbours(
             "negative_retrieved_cos_to_anchor": [float(s) for s in neg_to_anchor[:, r]],
         })
     view_images = (views * torch.tensor(std).view(1, 3, 1, 1) + torch.tensor(mean).view(1, 3, 1, 1)).clamp(0, 1)
-    return {
+    record = {
         "eps": eps_list, "space": space, "renormalize": bool(renormalize), "seed": int(seed),
         "dataset": getattr(raw_set, "name", None), "bank_size": n, "embedding_dim": int(bank.shape[1]),
         "summary": summary, "rows": rows,
-        "_raw_set": raw_set, "_views": view_images.permute(0, 2, 3, 1).numpy(),
-        "_pos_sim": pos_sim.view(e, k).cpu(), "_neg_sim": neg_sim.view(e, k).cpu(),
     }
+    return Neighbours(record=record, raw_set=raw_set, views=view_images.permute(0, 2, 3, 1).numpy(),
+                      pos_sim=pos_sim.view(e, k).cpu(), neg_sim=neg_sim.view(e, k).cpu())
 
 
-def neighbours_figure(result: dict):
+def neighbours_figure(result: Neighbours):
     """The strip: per row the anchor, its view, NN(v+ - eps v) per eps, the negative, NN(v- + eps v) per eps."""
     import numpy as np
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    raw, eps, rows = result["_raw_set"], result["eps"], result["rows"]
+    record = result.record
+    raw, eps, rows = result.raw_set, record["eps"], record["rows"]
     ncols = 3 + 2 * len(eps)
     cell = 0.95
     fig = Figure(figsize=(ncols * cell + 0.3, len(rows) * cell * 1.18 + 0.55), dpi=100)
@@ -182,7 +198,7 @@ def neighbours_figure(result: dict):
         cols = [0, 1] + [2 + j for j in range(len(eps))]
         show(fig.add_subplot(grid[r, cols[0]]), raw[row["anchor_index"]][0], "anchor x" if top else "",
              f"y={row['anchor_label']}", "#1b7837")
-        show(fig.add_subplot(grid[r, cols[1]]), result["_views"][r], "view x+" if top else "",
+        show(fig.add_subplot(grid[r, cols[1]]), result.views[r], "view x+" if top else "",
              f"cos {row['cos_view_anchor']:.3f}", "#2166ac")
         for j, e in enumerate(eps):
             show(fig.add_subplot(grid[r, 2 + j]), raw[row["positive_retrieved"][j]][0],
@@ -197,8 +213,8 @@ def neighbours_figure(result: dict):
                  f"NN(v− + {e:g}v)" if top else "",
                  f"y={row['negative_retrieved_labels'][j]} cos {row['negative_retrieved_cos_to_anchor'][j]:.3f}",
                  "#d6604d")
-    space = "normalised projector output" if result["space"] == "projection" else "normalised backbone output"
-    fig.suptitle(f"IFM latent perturbations, 1-NN (cosine) in {result['bank_size']} {result['dataset']} train "
+    space = "normalised projector output" if record["space"] == "projection" else "normalised backbone output"
+    fig.suptitle(f"IFM latent perturbations, 1-NN (cosine) in {record['bank_size']} {record['dataset']} train "
                  f"images; {space}; caption: label, cos to anchor", fontsize=7.5, y=1 - 0.08 / fig.get_figheight(),
                  va="top")
     return fig
@@ -213,8 +229,7 @@ def run(args: argparse.Namespace) -> int:
     result = ifm_neighbours(model, cfg, anchors=args.anchors, eps=args.eps, seed=args.seed, space=args.space,
                             renormalize=args.renormalize)
     save_figure_atomic(neighbours_figure(result), out / "ifm_neighbours.png", dpi=100)
-    public = {k: v for k, v in result.items() if not k.startswith("_")}
-    public["checkpoint"] = str(args.checkpoint)
+    public = {**result.record, "checkpoint": str(args.checkpoint)}
     with atomic_file(out / "ifm_neighbours.json", binary=False) as handle:
         json.dump(public, handle, indent=2)
     print(json.dumps(public["summary"], indent=2))

@@ -22,6 +22,7 @@ check the loss they return instead.
 from __future__ import annotations
 
 import math
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
@@ -120,6 +121,10 @@ def ifm_simclr_loss(
     variant: str = "default",
     pre_norm_steps: int = 5,
     validate: bool = True,
+    *,
+    candidates: Optional[Tensor] = None,
+    candidate_indexes: Optional[Tensor] = None,
+    offset: int = 0,
 ) -> Tensor:
     r"""SimCLR's InfoNCE with IFM.
 
@@ -127,6 +132,12 @@ def ifm_simclr_loss(
         z: projections of all views, stacked, ``[V*N, d]`` (normalised internally).
         indexes: ``[V*N]`` sample index of each row; rows with equal index are positives,
             every other row (but the anchor itself) is a negative.
+        candidates, candidate_indexes, offset: under data parallelism, the rows of ``z`` gathered from
+            every process ``[M, d]`` and their indexes ``[M]``, with this process's rows at
+            ``candidates[offset:offset + len(z)]``: the anchors are the local rows and the positives and
+            negatives come from the whole global batch, as solo-learn's ``simclr_loss_func`` does
+            (the gather that keeps gradients is the caller's, e.g. ``solo.utils.misc.gather``).
+            ``None``: the candidates are ``z`` itself.
         temperature: :math:`\tau`.
         epsilon: IFM budget :math:`\epsilon` (0 gives the plain loss exactly).
         alpha: weight of the perturbed term:
@@ -143,10 +154,19 @@ def ifm_simclr_loss(
     if z.ndim != 2 or indexes.shape != (z.shape[0],):
         got = f"{tuple(z.shape)} and {tuple(indexes.shape)}"
         raise ValueError(f"z must be [V*N, d] and indexes [V*N]; got {got}")
+    if candidates is None:
+        candidates, candidate_indexes, offset = z, indexes, 0
+    elif (candidate_indexes is None or candidates.ndim != 2 or candidates.shape[1] != z.shape[1]
+          or candidate_indexes.shape != (candidates.shape[0],) or not 0 <= offset <= len(candidates) - len(z)):
+        raise ValueError(f"candidates must be [M, {z.shape[1]}] with candidate_indexes [M] and hold z's rows at "
+                         f"offset {offset}; got {tuple(candidates.shape)} and "
+                         f"{None if candidate_indexes is None else tuple(candidate_indexes.shape)}")
     z = F.normalize(z, dim=-1)
-    sim = z @ z.T
-    not_self = ~torch.eye(z.shape[0], dtype=torch.bool, device=z.device)
-    pos_mask = (indexes[:, None] == indexes[None, :]) & not_self
+    sim = z @ F.normalize(candidates, dim=-1).T
+    rows = torch.arange(z.shape[0], device=z.device)
+    not_self = torch.ones_like(sim, dtype=torch.bool)
+    not_self[rows, rows + offset] = False
+    pos_mask = (indexes[:, None] == candidate_indexes[None, :]) & not_self
     neg_mask = ~pos_mask & not_self
     clean = _multi_positive_infonce(sim / temperature, pos_mask, neg_mask)
     if epsilon == 0 and not ifm_only:

@@ -16,9 +16,9 @@ r"""The Q-Score report: does Q predict which samples a linear probe gets right? 
    of each class among the train samples that highly activate it
    (:mod:`solo_qscore.analysis.associations`).
 
-6. Per-sample table (``arrays["samples"]``): index, label, probe prediction, correct, confidence,
+6. Per-sample table (``arrays.samples``): index, label, probe prediction, correct, confidence,
    :math:`Q_i` and :math:`|L_i|` of every validation sample; :func:`sample_table` computes the same
-   table for any split (e.g. the train set) from the fitted probe (``arrays["probe"]``) and :math:`D`.
+   table for any split (e.g. the train set) from the fitted probe (``arrays.probe``) and :math:`D`.
 
 :func:`write_report` writes ``probe.json``, ``samples.csv`` and the PNG figures atomically (with
 ``images``, also ``q_extremes.png``: the lowest- and highest-Q samples); :func:`log_report_to_wandb`
@@ -68,8 +68,8 @@ from solo_qscore.report.result import (
     SAMPLES_FILE,
     QScoreReport,
     ReportArrays,
+    as_report,
     report_json,
-    report_scalars,
     to_jsonable,
 )
 
@@ -406,8 +406,8 @@ def sample_table(
     :func:`~solo_qscore.q_score`) and ``num_active`` (:math:`|L_i|`).
 
     Args:
-        source: a report of :func:`qscore_report` (its fitted probe ``arrays["probe"]``, its ``D``
-            from the train set ``arrays["discriminative"]`` and its ``eps`` are used), or a fitted
+        source: a report of :func:`qscore_report` (its fitted probe ``arrays.probe``, its ``D``
+            from the train set ``arrays.discriminative`` and its ``eps`` are used), or a fitted
             :class:`~solo_qscore.probe.linear.LinearProbe` (then ``discriminative`` is required).
         h, y: representations ``[N, r]`` and labels of the split, e.g. the train set.
         discriminative: ``D`` as a bool mask ``[r]``; overrides the report's.
@@ -425,14 +425,14 @@ def sample_table(
         if discriminative is None:
             raise ValueError("sample_table(probe, ...) needs the discriminative set (discriminative=)")
     else:
-        arrays = source.get("arrays") or {}
-        probe = arrays.get("probe")
+        report = as_report(source)
+        probe = report.arrays.probe if report.arrays is not None else None
         if probe is None:
             raise ValueError("the report has no fitted probe (arrays['probe']): pass a fresh qscore_report")
         if discriminative is None:
-            discriminative = arrays["discriminative"]
+            discriminative = report.arrays.discriminative
         if eps is None:
-            eps = source.get("eps")
+            eps = report.eps
     eps = 4.0 if eps is None else float(eps)
     check_representations(h, f"{split}_h")
     check_finite_rows(h, f"{split}_h")
@@ -779,11 +779,12 @@ def report_figures(report: Mapping[str, Any]) -> dict[str, Any]:
     """
     from solo_qscore.plotting import figures as plots
 
+    report = as_report(report)
     figures: dict[str, Any] = {}
-    arrays = report.get("arrays") or {}
-    view = arrays.get("binary_correct")
-    mirror = arrays.get("binary_misclassified")
-    curves = report.get("curves") or {}
+    arrays = report.arrays
+    view = arrays.binary_correct if arrays is not None else None
+    mirror = arrays.binary_misclassified if arrays is not None else None
+    curves = report.curves or {}
     if view is not None:
         pr = (view["recall"], view["precision"])
         roc = (view["fpr"], view["tpr"])
@@ -798,36 +799,40 @@ def report_figures(report: Mapping[str, Any]) -> dict[str, Any]:
     figures["pr_curve"] = plots.pr_curve_figure(
         pr[0],
         pr[1],
-        report.get("auprc"),
-        report.get("base_rate"),
+        report.auprc,
+        report.base_rate,
         mpr[0],
         mpr[1],
-        report.get("auprc_misclassified"),
+        report.auprc_misclassified,
     )
-    figures["roc_curve"] = plots.roc_curve_figure(roc[0], roc[1], report.get("auroc"))
-    band = tuple(report.get("band", (50.0, 95.0)))
-    if "A" in arrays:
+    figures["roc_curve"] = plots.roc_curve_figure(roc[0], roc[1], report.auroc)
+    band = _band(report)
+    if arrays is not None and arrays.A is not None:
         figures["activation_frequency"] = plots.activation_frequency_figure(
-            arrays["A"],
-            tuple(report["band_ranks"]),
+            arrays.A,
+            tuple(report.band_ranks),
             band=band,
-            eps=report.get("eps", 4.0),
-            mean_active=report.get("mean_active"),
+            eps=4.0 if report.eps is None else report.eps,
+            mean_active=report.mean_active,
         )
-    if report.get("compression"):
-        figures["compression"] = plots.compression_figure(report["compression"])
-    if arrays.get("heatmap") is not None:
+    if report.compression:
+        figures["compression"] = plots.compression_figure(report.compression)
+    if arrays is not None and arrays.heatmap is not None:
         figures["discriminative_heatmap"] = heatmap_figure(report)
-    if "q" in arrays:
-        figures["q_histogram"] = plots.q_histogram_figure(arrays["q"], arrays["correct"], report.get("auroc"))
-    associations = report.get("associations")
-    if arrays.get("associations") is not None and associations is not None:
+    if arrays is not None and arrays.q is not None:
+        figures["q_histogram"] = plots.q_histogram_figure(arrays.q, arrays.correct, report.auroc)
+    if arrays is not None and arrays.associations is not None and report.associations is not None:
         figures["associations"] = associations_figure(report)
     return figures
 
 
-def _class_label(report: Mapping[str, Any], c: int) -> str:
-    names = report.get("class_names")
+def _band(report: QScoreReport) -> tuple[float, ...]:
+    """The report's percentile band (the paper's default for a report that lacks it)."""
+    return tuple((50.0, 95.0) if report.band is None else report.band)
+
+
+def _class_label(report: QScoreReport, c: int) -> str:
+    names = report.class_names
     return str(names[c]) if names is not None and 0 <= c < len(names) else str(c)
 
 
@@ -839,8 +844,11 @@ def heatmap_figure(report: Mapping[str, Any], title_prefix: str = ""):
     """
     from solo_qscore.plotting import figures as plots
 
-    heat = report["arrays"]["heatmap"]
-    band = tuple(report.get("band", (50.0, 95.0)))
+    report = as_report(report)
+    if report.arrays is None or report.arrays.heatmap is None:
+        raise ValueError("the heat map needs a fresh report's arrays (a probe.json read back has none)")
+    heat = report.arrays.heatmap
+    band = _band(report)
     classes = heat["classes"]
     present = int(np.count_nonzero(heat["count_correct"] + heat["count_misclassified"]))
     subset = ""
@@ -852,7 +860,7 @@ def heatmap_figure(report: Mapping[str, Any], title_prefix: str = ""):
         [_class_label(report, int(c)) for c in classes],
         heat["count_correct"][classes],
         heat["count_misclassified"][classes],
-        title=f"{title_prefix}Mean activations of the {report.get('num_discriminative')} discriminative features "
+        title=f"{title_prefix}Mean activations of the {report.num_discriminative} discriminative features "
         f"per class (band [{band[0]:g}, {band[1]:g}){subset})",
     )
 
@@ -861,7 +869,8 @@ def associations_figure(report: Mapping[str, Any]):
     """Grid of bar plots of the report's ``associations`` table (paper Fig. 1, bar plots)."""
     from solo_qscore.plotting import figures as plots
 
-    entry = report["associations"]
+    report = as_report(report)
+    entry = report.associations
     rows = entry.get("features") or []
     title = "Classes among the train samples that highly activate each discriminative feature"
     if entry.get("mean_purity") is not None:
@@ -869,11 +878,11 @@ def associations_figure(report: Mapping[str, Any]):
             f"\n(most class-specific {len(rows)} of {entry['num_features']}; mean purity over D "
             f"{100 * entry['mean_purity']:.1f}% vs {100 * entry['mean_purity_shuffled']:.1f}% with shuffled labels)"
         )
-    return plots.associations_figure(rows, report.get("class_names"), title=title)
+    return plots.associations_figure(rows, report.class_names, title=title)
 
 
 def write_samples_csv(table: Mapping[str, Any], path: str | os.PathLike) -> Path:
-    """Write a per-sample table (:func:`sample_table`, ``report["arrays"]["samples"]``) as CSV, atomically.
+    """Write a per-sample table (:func:`sample_table`, ``report.arrays.samples``) as CSV, atomically.
 
     One row per sample, columns :data:`SAMPLE_COLUMNS` (``correct`` as 0/1, floats with every digit
     so that ``float()`` reads back the exact value), ``\\n`` line ends.
@@ -974,7 +983,7 @@ def write_report(
 
     ``samples.csv`` has one row per sample (:data:`SAMPLE_COLUMNS`) of ``samples`` (a
     :func:`sample_table`, e.g. of the train split) or, by default, of the report's validation set
-    (``arrays["samples"]``); a report read back from JSON has none, and then no CSV is written.
+    (``arrays.samples``); a report read back from JSON has none, and then no CSV is written.
     ``probe.json`` then says which split it covers (``samples``). With ``images`` (a dataset, a
     sequence or a callable ``index -> image`` of the same split) and ``plots``, ``q_extremes.png``
     shows the ``extremes_k`` lowest- and highest-Q samples (:func:`q_extremes_figure`); without
@@ -1065,17 +1074,18 @@ def _write_report_files(report: Mapping[str, Any], out_dir: Path, plots: bool, i
     """The files of :func:`write_report` into the (new, empty) folder ``out_dir``."""
     from solo_qscore.plotting.figures import save_figure_atomic
 
+    typed = as_report(report)
     if samples is None:
-        samples = (report.get("arrays") or {}).get("samples")
+        samples = typed.arrays.samples if typed.arrays is not None else None
     path = write_json_atomic(report_json(report, samples), out_dir / "probe.json")
     if samples is not None:
         write_samples_csv(samples, out_dir / SAMPLES_FILE)
     if plots:
-        for name, fig in report_figures(report).items():
+        for name, fig in report_figures(typed).items():
             save_figure_atomic(fig, out_dir / f"{name}.png")
         if images is not None and samples is not None and extremes_k > 0:
             try:
-                fig = q_extremes_figure(samples, images, k=extremes_k, class_names=report.get("class_names"))
+                fig = q_extremes_figure(samples, images, k=extremes_k, class_names=typed.class_names)
             except Exception as err:  # the report is written; a bad image source only costs this figure
                 warnings.warn(f"{EXTREMES_PNG}.png skipped: could not read the sample images ({err!r})",
                               stacklevel=3)
@@ -1122,16 +1132,17 @@ def log_report_to_wandb(
         run_or_logger, "experiment"
     )
     run = run_or_logger.experiment if is_logger else run_or_logger
-    payload: dict[str, Any] = {f"{prefix}/{key}": value for key, value in report_scalars(report).items()}
+    report = as_report(report)
+    payload: dict[str, Any] = {f"{prefix}/{key}": value for key, value in report.scalars().items()}
     payload.update(metrics or {})
     for key, value in payload.items():
         run.summary[key] = value
-    if report.get("note"):
-        run.summary[f"{prefix}/note"] = report["note"]
+    if report.note:
+        run.summary[f"{prefix}/note"] = report.note
 
     payload.update(_curve_panels(report, prefix))
     payload.update(_compression_panels(report, prefix))
-    associations = report.get("associations")
+    associations = report.associations
     if associations:
         if associations.get("mean_purity") is not None:
             for key in ("mean_purity", "mean_purity_shuffled"):
@@ -1152,17 +1163,18 @@ def log_report_to_wandb(
     return payload
 
 
-def _curve_panels(report: Mapping[str, Any], prefix: str) -> dict[str, Any]:
+def _curve_panels(report: QScoreReport, prefix: str) -> dict[str, Any]:
     """wandb's native PR and ROC panels of the report (see :func:`log_report_to_wandb`)."""
     import wandb
 
-    arrays = report.get("arrays") or {}
-    view, mirror = arrays.get("binary_correct"), arrays.get("binary_misclassified")
-    curves = report.get("curves")
+    arrays = report.arrays
+    view = arrays.binary_correct if arrays is not None else None
+    mirror = arrays.binary_misclassified if arrays is not None else None
+    curves = report.curves
     if view is None and not curves:
         return {}
-    correct = f"Q, correct (AUPRC {_fmt(report.get('auprc'))})"
-    wrong = f"-Q, misclassified (AUPRC {_fmt(report.get('auprc_misclassified'))})"
+    correct = f"Q, correct (AUPRC {_fmt(report.auprc)})"
+    wrong = f"-Q, misclassified (AUPRC {_fmt(report.auprc_misclassified)})"
 
     def points(name: str, x: Any, y: Any) -> list[list[Any]]:  # at most 500 points, x ascending
         x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
@@ -1185,9 +1197,9 @@ def _curve_panels(report: Mapping[str, Any], prefix: str) -> dict[str, Any]:
     # the ROC curve of -Q for misclassified is the same curve (AUROC(-Q, 1-c) = AUROC(Q, c))
     for key, rows, (x, y), (x_title, y_title), title in (
         ("pr_curve_chart", pr_rows, ("recall", "precision"), ("Recall", "Precision"),
-         f"Q-Score PR curve (AUPRC {_fmt(report.get('auprc'))})"),
+         f"Q-Score PR curve (AUPRC {_fmt(report.auprc)})"),
         ("roc_curve_chart", roc_rows, ("fpr", "tpr"), ("False positive rate", "True positive rate"),
-         f"Q-Score ROC curve (AUROC {_fmt(report.get('auroc'))})"),
+         f"Q-Score ROC curve (AUROC {_fmt(report.auroc)})"),
     ):
         payload[f"{prefix}/{key}"] = wandb.plot_table(
             "wandb/area-under-curve/v0",
@@ -1198,11 +1210,11 @@ def _curve_panels(report: Mapping[str, Any], prefix: str) -> dict[str, Any]:
     return payload
 
 
-def _compression_panels(report: Mapping[str, Any], prefix: str) -> dict[str, Any]:
+def _compression_panels(report: QScoreReport, prefix: str) -> dict[str, Any]:
     """The compression study as a wandb table and line chart (none without the study)."""
     import wandb
 
-    compression = report.get("compression")
+    compression = report.compression
     if not compression:
         return {}
     methods = ("band", "random_mean", "lower_tail", "upper_tail", "pca")
@@ -1221,11 +1233,11 @@ def _compression_panels(report: Mapping[str, Any], prefix: str) -> dict[str, Any
     }
 
 
-def _associations_table(report: Mapping[str, Any]) -> Any:
+def _associations_table(report: QScoreReport) -> Any:
     """The class-feature associations as a wandb table, one row per listed feature."""
     import wandb
 
-    names = report.get("class_names")
+    names = report.class_names
 
     def label(c: int) -> str:
         return str(names[c]) if names is not None else str(c)
@@ -1239,7 +1251,7 @@ def _associations_table(report: Mapping[str, Any]) -> Any:
             row["purity"],
             ", ".join(f"{label(c)}: {100 * f:.1f}%" for c, f in zip(row["top_classes"], row["top_fractions"])),
         ]
-        for row in report["associations"].get("features") or []
+        for row in report.associations.get("features") or []
     ]
     return wandb.Table(
         data=rows,

@@ -17,7 +17,8 @@ For compatibility with the dict the report used to be, both classes are read-onl
 ``report["arrays"]["q"]``, ``{**report, "auroc": 0.5}``; the view lists ``arrays`` like the dict did,
 ``to_json`` leaves it out); the run-context fields can also be set by key (``report["epoch"] = 3``).
 Functions that accept a report (``write_report``, ``report_figures``, ...) also accept a plain
-mapping, e.g. a ``probe.json`` read back.
+mapping, e.g. a ``probe.json`` read back; they read it through :func:`as_report`, the one accessor that
+gives the typed view of either (so that no reader indexes a report by key name).
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ __all__ = [
     "SAMPLES_FILE",
     "SCALAR_KEYS",
     "SUMMARY_KEYS",
+    "as_report",
     "report_json",
     "report_scalars",
     "to_jsonable",
@@ -191,6 +193,21 @@ assert set(SCALAR_RUN_KEYS) <= set(RUN_KEYS)
 assert {f.name for f in dataclasses.fields(QScoreReport)} == set(REPORT_KEYS + RUN_KEYS) | {ARRAYS}
 
 
+def as_report(report: Mapping[str, Any]) -> QScoreReport:
+    """The typed view of a report: a :class:`QScoreReport` itself, or one built from a mapping (a ``probe.json``
+    read back, ``{**report, "auroc": 0.5}``, a dict report): its fields by name, missing ones ``None``, keys
+    that are not fields (``samples`` of a read-back ``probe.json``) left out. ``arrays`` is kept when the mapping
+    has them (a :class:`ReportArrays`, or a mapping of its fields, missing ones ``None``); a ``probe.json``
+    read back has none (``arrays`` is ``None``)."""
+    if isinstance(report, QScoreReport):
+        return report
+    values = {f.name: report.get(f.name) for f in dataclasses.fields(QScoreReport)}
+    arrays = values[ARRAYS]
+    if arrays is not None and not isinstance(arrays, ReportArrays):
+        values[ARRAYS] = ReportArrays(**{f.name: arrays.get(f.name) for f in dataclasses.fields(ReportArrays)})
+    return QScoreReport(**values)
+
+
 def to_jsonable(value: Any) -> Any:
     """Convert tensors, numpy values, tuples and non-finite floats (to ``None``) for strict JSON."""
     if isinstance(value, Mapping):
@@ -218,7 +235,8 @@ def report_json(report: Mapping[str, Any], samples: Mapping[str, Any] | None = N
     back from JSON keeps its own entry).
     """
     if samples is None:
-        samples = (report.get(ARRAYS) or {}).get("samples")
+        arrays = as_report(report).arrays
+        samples = arrays.samples if arrays is not None else None
     payload = to_jsonable({k: v for k, v in report.items() if k != ARRAYS})
     if samples is not None:
         payload["samples"] = {"file": SAMPLES_FILE, "split": samples.get("split") or "val",
@@ -229,9 +247,10 @@ def report_json(report: Mapping[str, Any], samples: Mapping[str, Any] | None = N
 def report_scalars(report: Mapping[str, Any]) -> dict[str, float]:
     """The headline numbers (:data:`SCALAR_KEYS`, then ``rankme`` and ``embedding_std`` when set) of a
     report that are finite numbers: what the loggers get (as ``probe/<key>``)."""
+    report = as_report(report)
     out = {}
     for key in SCALAR_KEYS + SCALAR_RUN_KEYS:
-        value = report.get(key)
+        value = getattr(report, key)
         if isinstance(value, (int, float)) and not (isinstance(value, float) and not math.isfinite(value)):
             out[key] = value
     return out

@@ -1,25 +1,20 @@
-"""Hard negative sampling (Robinson et al., ICLR 2021): the loss, its config and the SimCLR training option.
+"""Hard negative sampling (Robinson et al., ICLR 2021): the loss of solo_qscore.losses.hard_negatives.
 
-The pure loss is checked against plain SimCLR (beta = 0, tau+ = 0), a hand-computed 2-D example (with
-the debiasing term and the clamp), a float64 reference, the importance weights and the gradient;
-the option against the config rules and a real solo-learn SimCLR trained for two optimiser steps.
+Checked against plain SimCLR (beta = 0, tau+ = 0), a hand-computed 2-D example (with the debiasing term and
+the clamp), a float64 reference, the importance weights and the gradient. Its config rules are in
+tests/test_config.py, SimCLR's training step with it in tests/adapters/test_solo_main.py.
 """
 
 from __future__ import annotations
 
-import copy
 import math
 
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import tiny_config, tiny_model  # tests/ is on sys.path (pytest's rootdir-relative import)
 
 from solo_qscore import ifm_simclr_loss
-from solo_qscore.config import ConfigError, to_container
 from solo_qscore.losses.hard_negatives import hard_negative_infonce, hard_negative_simclr_loss, hard_negative_weights
-
-BATCH = 8  # optimizer.batch_size of the tiny configs
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -52,7 +47,6 @@ def two_view_batch(n: int = 10, d: int = 8, seed: int = 0) -> tuple[torch.Tensor
     return z, torch.arange(n).repeat(2)
 
 
-# --------------------------------------------------------------------------------------------- the loss
 @pytest.mark.parametrize("tau", [0.05, 0.2, 0.5, 1.0])
 def test_beta_zero_tau_plus_zero_is_plain_simclr(tau):
     from solo.losses.simclr import simclr_loss_func
@@ -159,7 +153,6 @@ def test_float32_stable_where_the_naive_exponentials_overflow():
     assert loss32.item() == pytest.approx(hard_negative_simclr_loss(z.double(), idx, tau, beta, 0.1).item(), rel=1e-4)
 
 
-# -------------------------------------------------------------------------------- weights and gradients
 def test_importance_weights():
     g = torch.Generator().manual_seed(5)
     s = torch.rand(4, 9, generator=g, dtype=torch.float64) * 2 - 1
@@ -191,7 +184,6 @@ def test_gradient_weight_of_the_hard_negative_grows_with_beta():
     assert all(b > a for a, b in zip(ratios, ratios[1:])), ratios
 
 
-# ------------------------------------------------------------------------------------------ bad input
 @pytest.mark.parametrize(("kwargs", "match"), [
     ({"temperature": 0.0}, "temperature"), ({"beta": -0.1}, "beta"), ({"tau_plus": 1.0}, "tau_plus"),
     ({"tau_plus": -0.1}, "tau_plus"),
@@ -213,136 +205,3 @@ def test_bad_shapes():
         hard_negative_infonce(torch.zeros(2), torch.zeros(3, 4), 0.5)
     with pytest.raises(ValueError, match="N >= 1"):
         hard_negative_weights(torch.zeros(2, 0), 0.5, 1.0)
-
-
-# ------------------------------------------------------------------------------------------------ config
-def simclr_cfg(*overrides: str):
-    return tiny_config("simclr", *overrides)
-
-
-def test_config_defaults():
-    assert to_container(simclr_cfg().hard_negatives) == {"enabled": False, "beta": 1.0, "tau_plus": 0.1}
-    cfg = simclr_cfg("hard_negatives.enabled=true", "hard_negatives.beta=0", "hard_negatives.tau_plus=0")
-    assert to_container(cfg.hard_negatives) == {"enabled": True, "beta": 0, "tau_plus": 0}
-
-
-@pytest.mark.parametrize(("overrides", "key"), [
-    (["hard_negatives.beta=-1"], "hard_negatives.beta"),
-    (["hard_negatives.beta=abc"], "hard_negatives.beta"),
-    (["hard_negatives.tau_plus=1.0"], "hard_negatives.tau_plus"),
-    (["hard_negatives.tau_plus=-0.1"], "hard_negatives.tau_plus"),
-    (["hard_negatives.enabled=yes please"], "hard_negatives.enabled"),
-    (["hard_negatives.enabled=true", "ifm.enabled=true"], "ifm.enabled"),
-    # supervised SimCLR is solo-learn main's SupCon method
-    (["hard_negatives.enabled=true", "method=supcon"], "hard_negatives.enabled"),
-    (["hard_negatives.gamma=1"], "hard_negatives.gamma"),
-])
-def test_config_errors_name_the_key(overrides, key):
-    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
-        simclr_cfg(*overrides)
-
-
-@pytest.mark.parametrize("method", ["byol", "mocov2plus", "nnclr"])
-def test_hard_negatives_is_simclr_only(method):
-    from solo_qscore.adapters.solo_main import build_model
-
-    with pytest.raises(ConfigError) as err:
-        tiny_config(method, "hard_negatives.enabled=true")
-    assert "hard_negatives.enabled" in str(err.value) and method in str(err.value)
-    _, cfg = tiny_model(method)
-    cfg.hard_negatives.enabled = True  # bypass the config check: the adapter refuses too
-    with pytest.raises(ConfigError, match="SimCLR"):
-        build_model(cfg)
-
-
-def test_disabled_hard_negatives_section_is_ignored_elsewhere():
-    # beta/tau_plus are validated but a disabled section never blocks other methods or IFM
-    cfg = tiny_config("byol", "hard_negatives.beta=3")
-    assert cfg.hard_negatives.enabled is False
-    assert simclr_cfg("ifm.enabled=true").ifm.enabled is True
-
-
-# ------------------------------------------------------------------------------- training in solo-learn
-def _train_two_steps(model, cfg):
-    """Two optimiser steps of ``model`` in a Lightning Trainer on solo-learn's pre-training loader, with a
-    fixed discriminative set so that the Q-Score regulariser is on."""
-    import lightning.pytorch as pl
-
-    from solo_qscore.adapters.solo_main import make_pretrain_loader
-    from solo_qscore.probe.backbone import find_backbone
-
-    mask = torch.zeros(model.features_dim, dtype=torch.bool)
-    mask[::3] = True
-    model.qscore_discriminative.copy_(mask)
-    before = {k: v.detach().clone() for k, v in find_backbone(model).state_dict().items()
-              if v.dtype.is_floating_point}
-    trainer = pl.Trainer(accelerator="cpu", devices=1, max_steps=2, enable_progress_bar=False, logger=False,
-                         enable_checkpointing=False, enable_model_summary=False, num_sanity_val_steps=0)
-    trainer.fit(model, make_pretrain_loader(cfg))
-    assert trainer.global_step == 2
-    after = find_backbone(model).state_dict()
-    assert any(not torch.equal(before[k], after[k]) for k in before), "no weight changed"
-    assert torch.equal(model.qscore_discriminative, mask)
-    # the hook saw every crop of the batch once: B = 2N rows of r features
-    assert model.qscore_batch_features.shape == (2 * BATCH, model.features_dim)
-    reg = trainer.callback_metrics["train_qscore_reg"]
-    assert torch.isfinite(reg) and reg.item() > 0
-    return model, trainer
-
-
-def test_simclr_with_hard_negatives_takes_real_optimiser_steps():
-    torch.manual_seed(0)
-    model, cfg = tiny_model("simclr", "qscore.enabled=true", "hard_negatives.enabled=true", "hard_negatives.beta=1.0")
-    model, trainer = _train_two_steps(model, cfg)
-    assert to_container(model.cfg.hard_negatives) == {"enabled": True, "beta": 1.0, "tau_plus": 0.1}
-    assert torch.isfinite(trainer.callback_metrics["train_nce_loss"])
-
-
-def _twins(*overrides: str):
-    """Our wrapped SimCLR with hard negatives and solo-learn's own SimCLR, with the same weights."""
-    from solo.methods import METHODS
-
-    torch.manual_seed(0)
-    ours, cfg = tiny_model("simclr", "hard_negatives.enabled=true", *overrides)
-    # solo's own CIFAR stem (3x3 conv, no max-pool) is what the wrapper gives the 16 px offline data
-    solo_cfg = copy.deepcopy(cfg)
-    solo_cfg.data.dataset = "cifar10"
-    solo = METHODS["simclr"](solo_cfg)
-    missing, unexpected = solo.load_state_dict(ours.state_dict(), strict=False)
-    assert missing == [] and unexpected == ["qscore_discriminative"]
-    for module in (ours, solo):
-        module.train()
-        module.log = module.log_dict = lambda *args, **kwargs: None
-    return cfg, ours, solo
-
-
-def pretrain_loader(cfg):
-    from solo_qscore.adapters.solo_main import make_pretrain_loader
-
-    return make_pretrain_loader(cfg)
-
-
-def test_training_step_beta_zero_equals_solo_simclr_step():
-    cfg, ours, solo = _twins("hard_negatives.beta=0", "hard_negatives.tau_plus=0")
-    batch = next(iter(pretrain_loader(cfg)))
-    loss_ours, loss_solo = ours.training_step(batch, 0), solo.training_step(batch, 0)
-    assert loss_ours.item() == pytest.approx(loss_solo.item(), abs=1e-5)
-    loss_ours.backward()
-    loss_solo.backward()
-    torch.testing.assert_close(ours.backbone.conv1.weight.grad, solo.backbone.conv1.weight.grad, rtol=1e-4, atol=1e-5)
-
-
-def test_training_step_uses_the_hard_negative_loss():
-    from solo.methods.base import BaseMethod
-
-    cfg, ours, solo = _twins("hard_negatives.beta=2.0", "hard_negatives.tau_plus=0.1")
-    batch = next(iter(pretrain_loader(cfg)))
-    captured = []
-    ours.projector.register_forward_hook(lambda module, inputs, output: captured.append(output))
-    with torch.no_grad():
-        loss_ours = ours.training_step(batch, 0)
-        loss_solo = solo.training_step(batch, 0)
-        out = BaseMethod.training_step(solo, batch, 0)  # the online classifier's loss
-        expected = hard_negative_simclr_loss(torch.cat(captured), batch[0].repeat(2), ours.temperature, 2.0, 0.1)
-    assert loss_ours.item() == pytest.approx(expected.item() + out["loss"].item(), abs=1e-5)
-    assert abs(loss_ours.item() - loss_solo.item()) > 1e-3

@@ -1,4 +1,5 @@
-"""solo-learn main (1.0.6) through the adapter: ``with_qscore``, IFM, checkpoints, both Lightning namespaces.
+"""solo-learn main (1.0.6) through the adapter (solo_qscore.adapters.solo_main): ``with_qscore``, IFM, hard
+negatives, checkpoints.
 
 Real solo-learn classes built from solo-learn's own config files
 (``../shared/solo-learn-main/scripts/pretrain/cifar/*.yaml``, unchanged), a real Lightning
@@ -13,6 +14,7 @@ import copy
 import pytest
 import torch
 from conftest import CONFIG_FILES, SOLO_CIFAR, tiny_config, tiny_model
+from helpers.lightning_trainer import trainer
 from omegaconf import OmegaConf
 
 from solo_qscore.adapters.solo_main import (
@@ -23,10 +25,12 @@ from solo_qscore.adapters.solo_main import (
     qscore_callbacks,
     with_qscore,
 )
-from solo_qscore.config import ConfigError
+from solo_qscore.config import ConfigError, to_container
+from solo_qscore.losses.hard_negatives import hard_negative_simclr_loss
 
 PAPER_METHODS = ("simclr", "swav", "mocov2plus", "byol", "dino", "simsiam", "vicreg", "barlow_twins")
 INFONCE = ("simclr", "mocov2plus", "nnclr", "mocov3")
+BATCH = 8  # optimizer.batch_size of the tiny configs
 
 
 @pytest.fixture(autouse=True)
@@ -41,16 +45,6 @@ def float_state(module: torch.nn.Module) -> dict:
 def changed(before: dict, module: torch.nn.Module, prefix: str = "backbone.") -> bool:
     after = float_state(module)
     return any(not torch.equal(before[k], after[k]) for k in before if k.startswith(prefix))
-
-
-def trainer(namespace: str = "lightning.pytorch", **kwargs):
-    import importlib
-
-    pl = importlib.import_module(namespace)
-    options = dict(accelerator="cpu", devices=1, enable_progress_bar=False, logger=False, enable_checkpointing=False,
-                   enable_model_summary=False, num_sanity_val_steps=0, max_steps=2)
-    options.update(kwargs)
-    return pl.Trainer(**options)
 
 
 def some_mask(features_dim: int) -> torch.Tensor:
@@ -204,32 +198,86 @@ def test_discriminative_buffer_survives_checkpoint_and_resume(tmp_path):
     assert torch.equal(fresh.qscore_discriminative, mask)
 
 
-@pytest.mark.parametrize("namespace", ["lightning.pytorch", "pytorch_lightning"])
-def test_callbacks_in_both_lightning_namespaces(namespace):
-    """The same callback instances in a Trainer of either namespace (solo's module is lightning.pytorch,
-    so under pytorch_lightning we drive a small module of that namespace)."""
-    import importlib
+def _train_two_steps(model, cfg):
+    """Two optimiser steps of ``model`` in a Lightning Trainer on solo-learn's pre-training loader, with a
+    fixed discriminative set so that the Q-Score regulariser is on."""
+    import lightning.pytorch as pl
 
-    from solo_qscore.callbacks import ActivationStatisticsCallback
+    from solo_qscore.adapters.solo_main import make_pretrain_loader
+    from solo_qscore.probe.backbone import find_backbone
 
-    pl = importlib.import_module(namespace)
-    stats = ActivationStatisticsCallback(eps=1.0)
-    assert isinstance(stats, pl.Callback)
+    mask = torch.zeros(model.features_dim, dtype=torch.bool)
+    mask[::3] = True
+    model.qscore_discriminative.copy_(mask)
+    before = {k: v.detach().clone() for k, v in find_backbone(model).state_dict().items()
+              if v.dtype.is_floating_point}
+    trainer = pl.Trainer(accelerator="cpu", devices=1, max_steps=2, enable_progress_bar=False, logger=False,
+                         enable_checkpointing=False, enable_model_summary=False, num_sanity_val_steps=0)
+    trainer.fit(model, make_pretrain_loader(cfg))
+    assert trainer.global_step == 2
+    after = find_backbone(model).state_dict()
+    assert any(not torch.equal(before[k], after[k]) for k in before), "no weight changed"
+    assert torch.equal(model.qscore_discriminative, mask)
+    # the hook saw every crop of the batch once: B = 2N rows of r features
+    assert model.qscore_batch_features.shape == (2 * BATCH, model.features_dim)
+    reg = trainer.callback_metrics["train_qscore_reg"]
+    assert torch.isfinite(reg) and reg.item() > 0
+    return model, trainer
 
-    class Tiny(pl.LightningModule):
-        def __init__(self):
-            super().__init__()
-            self.backbone = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(12, 32), torch.nn.ReLU())
-            self.register_buffer("qscore_discriminative", torch.zeros(32, dtype=torch.bool))
 
-        def training_step(self, batch, batch_idx):
-            return self.backbone(batch[0]).pow(2).mean()
+def test_simclr_with_hard_negatives_takes_real_optimiser_steps():
+    torch.manual_seed(0)
+    model, cfg = tiny_model("simclr", "qscore.enabled=true", "hard_negatives.enabled=true", "hard_negatives.beta=1.0")
+    model, trainer = _train_two_steps(model, cfg)
+    assert to_container(model.cfg.hard_negatives) == {"enabled": True, "beta": 1.0, "tau_plus": 0.1}
+    assert torch.isfinite(trainer.callback_metrics["train_nce_loss"])
 
-        def configure_optimizers(self):
-            return torch.optim.SGD(self.parameters(), lr=0.1)
 
-    data = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.randn(64, 12), torch.zeros(64)),
-                                       batch_size=16)
-    module = Tiny()
-    trainer(namespace, max_epochs=1, max_steps=-1, callbacks=[stats]).fit(module, data)
-    assert stats.frequencies is not None and module.qscore_discriminative.any()
+def _twins(*overrides: str):
+    """Our wrapped SimCLR with hard negatives and solo-learn's own SimCLR, with the same weights."""
+    from solo.methods import METHODS
+
+    torch.manual_seed(0)
+    ours, cfg = tiny_model("simclr", "hard_negatives.enabled=true", *overrides)
+    # solo's own CIFAR stem (3x3 conv, no max-pool) is what the wrapper gives the 16 px offline data
+    solo_cfg = copy.deepcopy(cfg)
+    solo_cfg.data.dataset = "cifar10"
+    solo = METHODS["simclr"](solo_cfg)
+    missing, unexpected = solo.load_state_dict(ours.state_dict(), strict=False)
+    assert missing == [] and unexpected == ["qscore_discriminative"]
+    for module in (ours, solo):
+        module.train()
+        module.log = module.log_dict = lambda *args, **kwargs: None
+    return cfg, ours, solo
+
+
+def pretrain_loader(cfg):
+    from solo_qscore.adapters.solo_main import make_pretrain_loader
+
+    return make_pretrain_loader(cfg)
+
+
+def test_training_step_beta_zero_equals_solo_simclr_step():
+    cfg, ours, solo = _twins("hard_negatives.beta=0", "hard_negatives.tau_plus=0")
+    batch = next(iter(pretrain_loader(cfg)))
+    loss_ours, loss_solo = ours.training_step(batch, 0), solo.training_step(batch, 0)
+    assert loss_ours.item() == pytest.approx(loss_solo.item(), abs=1e-5)
+    loss_ours.backward()
+    loss_solo.backward()
+    torch.testing.assert_close(ours.backbone.conv1.weight.grad, solo.backbone.conv1.weight.grad, rtol=1e-4, atol=1e-5)
+
+
+def test_training_step_uses_the_hard_negative_loss():
+    from solo.methods.base import BaseMethod
+
+    cfg, ours, solo = _twins("hard_negatives.beta=2.0", "hard_negatives.tau_plus=0.1")
+    batch = next(iter(pretrain_loader(cfg)))
+    captured = []
+    ours.projector.register_forward_hook(lambda module, inputs, output: captured.append(output))
+    with torch.no_grad():
+        loss_ours = ours.training_step(batch, 0)
+        loss_solo = solo.training_step(batch, 0)
+        out = BaseMethod.training_step(solo, batch, 0)  # the online classifier's loss
+        expected = hard_negative_simclr_loss(torch.cat(captured), batch[0].repeat(2), ours.temperature, 2.0, 0.1)
+    assert loss_ours.item() == pytest.approx(expected.item() + out["loss"].item(), abs=1e-5)
+    assert abs(loss_ours.item() - loss_solo.item()) > 1e-3

@@ -1,12 +1,8 @@
-"""Robust vs non-robust features (IFM paper §4.3): targeted FGSM, D_R / D_NR, re-fitted probes, the command."""
+"""Robust vs non-robust features (solo_qscore.analysis.robust_features, IFM paper §4.3): targeted FGSM,
+D_R / D_NR, re-fitted probes."""
 
 from __future__ import annotations
 
-import argparse
-import json
-from pathlib import Path
-
-import lightning.pytorch as pl
 import pytest
 import torch
 import torch.nn.functional as F
@@ -32,8 +28,6 @@ def _linear(weight: torch.Tensor, bias: torch.Tensor) -> nn.Linear:
         model.bias.copy_(bias)
     return model
 
-
-# ----------------------------------------------------------------------------- FGSM
 
 def test_fgsm_step_on_a_linear_model_is_the_analytic_sign_step():
     gen = torch.Generator().manual_seed(0)
@@ -85,8 +79,6 @@ def test_pixel_space_classifier_normalises_inside():
     torch.testing.assert_close(clf.features(x), normed.flatten(1))
     torch.testing.assert_close(clf(x), probe(normed.flatten(1)))
 
-
-# ----------------------------------------------------------------------------- D_R / D_NR
 
 def test_sample_targets():
     labels = torch.arange(1000) % 10
@@ -150,83 +142,3 @@ def test_accuracies_are_real_probe_accuracies(fashion_features):
     # D_R uses only the successful examples
     sub = fit_linear_probe(xtr[success], ytr[success], num_classes=10, **kwargs)
     assert acc["D_R"] == float((sub.predict(xte) == yte).double().mean())
-
-
-# ----------------------------------------------------------------------------- the command
-
-class _StepCounter(pl.Callback):
-    """An extra callback handed to ``pretrain``: counts the optimiser steps it sees."""
-
-    steps = 0
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        type(self).steps += 1
-
-
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory) -> Path:
-    """``solo_qscore.train.pretrain``: SimCLR ResNet-18, one step on 32 Fashion-MNIST images at 16 px."""
-    from conftest import tiny_pretrain
-
-    out = tmp_path_factory.mktemp("rf_run")
-    summary = tiny_pretrain(out, "simclr", "data.fallback=null", "optimizer.batch_size=16", "data.train_subset=32",
-                            "data.val_subset=24", "+max_steps=1", "probe.max_iter=20",
-                            "method_kwargs.proj_hidden_dim=32", "method_kwargs.proj_output_dim=16",
-                            extra_callbacks=[_StepCounter()])
-    return Path(summary["checkpoint"])
-
-
-def test_pretrain_runs_extra_callbacks(tiny_run):
-    assert tiny_run.exists() and _StepCounter.steps == 1  # max_steps=1
-
-
-def test_command_end_to_end(tiny_run, tmp_path, capsys):
-    from PIL import Image
-
-    from solo_qscore.callbacks import extract_features
-    from solo_qscore.cli import main
-    from solo_qscore.cli.open_run import load_checkpoint
-    from solo_qscore.data import make_eval_loaders
-    from solo_qscore.probe.backbone import find_backbone
-
-    out = tmp_path / "rf"
-    code = main(["robust-features", str(tiny_run), "--eps", "0.01", "8/255", "--max-steps", "4", "--out", str(out)])
-    assert code == 0
-    result = json.loads((out / "robust_features.json").read_text())
-    assert (result["num_train"], result["num_test"], result["num_classes"]) == (32, 24, 10)
-    assert [r["eps"] for r in result["runs"]] == [0.01, pytest.approx(8 / 255)]
-    for r in result["runs"]:
-        assert 0.0 <= r["attack_success_rate"] <= 1.0
-        assert r["num_in_sets"] == round(32 * r["attack_success_rate"])
-        for key in ("accuracy_D_R", "accuracy_D_NR"):
-            # a real accuracy on 24 clean test images (NaN only if no attack succeeded)
-            if r["num_in_sets"]:
-                assert 0.0 <= r[key] <= 1.0 and r[key] * 24 == pytest.approx(round(r[key] * 24))
-        if r["num_in_sets"]:
-            assert 0.0 <= r["mean_steps_successful"] <= 4
-    # accuracy_D is the clean probe, recomputed here independently
-    model, cfg, _ = load_checkpoint(str(tiny_run))
-    train_loader, val_loader = make_eval_loaders(cfg["data"])
-    backbone = find_backbone(model)
-    train_h, train_y = extract_features(backbone, train_loader, torch.device("cpu"))
-    val_h, val_y = extract_features(backbone, val_loader, torch.device("cpu"))
-    probe = fit_linear_probe(train_h, train_y, num_classes=10, max_iter=20, weight_decay=cfg["probe"]["weight_decay"])
-    assert result["accuracy_D"] == pytest.approx(float((probe.predict(val_h) == val_y).double().mean()))
-    img = Image.open(out / "robust_features.png")
-    assert img.format == "PNG" and img.size[0] > 300
-    assert "figure:" in capsys.readouterr().out
-
-
-def test_eps_parsing_and_command_errors(tiny_run, tmp_path, capsys):
-    from solo_qscore.cli import main
-    from solo_qscore.cli.robust_features import parse_eps
-
-    assert parse_eps("8/255") == pytest.approx(8 / 255) and parse_eps("0.01") == 0.01
-    for bad in ("abc", "0", "-1", "1/0"):
-        with pytest.raises(argparse.ArgumentTypeError):
-            parse_eps(bad)
-    with pytest.raises(SystemExit):
-        main(["robust-features", str(tiny_run), "--eps", "zero"])
-    assert main(["robust-features", str(tmp_path / "none.ckpt")]) == 2
-    assert main(["robust-features", str(tiny_run), "--max-steps", "0", "--out", str(tmp_path)]) == 2
-    assert "--max-steps" in capsys.readouterr().err

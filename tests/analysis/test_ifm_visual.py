@@ -1,9 +1,7 @@
-"""IFM visualisation (IFM paper §3.1, Fig. 4): latent perturbation, cosine 1-NN retrieval, the command."""
+"""IFM visualisation (solo_qscore.analysis.ifm_visual, IFM paper §3.1, Fig. 4): latent perturbation, cosine
+1-NN retrieval."""
 
 from __future__ import annotations
-
-import json
-from pathlib import Path
 
 import pytest
 import torch
@@ -17,8 +15,6 @@ torch.set_num_threads(1)
 def _unit(*shape, seed=0) -> torch.Tensor:
     return F.normalize(torch.randn(*shape, generator=torch.Generator().manual_seed(seed)), dim=-1)
 
-
-# ----------------------------------------------------------------------------- perturbation
 
 def test_perturbation_is_the_logit_shift():
     v, vp, vn = _unit(5, 16, seed=1), _unit(5, 16, seed=2), _unit(5, 16, seed=3)
@@ -61,8 +57,6 @@ def test_large_eps_moves_negatives_onto_the_anchor_and_positives_away():
     # sim(v, v+ − εv) -> −1: the bank row most opposite to the anchor
     assert idx_pos.tolist() == (bank @ v.T).argmin(0).tolist()
 
-
-# ----------------------------------------------------------------------------- nearest neighbours
 
 def test_eps_zero_retrieves_the_positive_and_negative_themselves():
     bank = torch.randn(200, 32, generator=torch.Generator().manual_seed(8))
@@ -127,66 +121,3 @@ def test_bad_inputs_raise_clear_errors():
         cosine_nearest_neighbours(a, a, chunk_size=0)
     with pytest.raises(ValueError, match="float"):
         cosine_nearest_neighbours(torch.ones(2, 4, dtype=torch.long), a)
-
-
-# ----------------------------------------------------------------------------- the command
-
-@pytest.fixture(scope="module")
-def tiny_checkpoint(tmp_path_factory) -> Path:
-    """A real (untrained) SimCLR ResNet-18 saved in the solo-qscore checkpoint format, 16 px Fashion-MNIST."""
-    from conftest import tiny_model
-
-    out = tmp_path_factory.mktemp("ifm_ckpt")
-    torch.manual_seed(0)
-    model, _ = tiny_model("simclr", "data.fallback=null", "data.train_subset=48", "data.val_subset=8",
-                          "method_kwargs.proj_hidden_dim=32", "method_kwargs.proj_output_dim=16",
-                          f"output_dir={out}")
-    checkpoint = {"state_dict": model.state_dict()}
-    model.on_save_checkpoint(checkpoint)  # the run config, as a Lightning checkpoint of `pretrain` holds it
-    path = out / "tiny.ckpt"
-    torch.save(checkpoint, path)
-    return path
-
-
-def test_command_end_to_end(tiny_checkpoint, tmp_path, capsys):
-    from PIL import Image
-
-    from solo_qscore.cli import main
-
-    out = tmp_path / "nn"
-    code = main(["ifm-neighbours", str(tiny_checkpoint), "--out", str(out), "--anchors", "3",
-                 "--eps", "0", "0.1", "10000"])
-    assert code == 0
-    result = json.loads((out / "ifm_neighbours.json").read_text())
-    assert result["eps"] == [0.0, 0.1, 10000.0] and result["space"] == "projection"
-    assert result["bank_size"] == 48 and result["embedding_dim"] == 16 and len(result["rows"]) == 3
-    anchors = {row["anchor_index"] for row in result["rows"]}
-    negatives = {row["negative_index"] for row in result["rows"]}
-    assert len(anchors) == 3 and not anchors & negatives
-    for row in result["rows"]:
-        # the clean negative is a bank member: at eps = 0 it retrieves itself ...
-        assert row["negative_retrieved"][0] == row["negative_index"]
-        # ... and at a huge eps v− + εv points at the anchor, which retrieves the anchor image
-        assert row["negative_retrieved"][2] == row["anchor_index"]
-        assert row["negative_retrieved_cos_to_anchor"][2] == pytest.approx(1.0, abs=1e-5)
-        # moving the positive away from the anchor lowers its similarity to the anchor
-        cos = row["positive_retrieved_cos_to_anchor"]
-        assert cos[2] <= cos[0] + 2e-4  # NN(v+ − εv) maximises b·v+ − ε b·v, so b·v <= b0·v + 2/ε
-    summary = result["summary"]
-    assert summary["10000"]["negative_mean_cos_to_anchor"] == pytest.approx(1.0, abs=1e-5)
-    img = Image.open(out / "ifm_neighbours.png")
-    assert img.format == "PNG" and img.size[0] > img.size[1] > 100
-    assert "figure:" in capsys.readouterr().out
-
-
-def test_command_errors_exit_2(tiny_checkpoint, tmp_path, capsys):
-    from solo_qscore.cli import main
-
-    assert main(["ifm-neighbours", str(tmp_path / "missing.ckpt")]) == 2
-    assert "no such checkpoint file" in capsys.readouterr().err
-    assert main(["ifm-neighbours", str(tiny_checkpoint), "--anchors", "30", "--out", str(tmp_path)]) == 2
-    assert "fewer than 2 x --anchors" in capsys.readouterr().err
-    not_ours = tmp_path / "plain.ckpt"
-    torch.save({"state_dict": {}}, not_ours)
-    assert main(["ifm-neighbours", str(not_ours)]) == 2
-    assert "not of a solo-qscore run" in capsys.readouterr().err

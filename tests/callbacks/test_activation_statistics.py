@@ -1,11 +1,12 @@
-"""Lightning callbacks (ActivationStatisticsCallback, QScoreProbeCallback) with real trainers.
+"""ActivationStatisticsCallback (callbacks/activation_statistics.py) with real trainers: the hook path, exact
+statistics, seeding, resume, NaN, and DDP (with the probe callback).
 
-Tiny conv backbones (r = 64) trained for a few steps on real Fashion-MNIST 32x32 subsets.
+Tiny conv backbones (r = 64, tests/helpers/tiny_lightning.py) trained for a few steps on real Fashion-MNIST
+32x32 subsets.
 """
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 import subprocess
@@ -17,67 +18,14 @@ from pathlib import Path
 import pytest
 import pytorch_lightning as pl
 import torch
+from helpers.tiny_lightning import BAND, BATCH, EPS, EXPECTED_SIZE, R, TinyModule, loader, trainer
 from pytorch_lightning.loggers import CSVLogger
-from torch import nn
-from torch.nn import functional as F
-from torch.utils.data import DataLoader, TensorDataset
 
-from solo_qscore.callbacks import ActivationStatisticsCallback, QScoreProbeCallback, extract_features
-from solo_qscore.core.discriminative import band_ranks, discriminative_mask
+from solo_qscore.callbacks import ActivationStatisticsCallback, extract_features
+from solo_qscore.core.discriminative import discriminative_mask
 from solo_qscore.core.statistics import ActivationStatistics
 
-R = 64
-EPS = 2.0  # below the default 4 so that the highly activating sets of a 64-d ReLU output are not empty
-BAND = (50.0, 95.0)
-BATCH = 32
-EXPECTED_SIZE = band_ranks(R, *BAND)[1] - band_ranks(R, *BAND)[0]  # 61 - 32 = 29
-ROOT = Path(__file__).resolve().parent.parent
-
-
-@pytest.fixture(scope="module")
-def fmnist() -> dict[str, torch.Tensor]:
-    from solo_qscore.data import make_eval_loaders
-
-    train, val = make_eval_loaders({"dataset": "fashion_mnist", "root": "datasets", "fallback": None,
-                                    "image_size": 32, "train_subset": 256, "val_subset": 128,
-                                    "batch_size": 256, "num_workers": 0})
-    (tx, ty), (vx, vy) = next(iter(train)), next(iter(val))
-    return {"train_x": tx, "train_y": ty, "val_x": vx, "val_y": vy}
-
-
-def loader(x, y, batch_size=BATCH, shuffle=False) -> DataLoader:
-    return DataLoader(TensorDataset(x, y), batch_size=batch_size, shuffle=shuffle, num_workers=0)
-
-
-class AddNaN(nn.Module):
-    def forward(self, h):
-        return h + float("nan")
-
-
-class TinyModule(pl.LightningModule):
-    """Plain module (no solo-qscore mixin): conv backbone -> r=64 features, linear head."""
-
-    def __init__(self, nan: bool = False, lr: float = 0.05) -> None:
-        super().__init__()
-        layers = [nn.Conv2d(3, R, 3, stride=2, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten()]
-        self.backbone = nn.Sequential(*layers, *([AddNaN()] if nan else []))
-        self.head = nn.Linear(R, 10)
-        self.lr = lr
-        self.register_buffer("qscore_discriminative", torch.zeros(R, dtype=torch.bool))
-
-    def training_step(self, batch, batch_idx):
-        x, y = batch
-        return F.cross_entropy(self.head(self.backbone(x)), y)
-
-    def configure_optimizers(self):
-        return torch.optim.SGD(self.parameters(), lr=self.lr, momentum=0.9)
-
-
-def trainer(tmp_path: Path, callbacks, logger=False, **kwargs) -> pl.Trainer:
-    kwargs.setdefault("max_epochs", 2)
-    return pl.Trainer(accelerator="cpu", devices=1, logger=logger, callbacks=callbacks,
-                      enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False,
-                      default_root_dir=str(tmp_path), **kwargs)
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def reference_counts(h: torch.Tensor, eps: float = EPS) -> torch.Tensor:
@@ -105,7 +53,6 @@ class FeatureRecorder(pl.Callback):
         self._handle.remove()
 
 
-# ------------------------------------------------------------------------------------- 1. hook path
 def test_hook_path_pushes_discriminative_set_and_logs(tmp_path, fmnist):
     pl.seed_everything(0)
     model = TinyModule()
@@ -135,7 +82,6 @@ def test_hook_path_pushes_discriminative_set_and_logs(tmp_path, fmnist):
         assert float(metrics["qscore/q_mean"]) >= 0.0
 
 
-# ------------------------------------------------------------------------------------- 2. exact
 def test_exact_statistics_from_dataloader(tmp_path, fmnist):
     pl.seed_everything(0)
     model = TinyModule()
@@ -177,7 +123,6 @@ def test_dataloader_seeds_the_set_at_train_start(tmp_path, fmnist):
     assert torch.equal(check.seeded, expected)
 
 
-# ------------------------------------------------------------------------------------- 3. resume
 class Snapshots(pl.Callback):
     """State of the statistics callback after each training step (runs after it, before checkpoints)."""
 
@@ -247,7 +192,6 @@ def test_checkpoint_resume_mid_epoch(tmp_path, fmnist):
     assert torch.equal(model3.qscore_discriminative, model.qscore_discriminative)
 
 
-# ------------------------------------------------------------------------------------- 4. NaN
 def test_nan_representations_warn_and_keep_the_set(tmp_path, fmnist):
     model = TinyModule(nan=True)
     preset = torch.zeros(R, dtype=torch.bool)
@@ -262,63 +206,13 @@ def test_nan_representations_warn_and_keep_the_set(tmp_path, fmnist):
     assert int(stats.metric.num_samples) == 0 and int(stats.metric.num_nonfinite) == 0  # reset after the skip
 
 
-# ------------------------------------------------------------------------------------- 6. probe
-def _read_csv_metrics(log_dir: Path) -> list[dict]:
-    (path,) = log_dir.rglob("metrics.csv")
-    with open(path) as f:
-        return list(csv.DictReader(f))
-
-
-def test_probe_callback_report_logs_and_files(tmp_path, fmnist):
-    pl.seed_everything(0)
-    model = TinyModule()
-    probe = QScoreProbeCallback(loader(fmnist["train_x"], fmnist["train_y"], 128),
-                                loader(fmnist["val_x"], fmnist["val_y"], 128), every_n_epochs=1,
-                                eps=EPS, band=BAND, out_dir=str(tmp_path / "probe"),
-                                report_kwargs={"compression_fractions": None, "num_random_seeds": 1})
-    tr = trainer(tmp_path, [probe], logger=CSVLogger(str(tmp_path), name="logs"))
-    tr.fit(model, loader(fmnist["train_x"], fmnist["train_y"]))
-
-    report = probe.last_report
-    for key in ("auroc", "auprc"):
-        assert report[key] is None and report["note"] or 0.0 <= report[key] <= 1.0, (key, report.get("note"))
-    assert report["num_features"] == R and report["num_discriminative"] == EXPECTED_SIZE
-    assert report["global_step"] == 16
-    assert len(probe.history) == 3  # after epoch 1, epoch 2 and at the end of training
-    assert probe.state_dict()["history"][-1]["auroc"] == report["auroc"]
-
-    rows = _read_csv_metrics(tmp_path / "logs")
-    logged = [r for r in rows if r.get("probe/auroc")]
-    assert len(logged) >= 2
-    assert float(logged[-1]["probe/auroc"]) == pytest.approx(report["auroc"])
-
-    out = json.loads((tmp_path / "probe" / "probe.json").read_text())
-    assert out["auroc"] == pytest.approx(report["auroc"]) and out["num_features"] == R
-    assert list((tmp_path / "probe").glob("*.png"))
-
-
-def test_probe_single_class_validation_set(tmp_path, fmnist):
-    keep = fmnist["val_y"] == fmnist["val_y"][0]
-    probe = QScoreProbeCallback(loader(fmnist["train_x"], fmnist["train_y"], 128),
-                                loader(fmnist["val_x"][keep], fmnist["val_y"][keep], 128),
-                                eps=EPS, band=BAND, out_dir=str(tmp_path / "probe"),
-                                report_kwargs={"compression_fractions": None, "num_random_seeds": 1})
-    trainer(tmp_path, [probe], max_steps=2).fit(TinyModule(), loader(fmnist["train_x"], fmnist["train_y"]))
-    report = probe.last_report
-    assert report is not None and "single class" in (report["note"] or "")
-    for key in ("auroc", "auprc"):
-        assert report[key] is None or 0.0 <= report[key] <= 1.0
-    assert (tmp_path / "probe" / "probe.json").exists()
-
-
-# ------------------------------------------------------------------------------------- 5. DDP
 DDP_SCRIPT = textwrap.dedent('''
-    import json, sys, warnings
+    import json, os, sys, warnings
     import pytorch_lightning as pl
     import torch
     from torch.utils.data import DataLoader, TensorDataset
-    sys.path.insert(0, {tests!r})
-    from test_callbacks import BAND, EPS, TinyModule
+    sys.path.insert(0, os.path.dirname({tests!r}))  # tests/: the helpers package
+    from helpers.tiny_lightning import BAND, EPS, TinyModule
     from solo_qscore.callbacks import ActivationStatisticsCallback, QScoreProbeCallback
 
     def main(devices, data_path, out):

@@ -1,4 +1,5 @@
-"""The Q-Score report: metrics against scikit-learn, compression, degenerate cases, writers, wandb."""
+"""The Q-Score report (solo_qscore.report.qscore_report): metrics against scikit-learn, compression, degenerate
+cases, associations, writers, wandb."""
 
 from __future__ import annotations
 
@@ -7,21 +8,33 @@ import math
 import struct
 from pathlib import Path
 
+import numba
 import numpy as np
 import pytest
 import torch
+from helpers.data_configs import FASHION
+from helpers.planted import planted_features
+from helpers.real_features import TINY, _features
 from sklearn.metrics import average_precision_score, roc_auc_score
 
 from solo_qscore import ActivationStatistics, discriminative_mask, q_score
+from solo_qscore.analysis.associations import association_summary, feature_class_associations
+from solo_qscore.plotting.figures import associations_figure
 from solo_qscore.probe.linear import probe_correctness
 from solo_qscore.report.qscore_report import (
     PNG_NAMES,
     compression_masks,
     log_report_to_wandb,
     qscore_report,
+    to_jsonable,
     write_report,
 )
 
+torch.set_num_threads(1)
+
+# one thread for the numba kernel of the activation statistics too: its idle workers otherwise spin
+# against torch's on a busy 2-core machine (a 1-epoch tiny run took 6x the CPU time)
+numba.set_num_threads(1)
 REQUIRED_KEYS = {
     "auroc",
     "auprc",
@@ -43,34 +56,6 @@ REQUIRED_KEYS = {
 }
 
 
-def planted_features(
-    n: int, seed: int, r: int = 128, num_classes: int = 8
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Sparse, non-negative, SSL-like representations with planted class concepts.
-
-    Each class owns 8 "concept" features (moderately frequent: the discriminative band); 6 generic
-    features fire for half of all samples (the upper tail); the rest is low background noise.
-    A per-sample quality q ~ U(0, 1) scales the sample's own concept activations and, as 1 - q,
-    those of a confusing class: low-quality samples are both misclassified more often and have
-    a lower Q-Score, which is the structure the paper reports.
-    """
-    rng = np.random.default_rng(seed)
-    roles = np.random.default_rng(1234).permutation(r)  # the same feature roles in every split
-    concept = roles[: num_classes * 8].reshape(num_classes, 8)
-    generic = roles[num_classes * 8 : num_classes * 8 + 6]
-    y = rng.integers(0, num_classes, n)
-    quality = rng.uniform(0, 1, n)
-    h = np.abs(rng.normal(0, 0.08, (n, r)))
-    for i in range(n):
-        own = rng.choice(concept[y[i]], 2, replace=False)
-        h[i, own] += 0.3 + 1.2 * quality[i] * rng.uniform(0.8, 1.2, 2)
-        other = (y[i] + rng.integers(1, num_classes)) % num_classes
-        h[i, rng.choice(concept[other], 2, replace=False)] += (1 - quality[i]) * rng.uniform(0.5, 1.5, 2)
-        if rng.uniform() < 0.5:
-            h[i, rng.choice(generic, 2, replace=False)] += rng.uniform(0.6, 1.0, 2)
-    return torch.tensor(h, dtype=torch.float32), torch.tensor(y)
-
-
 @pytest.fixture(scope="module")
 def data():
     train_h, train_y = planted_features(1200, seed=0)
@@ -83,7 +68,6 @@ def report(data):
     return qscore_report(*data, compression_fractions=(0.25, 0.5, 1.0), num_random_seeds=3, batch_size=500)
 
 
-# ------------------------------------------------------------------------------------------- metrics
 def test_required_keys_and_basic_values(report, data):
     train_h, _, val_h, _ = data
     assert REQUIRED_KEYS <= set(report)
@@ -152,7 +136,6 @@ def test_curves(report):
             assert 2 <= len(curves[name][key]) <= 200
 
 
-# --------------------------------------------------------------------------------------- compression
 def test_compression(report):
     comp = report["compression"]
     n_d = report["num_discriminative"]
@@ -210,7 +193,6 @@ def test_compression_on_a_train_subset(data):
     assert comp["band"][-1] == comp["random_mean"][-1] == comp["lower_tail"][-1]
 
 
-# ---------------------------------------------------------------------------------- degenerate cases
 def test_single_class_everywhere_gives_null_and_note(data):
     train_h, _, val_h, _ = data
     rep = qscore_report(
@@ -278,7 +260,6 @@ def test_nan_features_raise(data):
         qscore_report(train_h, train_y, val_h[:, :10], val_y)
 
 
-# -------------------------------------------------------------------------------------- associations
 def test_associations_find_the_planted_class_concepts(report):
     """Each class owns 8 planted concept features: the table's top class of a feature is its owner."""
     roles = np.random.default_rng(1234).permutation(128)  # the feature roles of planted_features
@@ -293,7 +274,6 @@ def test_associations_find_the_planted_class_concepts(report):
     assert report["class_names"] is None and "top_class_names" not in rows[0]
 
 
-# ------------------------------------------------------------------------------------------- writers
 def _png_size(path: Path) -> tuple[int, int]:
     data = path.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n", f"{path.name} is not a PNG"
@@ -382,7 +362,6 @@ def test_json_write_is_atomic(report, tmp_path, monkeypatch):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["probe.json", "samples.csv"]  # and no temp file is left
 
 
-# --------------------------------------------------------------------------------------------- wandb
 def test_wandb_offline_logging(report, tmp_path, monkeypatch):
     import wandb
     monkeypatch.setenv("WANDB_MODE", "offline")
@@ -434,3 +413,65 @@ def test_wandb_lightning_logger(report, tmp_path, monkeypatch):
         assert payload["trainer/global_step"] == 7
     finally:
         logger.experiment.finish()
+
+
+# ----------------------------------------------------------------- associations on real features
+@pytest.fixture(scope="module")
+def features(tmp_path_factory):
+    """``(features of a 1-epoch SimCLR run on 32 Fashion-MNIST images,)``: the first checkpoint of
+    tests/cli/test_compare.py, evaluated on 120 train and 60 validation images."""
+    from conftest import tiny_pretrain
+
+    before = Path(tiny_pretrain(tmp_path_factory.mktemp("associations") / "before", "simclr", *TINY)["checkpoint"])
+    return (_features(before),)
+
+
+def test_report_associations_entry(features, tmp_path):
+    train_h, train_y, val_h, val_y = features[0]
+    report = qscore_report(train_h, train_y, val_h, val_y, eps=2.0, compression_fractions=None,
+                           class_names=FASHION, associations_max_features=8)
+    entry = report["associations"]
+    D = torch.as_tensor(report["arrays"]["discriminative"])
+    assoc = feature_class_associations(train_h, train_y, D, eps=2.0, num_classes=10)
+    expected = association_summary(assoc, class_names=FASHION, max_features=8)
+    assert entry == {**expected, "population": "train"}
+    assert entry["num_features"] == report["num_discriminative"] == int(D.sum()) > 0
+    assert entry["num_samples"] == 120 and entry["class_names"] == FASHION == report["class_names"]
+    assert 0 < len(entry["features"]) <= 8
+    A = torch.as_tensor(report["arrays"]["A"])
+    for row in entry["features"]:  # the table agrees with A_j of the report (same population, same L_i)
+        assert D[row["feature"]]
+        assert row["activation_frequency"] == pytest.approx(float(A[row["feature"]]), abs=1e-4)
+        assert row["top_class_name"] == FASHION[row["top_class"]] and row["top_class"] == row["top_classes"][0]
+        assert row["purity"] == pytest.approx(row["top_fractions"][0])
+        assert sum(row["top_fractions"]) <= 1 + 1e-12
+    bounds = [row["purity_lower_bound"] for row in entry["features"] if row["support"] >= entry["min_support"]]
+    assert bounds == sorted(bounds, reverse=True)
+    assert sum(entry["features_per_top_class"]) == entry["num_features_activated"]
+
+    path = write_report(report, tmp_path)
+    loaded = json.loads(path.read_text())
+    assert loaded["associations"] == json.loads(json.dumps(to_jsonable(entry)))
+    png = tmp_path / "associations.png"
+    width, height = struct.unpack(">II", png.read_bytes()[16:24])
+    assert 800 <= width <= 2000 and 400 <= height <= 1500 and png.stat().st_size > 20_000
+    # one bar panel per table row, bars = top classes, labelled by class name
+    fig = associations_figure(entry["features"], FASHION)
+    visible = [ax for ax in fig.axes if ax.axison]
+    assert len(visible) == len(entry["features"])
+    for ax, row in zip(visible, entry["features"]):
+        heights = [p.get_height() for p in ax.patches]
+        assert heights == pytest.approx([100 * f for f in row["top_fractions"]])
+        assert [t.get_text() for t in ax.get_xticklabels()] == row["top_class_names"]
+    with pytest.raises(ValueError, match="class_names has 3 names"):
+        qscore_report(train_h, train_y, val_h, val_y, compression_fractions=None, class_names=FASHION[:3])
+
+
+def test_report_with_empty_discriminative_set(features, tmp_path):
+    train_h, train_y, val_h, val_y = features[0]
+    report = qscore_report(train_h, train_y, val_h, val_y, eps=2.0, band=(50.0, 50.01), compression_fractions=None)
+    entry = report["associations"]
+    assert entry["num_features"] == 0 and entry["features"] == [] and "empty" in entry["note"]
+    assert entry["class_names"] is None
+    write_report(report, tmp_path)
+    assert (tmp_path / "associations.png").stat().st_size > 5_000

@@ -1,16 +1,15 @@
-"""Class-feature associations (paper Fig. 1 bar plots) and the before/after comparison (Fig. A.10)."""
+"""Class-feature associations (solo_qscore.analysis.associations, paper Fig. 1 bar plots) on hand-computed
+examples, and the class names of datasets."""
 
 from __future__ import annotations
 
 import json
-import struct
-from pathlib import Path
 
-import numba
 import pytest
 import torch
+from helpers.data_configs import FASHION
 
-from solo_qscore import ActivationStatistics, discriminative_mask, highly_activating
+from solo_qscore import highly_activating
 from solo_qscore.analysis.associations import (
     association_summary,
     association_table,
@@ -18,25 +17,10 @@ from solo_qscore.analysis.associations import (
     dataset_class_names,
     feature_class_associations,
 )
-from solo_qscore.cli import main
-from solo_qscore.cli.compare import compare_representations, group_means
 from solo_qscore.plotting.figures import associations_figure
-from solo_qscore.report.qscore_report import qscore_report, to_jsonable, write_report
-
-torch.set_num_threads(1)
-# one thread for the numba kernel of the activation statistics too: its idle workers otherwise spin
-# against torch's on a busy 2-core machine (a 1-epoch tiny run took 6x the CPU time)
-numba.set_num_threads(1)
-
-# 16 x 16 images (crops and evaluation) keep the two training runs and the feature extraction fast
-TINY = ["data.train_subset=32", "data.val_subset=32", "probe.max_iter=5", "+enable_progress_bar=false",
-        "+enable_model_summary=false"]
-# compare evaluates both checkpoints on more samples than they were trained on
-EVAL = ["data.train_subset=120", "data.val_subset=60", "qscore.eps=2.0", "probe.max_iter=50"]
-FASHION = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
+from solo_qscore.report.qscore_report import to_jsonable
 
 
-# ------------------------------------------------------------------------------ hand-computed example
 def spikes(rows: list[set[int]], r: int = 6) -> torch.Tensor:
     """Rows of zeros with 1.0 at the given features: at eps = 1 exactly the spikes are highly activating
     (one spike: threshold 1/6 + 0.373 = 0.54; two spikes: 2/6 + 0.471 = 0.80; both below 1)."""
@@ -49,6 +33,7 @@ def spikes(rows: list[set[int]], r: int = 6) -> torch.Tensor:
 # samples 0-1: class 0, 2-3: class 1, 4-5: class 2
 H = spikes([{0, 1}, {0}, {1, 2}, {1}, {2, 3}, {1}])
 Y = torch.tensor([0, 0, 1, 1, 2, 2])
+
 # M_cj = #{i : y_i = c, j in L_i}, counted by hand from the rows above
 M = torch.tensor([[2, 1, 0, 0, 0, 0],
                   [0, 2, 1, 0, 0, 0],
@@ -150,7 +135,6 @@ def test_shuffled_purity_baseline():
     assert one["mean_purity"] == 1.0 and one["mean_purity_shuffled"] == 1.0
 
 
-# ------------------------------------------------------------------------------------ degenerate cases
 def test_empty_feature_set_gives_empty_result_and_note():
     a = feature_class_associations(H, Y, features=torch.zeros(6, dtype=torch.bool), eps=1.0)
     assert a.features.numel() == 0 and a.counts.shape == (3, 0)
@@ -213,143 +197,3 @@ def test_dataset_class_names():
         name, target = "trifeature", "shape"
 
     assert dataset_class_names(Trifeature()) == list(SHAPE_NAMES)
-
-
-# --------------------------------------------------------------------- real checkpoints and features
-@pytest.fixture(scope="module")
-def checkpoints(tmp_path_factory) -> tuple[Path, Path]:
-    """A 1-epoch SimCLR run on 32 Fashion-MNIST images, and a copy further-trained 1 step with the regulariser."""
-    from conftest import tiny_pretrain
-
-    root = tmp_path_factory.mktemp("compare")
-    before = Path(tiny_pretrain(root / "before", "simclr", *TINY)["checkpoint"])
-    assert main(["finetune", str(before), "+max_steps=1", "qscore.eps=2.0",
-                 f"output_dir={root / 'after'}"]) == 0
-    return before, root / "after" / "checkpoints" / "last.ckpt"
-
-
-def _features(ckpt: Path):
-    from solo_qscore.callbacks import extract_features
-    from solo_qscore.cli.open_run import load_checkpoint, with_overrides
-    from solo_qscore.data import make_eval_loaders
-    from solo_qscore.probe.backbone import find_backbone
-
-    model, saved, _ = load_checkpoint(str(ckpt))
-    cfg = with_overrides(saved, EVAL)
-    train_loader, val_loader = make_eval_loaders(cfg["data"])
-    backbone = find_backbone(model)
-    return (*extract_features(backbone, train_loader, torch.device("cpu")),
-            *extract_features(backbone, val_loader, torch.device("cpu")))
-
-
-@pytest.fixture(scope="module")
-def features(checkpoints):
-    return _features(checkpoints[0]), _features(checkpoints[1])
-
-
-def test_report_associations_entry(features, tmp_path):
-    train_h, train_y, val_h, val_y = features[0]
-    report = qscore_report(train_h, train_y, val_h, val_y, eps=2.0, compression_fractions=None,
-                           class_names=FASHION, associations_max_features=8)
-    entry = report["associations"]
-    D = torch.as_tensor(report["arrays"]["discriminative"])
-    assoc = feature_class_associations(train_h, train_y, D, eps=2.0, num_classes=10)
-    expected = association_summary(assoc, class_names=FASHION, max_features=8)
-    assert entry == {**expected, "population": "train"}
-    assert entry["num_features"] == report["num_discriminative"] == int(D.sum()) > 0
-    assert entry["num_samples"] == 120 and entry["class_names"] == FASHION == report["class_names"]
-    assert 0 < len(entry["features"]) <= 8
-    A = torch.as_tensor(report["arrays"]["A"])
-    for row in entry["features"]:  # the table agrees with A_j of the report (same population, same L_i)
-        assert D[row["feature"]]
-        assert row["activation_frequency"] == pytest.approx(float(A[row["feature"]]), abs=1e-4)
-        assert row["top_class_name"] == FASHION[row["top_class"]] and row["top_class"] == row["top_classes"][0]
-        assert row["purity"] == pytest.approx(row["top_fractions"][0])
-        assert sum(row["top_fractions"]) <= 1 + 1e-12
-    bounds = [row["purity_lower_bound"] for row in entry["features"] if row["support"] >= entry["min_support"]]
-    assert bounds == sorted(bounds, reverse=True)
-    assert sum(entry["features_per_top_class"]) == entry["num_features_activated"]
-
-    path = write_report(report, tmp_path)
-    loaded = json.loads(path.read_text())
-    assert loaded["associations"] == json.loads(json.dumps(to_jsonable(entry)))
-    png = tmp_path / "associations.png"
-    width, height = struct.unpack(">II", png.read_bytes()[16:24])
-    assert 800 <= width <= 2000 and 400 <= height <= 1500 and png.stat().st_size > 20_000
-    # one bar panel per table row, bars = top classes, labelled by class name
-    fig = associations_figure(entry["features"], FASHION)
-    visible = [ax for ax in fig.axes if ax.axison]
-    assert len(visible) == len(entry["features"])
-    for ax, row in zip(visible, entry["features"]):
-        heights = [p.get_height() for p in ax.patches]
-        assert heights == pytest.approx([100 * f for f in row["top_fractions"]])
-        assert [t.get_text() for t in ax.get_xticklabels()] == row["top_class_names"]
-    with pytest.raises(ValueError, match="class_names has 3 names"):
-        qscore_report(train_h, train_y, val_h, val_y, compression_fractions=None, class_names=FASHION[:3])
-
-
-def test_report_with_empty_discriminative_set(features, tmp_path):
-    train_h, train_y, val_h, val_y = features[0]
-    report = qscore_report(train_h, train_y, val_h, val_y, eps=2.0, band=(50.0, 50.01), compression_fractions=None)
-    entry = report["associations"]
-    assert entry["num_features"] == 0 and entry["features"] == [] and "empty" in entry["note"]
-    assert entry["class_names"] is None
-    write_report(report, tmp_path)
-    assert (tmp_path / "associations.png").stat().st_size > 5_000
-
-
-# ------------------------------------------------------------------------------------------- compare
-def test_compare_end_to_end(checkpoints, features, tmp_path, capsys):
-    from solo_qscore.probe.linear import fit_linear_probe
-
-    before, after = checkpoints
-    out = tmp_path / "cmp"
-    assert main(["compare", str(before), str(after), "--out", str(out), *EVAL]) == 0
-    result = json.loads((out / "compare.json").read_text())
-    assert "comparison:" in capsys.readouterr().out
-    assert result["num_train"] == 120 and result["num_val"] == 60 and result["eps"] == 2.0
-    assert result["before"]["regularised"] is False and result["after"]["regularised"] is True
-    assert not torch.equal(features[0][2], features[1][2])  # the further-training changed the encoder
-
-    for label, (train_h, train_y, val_h, val_y) in zip(("before", "after"), features):
-        # recomputed from the features with the core API: L_i, D, the probe
-        active = highly_activating(val_h, 2.0)
-        stats = ActivationStatistics(512, eps=2.0, sync_on_compute=False)
-        stats.update(train_h)
-        D = discriminative_mask(stats.compute(), 50.0, 95.0)
-        probe = fit_linear_probe(train_h, train_y, num_classes=10, max_iter=50, weight_decay=1e-4)
-        logits = probe(val_h)
-        correct = logits.argmax(1) == val_y
-        confidence = logits.softmax(1).max(1).values.double()
-        got = result[label]
-        assert got["accuracy"] == pytest.approx(float(correct.double().mean()))
-        assert got["num_discriminative"] == int(D.sum())
-        for key, values in (("num_active", active.sum(1).double()),
-                            ("num_active_discriminative", (active & D).sum(1).double()),
-                            ("confidence", confidence)):
-            assert got[key]["mean"] == pytest.approx(float(values.mean()), rel=1e-6)
-            assert got[key]["mean_correct"] == pytest.approx(float(values[correct].mean()), rel=1e-6)
-            assert got[key]["mean_misclassified"] == pytest.approx(float(values[~correct].mean()), rel=1e-6)
-        assert got["mean_active_train"] == pytest.approx(float(highly_activating(train_h, 2.0).sum(1).double().mean()))
-    for key in ("num_active", "confidence"):
-        assert result["change"][key] == pytest.approx(result["after"][key]["mean"] - result["before"][key]["mean"])
-    for name in ("compare.png", "discriminative_heatmap_before.png", "discriminative_heatmap_after.png"):
-        assert (out / name).stat().st_size > 20_000
-
-
-def test_compare_rejects_bad_input(checkpoints, tmp_path, capsys):
-    before, _ = checkpoints
-    assert main(["compare", str(before), str(tmp_path / "missing.ckpt"), "--out", str(tmp_path)]) == 2
-    assert "no such checkpoint file" in capsys.readouterr().err
-    torch.save({"state_dict": {}}, tmp_path / "plain.ckpt")
-    assert main(["compare", str(before), str(tmp_path / "plain.ckpt"), "--out", str(tmp_path)]) == 2
-    assert "not of a solo-qscore run" in capsys.readouterr().err
-    h = torch.rand(20, 8)
-    y = torch.arange(20) % 2
-    with pytest.raises(ValueError, match="val_y differ"):
-        compare_representations((h, y, h, y), (h, y, h, 1 - y))
-    with pytest.raises(ValueError, match="differ in shape"):
-        group_means(torch.ones(3), torch.ones(4, dtype=torch.bool))
-    means = group_means(torch.tensor([1.0, 2.0, 4.0]), torch.tensor([True, True, False]))
-    assert means == {"mean": pytest.approx(7 / 3), "mean_correct": 1.5, "mean_misclassified": 4.0}
-    assert group_means(torch.tensor([1.0]), torch.tensor([True]))["mean_misclassified"] is None

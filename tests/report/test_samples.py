@@ -1,9 +1,9 @@
-"""Per-sample Q-Scores of the probe report: samples.csv, the train-split table, q_extremes.png, progress bars."""
+"""Per-sample Q-Scores of the probe report (solo_qscore.report.qscore_report): samples.csv, the train-split
+table, q_extremes.png, the probe-fit progress bar."""
 
 from __future__ import annotations
 
 import csv
-import io
 import json
 import struct
 from pathlib import Path
@@ -11,8 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers.planted import planted_features
+from helpers.terminal import FakeTerminal
 from sklearn.metrics import roc_auc_score
-from test_report import planted_features  # tests/ is on sys.path (pytest's rootdir-relative import)
 
 from solo_qscore import ActivationStatistics, discriminative_mask, q_score
 from solo_qscore.core.activations import highly_activating
@@ -75,7 +76,6 @@ def written(report, images, tmp_path_factory) -> Path:
     return out
 
 
-# ---------------------------------------------------------------------------------------- samples.csv
 def test_samples_csv_has_one_row_per_sample_with_the_columns(written, data):
     _, _, val_h, val_y = data
     header, cols = read_csv(written / "samples.csv")
@@ -149,7 +149,6 @@ def test_samples_csv_write_is_atomic(report, tmp_path, monkeypatch):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["probe.json", "samples.csv"]  # no temp file left
 
 
-# ------------------------------------------------------------------------------------- other splits
 def test_train_split_table_uses_train_d_and_the_fitted_probe(report, data, tmp_path):
     train_h, train_y, _, _ = data
     table = sample_table(report, train_h, train_y, split="train")
@@ -191,7 +190,6 @@ def test_sample_table_checks_its_inputs(report, data):
         sample_table({"arrays": {}}, train_h, train_y)
 
 
-# ------------------------------------------------------------------------------------- q_extremes.png
 def test_q_extremes_png_with_a_dataset_of_normalised_tensors(written):
     width, height = png_size(written / "q_extremes.png")
     assert 800 <= width <= 2500 and 300 <= height <= 1500
@@ -232,21 +230,6 @@ def test_q_extremes_skipped_with_a_warning_when_images_fail(report, tmp_path):
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp file left
 
 
-def test_display_image_formats():
-    from solo_qscore.plotting.figures import display_image
-
-    chw = torch.stack([torch.linspace(-2, 2, 64).reshape(8, 8), torch.full((8, 8), 3.0), torch.randn(8, 8)])
-    out = display_image((chw, 1))
-    assert out.shape == (8, 8, 3) and out.dtype == np.uint8
-    assert out[..., 0].min() == 0 and out[..., 0].max() == 255  # stretched per channel
-    assert (out[..., 1] == 0).all()  # a constant channel
-    assert display_image(torch.rand(1, 5, 7)).shape == (5, 7)
-    uint8 = np.arange(48, dtype=np.uint8).reshape(4, 4, 3)
-    assert display_image(uint8) is uint8
-    with pytest.raises(ValueError, match="not an image"):
-        display_image(np.zeros(5))
-
-
 def test_extreme_rows_pick_the_lowest_and_highest_q(report, monkeypatch):
     from solo_qscore.plotting import figures as plots
     from solo_qscore.report.qscore_report import q_extremes_figure
@@ -271,34 +254,6 @@ def test_extreme_rows_pick_the_lowest_and_highest_q(report, monkeypatch):
         assert tile["wrong"] == (samples["prediction"][i] != samples["label"][i])
         assert CLASS_NAMES[samples["label"][i]] in tile["title"]
         assert f"pred: {CLASS_NAMES[samples['prediction'][i]]}" in tile["title"] and "Q = " in tile["title"]
-
-
-# ------------------------------------------------------------------------------------- progress bars
-class FakeTerminal(io.StringIO):
-    def isatty(self) -> bool:
-        return True
-
-
-def test_progress_bar_on_a_terminal_and_quiet_under_ci(monkeypatch):
-    from solo_qscore._progress import progress, progress_disabled
-
-    monkeypatch.delenv("CI", raising=False)
-    assert progress_disabled() is None
-    stream = FakeTerminal()
-    assert list(progress(range(3), desc="work", delay=0, file=stream)) == [0, 1, 2]
-    assert "work" in stream.getvalue()
-    for value in ("true", "1"):
-        monkeypatch.setenv("CI", value)
-        assert progress_disabled() is True
-        stream = FakeTerminal()
-        assert list(progress(range(3), desc="work", delay=0, file=stream)) == [0, 1, 2]
-        assert stream.getvalue() == ""
-    monkeypatch.setenv("CI", "false")
-    assert progress_disabled() is None
-    stream = io.StringIO()  # not a terminal: quiet
-    monkeypatch.delenv("CI")
-    list(progress(range(3), desc="work", delay=0, file=stream))
-    assert stream.getvalue() == ""
 
 
 def test_probe_fit_bar_counts_every_fit(data, monkeypatch):
