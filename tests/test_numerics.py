@@ -383,3 +383,117 @@ def test_activation_statistics_with_one_feature_keeps_shape():
     assert discriminative_mask(A, 0.0, 100.0).tolist() == [True]  # usable downstream
     assert q_score(torch.randn(3, 1), torch.ones(1, dtype=torch.bool)).tolist() == [0.0, 0.0, 0.0]
     assert math.isfinite(qscore_regularizer(torch.randn(3, 1), torch.ones(1, dtype=torch.bool)).item())
+
+
+# ------------------------------------------------------------------ 7. the float32 kernel (issue 15, item 4)
+
+
+def _fields_equal(a, b) -> bool:
+    return all(torch.equal(x, y) for x, y in zip(a, b))
+
+
+def _awkward_float32_rows(seed: int = 21) -> torch.Tensor:
+    """Ordinary rows mixed with every row that leaves the float32 kernel's fast path."""
+    g = torch.Generator().manual_seed(seed)
+    r = 300
+    ordinary = torch.randn(24, r, generator=g).relu()
+    rows = [ordinary,
+            torch.randn(2, r, generator=g) * 1e30,  # squares overflow float32
+            torch.rand(2, r, generator=g) * 3e38 * torch.where(torch.rand(2, r, generator=g) > 0.5, 1.0, -1.0),
+            torch.randn(2, r, generator=g) * 1e-30,  # squares underflow float32
+            torch.randn(2, r, generator=g) * 1e-41,  # subnormal values
+            torch.full((2, r), 3.25), torch.zeros(2, r),  # constant and zero rows
+            _spiky_rows(4, r, 1e6, seed=seed)]  # mean/std 1e6
+    h = torch.cat(rows)
+    h[-1, 0] = torch.finfo(torch.float32).max  # its shifted float32 sum overflows
+    return h
+
+
+def test_float32_kernel_fallback_rows_match_the_reference(kernel_mode):
+    """Rows whose float32 squares overflow or underflow, subnormal, constant and zero rows, values near
+    float32's max: the float32 kernel rescales them (its fallback) and gives the float64 reference's sets."""
+    h = _awkward_float32_rows()
+    D = torch.rand(h.shape[1], generator=torch.Generator().manual_seed(3)) > 0.5
+    fast = activation_summary(h, D, 2.0)
+    num_active, counts, q = _reference(h, D, 2.0)
+    assert fast.finite.all()
+    assert torch.equal(fast.num_active, num_active) and torch.equal(fast.counts, counts)
+    torch.testing.assert_close(fast.q.double(), q, atol=1e-6, rtol=1e-5)
+    assert torch.isfinite(fast.q).all()
+    # with NaN/Inf in some of those rows, only those rows change
+    bad = h.clone()
+    bad[[0, 25, 33], [5, 0, 299]] = torch.tensor([float("nan"), float("inf"), -float("inf")])
+    got = activation_summary(bad, D, 2.0)
+    keep = torch.ones(h.shape[0], dtype=torch.bool)
+    keep[[0, 25, 33]] = False
+    assert torch.equal(got.finite, keep)
+    assert torch.equal(got.num_active[keep], fast.num_active[keep]) and torch.equal(got.q[keep], fast.q[keep])
+
+
+def test_float32_kernel_threshold_is_rounded_down_to_float32(kernel_mode):
+    """x_j > limit is tested as x_j > (largest float32 <= limit): a limit just below a float32 value must
+    not round up to it. Here the mean is 1 - 2^-24 / r, between the two float32 values 1 - 2^-24 and 1."""
+    r = 257
+    h = torch.ones(3, r)
+    h[:, -1] = 1.0 - 2.0**-24
+    D = torch.ones(r, dtype=torch.bool)
+    fast = activation_summary(h, D, 0.0)
+    assert fast.num_active.tolist() == [r - 1] * 3  # every 1.0 is above the mean
+    assert torch.equal(fast.num_active, _reference(h, D, 0.0)[0])
+    assert torch.equal(fast.num_active, _summary_torch(h, D, 0.0).num_active)
+
+
+def test_float32_kernel_parallel_equals_serial(monkeypatch):
+    """Each row is summarised the same way whichever thread takes it: identical results, bit for bit."""
+    h = torch.cat([_awkward_float32_rows(), torch.randn(300, 300, generator=torch.Generator().manual_seed(4))])
+    h[7, 3] = float("nan")
+    D = torch.rand(300, generator=torch.Generator().manual_seed(5)) > 0.5
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        monkeypatch.setattr(_kernels, "PARALLEL_MIN_ELEMENTS", 1)
+        parallel = activation_summary(h, D, 1.5)
+        monkeypatch.setattr(_kernels, "PARALLEL_MIN_ELEMENTS", 1 << 40)
+        serial = activation_summary(h, D, 1.5)
+    finally:
+        torch.set_num_threads(threads)
+    assert _fields_equal(parallel, serial)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_kernel_on_non_contiguous_input(dtype, kernel_mode):
+    g = torch.Generator().manual_seed(6)
+    base = torch.randn(400, 90, generator=g, dtype=dtype).relu()
+    D = torch.rand(45, generator=g) > 0.5
+    for view in (base[:, ::2], base.t().contiguous().t()[:, :45], base[::3, 10:55]):
+        assert not view.is_contiguous() or view.data_ptr() != base.data_ptr()
+        got, want = activation_summary(view, D, 2.0), activation_summary(view.contiguous(), D, 2.0)
+        assert _fields_equal(got, want)
+        assert torch.equal(got.num_active, _reference(view, D, 2.0)[0])
+
+
+def test_float32_kernel_counts_are_exact_over_many_rows(kernel_mode):
+    """The per-thread counts are kept in int8 and flushed every 127 rows: no count is lost or wraps."""
+    n = 40_000
+    h = torch.tensor([[0.0, 1.0, 0.0, 0.0]]).repeat(n, 1)  # eps = 0: the 1.0 is above the mean
+    h[::2, 0] = 2.0  # every other row: [2, 1, 0, 0], mean 0.75: the 2.0 and the 1.0 are above it
+    summary = activation_summary(h, torch.ones(4, dtype=torch.bool), 0.0)
+    assert summary.counts.tolist() == [n // 2, n, 0, 0]
+    assert summary.num_active.tolist() == [2, 1] * (n // 2)
+
+
+@pytest.mark.parametrize("eps", [0.0, 1.0, 4.0])
+def test_float32_kernel_equals_the_float64_accumulating_kernel(eps, kernel_mode, monkeypatch):
+    """float32 rows through the float32 kernel and through the float64-accumulating kernel (which float64
+    rows take, and float32 rows too beyond F32_MAX_FEATURES): the same sets, Q to float32 precision."""
+    g = torch.Generator().manual_seed(7)
+    h = torch.cat([torch.randn(200, 512, generator=g).relu(), torch.randn(200, 512, generator=g),
+                   _spiky_rows(100, 512, 1e4, seed=8), torch.randn(50, 512, generator=g).exp()])
+    D = torch.rand(512, generator=g) > 0.5
+    fast = activation_summary(h, D, eps)
+    monkeypatch.setattr(_kernels, "F32_MAX_FEATURES", 0)
+    wide = activation_summary(h, D, eps)
+    assert torch.equal(fast.counts, wide.counts) and torch.equal(fast.num_active, wide.num_active)
+    assert torch.equal(fast.finite, wide.finite)
+    torch.testing.assert_close(fast.q, wide.q, atol=1e-7, rtol=1e-5)
+    assert fast.q.dtype == wide.q.dtype == torch.float32
