@@ -126,6 +126,37 @@ def binary_scores(score, correct, bootstrap: int = 0, seed: int = 0) -> dict:
     return out
 
 
+def label_free(h) -> dict:
+    """The label-free alternatives to Q: ``||h_i||`` and the top-feature z-score
+    ``max_j (hhat_ij - mu_i) / sigma_i``, as NumPy arrays (float64)."""
+    hd = h.double()
+    hhat = hd / hd.norm(dim=1, keepdim=True).clamp_min(1e-12)
+    mu = hhat.mean(dim=1, keepdim=True)
+    sigma = hhat.std(dim=1, unbiased=False, keepdim=True)
+    zmax = ((hhat - mu) / sigma.clamp_min(1e-12)).max(dim=1).values
+    return {"||h||": hd.norm(dim=1).numpy(), "top z-score": zmax.numpy()}
+
+
+def mean_active(h, eps: float) -> float:
+    """Mean |L_i| over the rows of ``h`` (the library's highly-activating sets)."""
+    from solo_qscore.core.activations import highly_activating
+
+    return float(highly_activating(h, eps).sum(dim=1).double().mean())
+
+
+def metrics_of(scores: dict, correct, bootstrap: int) -> tuple[dict, dict]:
+    """AUROC / AUPRC (+ bootstrap intervals) of each score, and the ROC points for the plots;
+    empty when ``correct`` holds one class only."""
+    import torch
+
+    c = torch.as_tensor(correct).bool()
+    if not 0 < int(c.sum()) < c.numel():
+        return {}, {}
+    out = {name: binary_scores(s, c, bootstrap=bootstrap) for name, s in scores.items()}
+    metrics = {k: {m: v[m] for m in ("auroc", "auprc", "auroc_ci", "auprc_ci") if m in v} for k, v in out.items()}
+    return metrics, {k: {"fpr": v["fpr"].tolist(), "tpr": v["tpr"].tolist()} for k, v in out.items()}
+
+
 def analyse(method: str, ckpt: str, args: argparse.Namespace, compression: bool = True) -> dict:
     import torch
 
@@ -146,12 +177,7 @@ def analyse(method: str, ckpt: str, args: argparse.Namespace, compression: bool 
         getattr(train_loader.dataset, "dataset", None), "name", cfg["data"]["dataset"])
     t_extract = time.time() - t0
 
-    # label-free alternatives (independent of eps)
-    hhat = val_h.double() / val_h.double().norm(dim=1, keepdim=True).clamp_min(1e-12)
-    mu = hhat.mean(dim=1, keepdim=True)
-    sigma = hhat.std(dim=1, unbiased=False, keepdim=True)
-    zmax = ((hhat - mu) / sigma.clamp_min(1e-12)).max(dim=1).values
-    norm = val_h.double().norm(dim=1)
+    alternatives = label_free(val_h)  # independent of eps
 
     out = {"method": method, "dataset": str(dataset), "checkpoint": ckpt, "num_train": int(train_h.shape[0]),
            "num_val": int(val_h.shape[0]), "r": int(train_h.shape[1]), "extract_seconds": t_extract,
@@ -167,14 +193,9 @@ def analyse(method: str, ckpt: str, args: argparse.Namespace, compression: bool 
         arr = rep["arrays"]
         correct = torch.as_tensor(arr["correct"]).bool()
         # mean |L_i| on the validation set too (report's mean_active is over the train set)
-        vz = (hhat - mu) / sigma.clamp_min(1e-12)
-        val_mean_active = float((vz > eps).sum(dim=1).double().mean())
-        scores = {"Q": arr["q"], "max-softmax": arr["confidence"], "||h||": norm.numpy(),
-                  "top z-score": zmax.numpy()}
-        metrics = {}
-        if 0 < int(correct.sum()) < correct.numel():
-            for name, s in scores.items():
-                metrics[name] = binary_scores(s, correct, bootstrap=args.bootstrap)
+        val_mean_active = mean_active(val_h, eps)
+        metrics, roc = metrics_of({"Q": arr["q"], "max-softmax": arr["confidence"], **alternatives},
+                                  correct, args.bootstrap)
         out["per_eps"].append({
             "eps": eps,
             "mean_active_train": rep["mean_active"],
@@ -184,9 +205,8 @@ def analyse(method: str, ckpt: str, args: argparse.Namespace, compression: bool 
             "q_zero_fraction": rep["q_zero_fraction"],
             "auroc_Q_report": rep["auroc"], "auprc_Q_report": rep["auprc"],
             "note": rep["note"],
-            "metrics": {k: {m: v[m] for m in ("auroc", "auprc", "auroc_ci", "auprc_ci") if m in v}
-                        for k, v in metrics.items()},
-            "roc": {k: {"fpr": v["fpr"].tolist(), "tpr": v["tpr"].tolist()} for k, v in metrics.items()},
+            "metrics": metrics,
+            "roc": roc,
             "compression": rep["compression"],
             "seconds": time.time() - t1,
         })

@@ -47,7 +47,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 os.environ.setdefault("WANDB_MODE", "disabled")
 
-from bench_qscore_predicts import binary_scores, fmt, with_ci  # noqa: E402
+from bench_qscore_predicts import fmt, label_free, mean_active, metrics_of, with_ci  # noqa: E402
 
 PROBE_KWARGS = {"max_iter": 100, "weight_decay": 1e-4}  # the SSL runs' probe (solo_qscore.config defaults)
 SSL_TRAIN_SUBSET = 3000  # bench_qscore_predicts --scale 1: D and the probe come from these images
@@ -263,34 +263,6 @@ def features(backbone, x, y):
 
 
 # --------------------------------------------------------------------------------------- analysis
-def label_free(h) -> dict:
-    """``||h_i||`` and the top-feature z-score ``max_j (hhat_ij - mu_i) / sigma_i`` (as bench_qscore_predicts)."""
-    hd = h.double()
-    hhat = hd / hd.norm(dim=1, keepdim=True).clamp_min(1e-12)
-    mu = hhat.mean(dim=1, keepdim=True)
-    sigma = hhat.std(dim=1, unbiased=False, keepdim=True)
-    zmax = ((hhat - mu) / sigma.clamp_min(1e-12)).max(dim=1).values
-    return {"||h||": hd.norm(dim=1).numpy(), "top z-score": zmax.numpy()}
-
-
-def mean_active(h, eps: float) -> float:
-    from solo_qscore.core.activations import highly_activating
-
-    return float(highly_activating(h, eps).sum(dim=1).double().mean())
-
-
-def metrics_of(scores: dict, correct, bootstrap: int) -> tuple[dict, dict]:
-    """AUROC / AUPRC (+ bootstrap intervals) of each score; the ROC points for the plots."""
-    import torch
-
-    c = torch.as_tensor(correct).bool()
-    if not 0 < int(c.sum()) < c.numel():
-        return {}, {}
-    out = {name: binary_scores(s, c, bootstrap=bootstrap) for name, s in scores.items()}
-    metrics = {k: {m: v[m] for m in ("auroc", "auprc", "auroc_ci", "auprc_ci") if m in v} for k, v in out.items()}
-    return metrics, {k: {"fpr": v["fpr"].tolist(), "tpr": v["tpr"].tolist()} for k, v in out.items()}
-
-
 def eps_scan(train_h, val_h) -> list[dict]:
     """mean |L_i| (train) and the fraction of validation samples with Q = 0, over a grid of eps (library D and Q)."""
     from solo_qscore.core.discriminative import discriminative_mask
