@@ -22,7 +22,9 @@ CPU core; ``--scale k`` multiplies the number of samples and epochs.
     .venv/bin/python benchmarks/bench_qscore_predicts.py --scale 1 --threads 1
 
 Checkpoints and per-method JSON go to ``runs/bench_qscore_<method>/``; an existing checkpoint of the
-same scale is reused (``--retrain`` to force). Plots: ``benchmarks/qscore_predicts_*.png``.
+same sizes is reused (``--retrain`` to force), and an unfinished run of the same sizes (a session that
+ended mid-run) is resumed from its last epoch by running the same command again.
+Plots: ``benchmarks/qscore_predicts_*.png``.
 """
 
 from __future__ import annotations
@@ -233,6 +235,59 @@ def trend_checkpointing(out_dir: Path, every: int) -> list:
     return [EveryKEpochs()]
 
 
+def run_state(out_dir: Path, sz: dict, retrain: bool) -> str:
+    """``done`` (a finished run of these sizes: reused), ``resume`` (an unfinished one: its last
+    checkpoint is resumed, so a long run stopped with its session loses at most one epoch) or ``fresh``."""
+    if retrain:
+        return "fresh"
+    ckpt = out_dir / "checkpoints" / "last.ckpt"
+    for name, state in (("bench_scale.json", "done"), ("bench_progress.json", "resume")):
+        stamp = out_dir / name
+        if ckpt.exists() and stamp.exists() and json.loads(stamp.read_text()).get("sizes", sz) == sz:
+            return state
+    return "fresh"
+
+
+def progress_record(out_dir: Path, sz: dict, already: float) -> list:
+    """A callback that writes ``bench_progress.json`` (the sizes, the epochs done, the training seconds
+    so far: ``already`` from earlier sessions plus this one's) after every epoch."""
+    import lightning.pytorch as pl
+
+    start = time.time()
+
+    class Progress(pl.Callback):
+        def on_train_epoch_end(self, trainer, pl_module):
+            (out_dir / "bench_progress.json").write_text(json.dumps(
+                {"sizes": sz, "epochs": trainer.current_epoch + 1, "seconds": already + time.time() - start}))
+
+    return [Progress()]
+
+
+def train(method: str, cfg, out_dir: Path, sz: dict, args: argparse.Namespace, resume: bool) -> float:
+    """Pre-train ``method`` (or resume its unfinished run); returns the training seconds of all sessions."""
+    from solo_qscore.train import pretrain
+
+    ckpt = out_dir / "checkpoints" / "last.ckpt"
+    already = json.loads((out_dir / "bench_progress.json").read_text())["seconds"] if resume else 0.0
+    if resume:
+        print(f"[{method}] resuming {ckpt} ({already:.0f}s of training before)", flush=True)
+    callbacks = trend_checkpointing(out_dir, args.trend_every) + progress_record(out_dir, sz, already)
+    t0 = time.time()
+    cwd = os.getcwd()
+    os.chdir(ROOT)
+    try:
+        # a fresh run clears out_dir (a checkpoint of other sizes, or --retrain); a resumed one keeps it
+        summary = pretrain(cfg, extra_callbacks=callbacks, overwrite=not resume,
+                           resume=str(ckpt) if resume else None)
+    finally:
+        os.chdir(cwd)
+    train_seconds = already + time.time() - t0
+    (out_dir / "bench_scale.json").write_text(json.dumps(sz))
+    (out_dir / "bench_train_seconds.json").write_text(json.dumps(train_seconds))
+    print(f"[{method}] pre-trained in {train_seconds:.0f}s: {summary.get('dataset')}", flush=True)
+    return train_seconds
+
+
 def trend_row(epochs: int, res: dict) -> dict:
     row = {"epochs": epochs}
     for e in res["per_eps"]:
@@ -408,7 +463,6 @@ def main(argv=None) -> int:
 
     torch.set_num_threads(args.threads)
     from solo_qscore.config import compose
-    from solo_qscore.train import pretrain
 
     sz = {**sizes_for(args.scale, args.epochs, args.trend_every), "precision": args.precision, "seed": args.seed}
     print(f"scale {args.scale}: {sz}, threads {args.threads}, methods {args.methods}, eps {args.eps}", flush=True)
@@ -418,26 +472,13 @@ def main(argv=None) -> int:
         cfg = compose(ROOT / "method_configs" / "cifar", method, overrides_for(method, args, sz))
         out_dir = ROOT / cfg.output_dir
         ckpt = out_dir / "checkpoints" / "last.ckpt"
-        stamp = out_dir / "bench_scale.json"
-        reuse = (not args.retrain and ckpt.exists() and stamp.exists()
-                 and json.loads(stamp.read_text()) == sz)
+        state = run_state(out_dir, sz, args.retrain)
         t0 = time.time()
-        if reuse:
+        if state == "done":
             print(f"[{method}] reusing {ckpt}", flush=True)
             train_seconds = json.loads((out_dir / "bench_train_seconds.json").read_text())
         else:
-            cwd = os.getcwd()
-            os.chdir(ROOT)
-            try:
-                # overwrite: a checkpoint of another scale (or --retrain) is replaced
-                summary = pretrain(cfg, extra_callbacks=trend_checkpointing(out_dir, args.trend_every),
-                                   overwrite=True)
-            finally:
-                os.chdir(cwd)
-            train_seconds = time.time() - t0
-            stamp.write_text(json.dumps(sz))
-            (out_dir / "bench_train_seconds.json").write_text(json.dumps(train_seconds))
-            print(f"[{method}] pre-trained in {train_seconds:.0f}s: {summary.get('dataset')}", flush=True)
+            train_seconds = train(method, cfg, out_dir, sz, args, resume=state == "resume")
         res = analyse(method, str(ckpt), args)
         res["train_seconds"] = train_seconds
         res["sizes"] = sz

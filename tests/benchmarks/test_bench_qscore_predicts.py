@@ -1,0 +1,67 @@
+"""``benchmarks/bench_qscore_predicts.py``: a finished run is reused, an unfinished one (its session ended
+mid-run) is resumed from its last checkpoint rather than trained again from scratch."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parents[2]
+SCRIPT = REPO / "benchmarks" / "bench_qscore_predicts.py"
+
+
+def _bench():
+    spec = importlib.util.spec_from_file_location("bench_qscore_predicts", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_run_state_reads_the_stamps(tmp_path):
+    bench = _bench()
+    sz = bench.sizes_for(0.1, 3)
+    assert bench.run_state(tmp_path, sz, retrain=False) == "fresh"
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "checkpoints" / "last.ckpt").write_bytes(b"")
+    (tmp_path / "bench_progress.json").write_text(json.dumps({"sizes": sz, "epochs": 1, "seconds": 5.0}))
+    assert bench.run_state(tmp_path, sz, retrain=False) == "resume"
+    assert bench.run_state(tmp_path, {**sz, "epochs": 4}, retrain=False) == "fresh"  # other sizes: retrain
+    assert bench.run_state(tmp_path, sz, retrain=True) == "fresh"
+    (tmp_path / "bench_scale.json").write_text(json.dumps(sz))
+    assert bench.run_state(tmp_path, sz, retrain=False) == "done"
+
+
+def _run(tmp_path: Path, epochs: int) -> str:
+    cmd = [sys.executable, str(SCRIPT), "--scale", "0.1", "--epochs", str(epochs), "--methods", "simclr",
+           "--threads", "1", "--num-workers", "0", "--eps", "2", "--bootstrap", "0", "--fractions", "1.0",
+           "--run-prefix", str(tmp_path / "r_"), "--png-prefix", str(tmp_path / "p")]
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "WANDB_MODE": "disabled", "CI": "true"})
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc.stdout
+
+
+def test_an_unfinished_run_resumes_from_its_last_epoch(tmp_path):
+    run = tmp_path / "r_simclr"
+    _run(tmp_path, 1)
+    first = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    assert first["epoch"] == 0 and first["global_step"] == 2  # 300 images / batch 128, drop_last
+    # what a session that ended after epoch 1 of 2 leaves: a checkpoint and the progress record, no stamp
+    (run / "bench_scale.json").unlink()
+    progress = json.loads((run / "bench_progress.json").read_text())
+    assert progress["epochs"] == 1 and progress["seconds"] > 0
+    progress["sizes"]["epochs"] = 2
+    (run / "bench_progress.json").write_text(json.dumps(progress))
+
+    out = _run(tmp_path, 2)
+    assert "[simclr] resuming" in out
+    last = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    assert last["epoch"] == 1 and last["global_step"] == 4  # one more epoch, not two
+    assert json.loads((run / "bench_train_seconds.json").read_text()) > progress["seconds"]
+    assert json.loads((run / "bench_scale.json").read_text())["epochs"] == 2  # finished: reused next time
