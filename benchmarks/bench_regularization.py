@@ -20,10 +20,12 @@ Q = 0 for almost every sample at eps = 4, so the Q term of R would be zero; see 
 
     .venv/bin/python benchmarks/bench_regularization.py               # ~10 runs x 16 steps, ~45 min on 1 core
     .venv/bin/python benchmarks/bench_regularization.py --steps 46 --methods simclr
+    .venv/bin/python benchmarks/bench_regularization.py --checkpoint-prefix runs/bench_qscore45_ \\
+        --methods simclr --seeds 0 1 2 --steps 23 --lambdas 1e-4 1e-3 --threads 2   # a 45-epoch encoder
 
 ``--scale k`` scales the pre-training (via bench_qscore_predicts, trained first when its checkpoint is
 missing) and the number of further-training steps. Results: ``benchmarks/results_regularization.md``
-(written by hand from the printed table), raw JSON ``runs/bench_reg_summary.json``.
+(written by hand from the printed table), raw JSON ``<run-prefix>summary.json``.
 """
 
 from __future__ import annotations
@@ -57,6 +59,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--lr", type=float, default=None, help="further-training lr (default: the checkpoint's)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--num-workers", type=int, default=1)
+    p.add_argument("--seeds", type=int, nargs="+", default=[0],
+                   help="further-training seeds (data order, augmentations); each arm runs once per seed")
+    p.add_argument("--checkpoint-prefix", default="runs/bench_qscore_",
+                   help="the pre-trained runs: PREFIX<method>/checkpoints/last.ckpt of bench_qscore_predicts "
+                        "(a prefix other than the default must hold a finished run)")
     p.add_argument("--run-prefix", default="runs/bench_reg_")
     p.add_argument("--rerun", action="store_true", help="ignore finished arms")
     return p.parse_args(argv)
@@ -75,8 +82,12 @@ def arms(args: argparse.Namespace) -> list[tuple[str, list[str]]]:
 def ensure_checkpoint(method: str, args: argparse.Namespace) -> Path:
     import bench_qscore_predicts as pred
 
-    ckpt = ROOT / f"runs/bench_qscore_{method}/checkpoints/last.ckpt"
+    ckpt = ROOT / f"{args.checkpoint_prefix}{method}/checkpoints/last.ckpt"
     stamp = ckpt.parent.parent / "bench_scale.json"
+    if args.checkpoint_prefix != "runs/bench_qscore_":
+        if not (ckpt.exists() and stamp.exists()):
+            raise SystemExit(f"{ckpt}: no finished bench_qscore_predicts run there (run it first)")
+        return ckpt
     if not (ckpt.exists() and stamp.exists() and json.loads(stamp.read_text()) == pred.sizes_for(args.scale)):
         print(f"[{method}] no checkpoint at scale {args.scale}: running bench_qscore_predicts first", flush=True)
         pred.main(["--scale", str(args.scale), "--threads", str(args.threads), "--methods", method])
@@ -94,12 +105,13 @@ def before_row(method: str, ckpt: Path, eps: float) -> dict:
             "num_discriminative": row["num_discriminative"]}
 
 
-def run_arm(method: str, ckpt: Path, name: str, arm_overrides: list[str], args: argparse.Namespace) -> dict:
+def run_arm(method: str, ckpt: Path, name: str, arm_overrides: list[str], args: argparse.Namespace,
+            seed: int = 0) -> dict:
     from solo_qscore.adapters.solo_main import read_checkpoint, source_config
     from solo_qscore.config import apply_overrides, validate, with_plugin_defaults
     from solo_qscore.train import pretrain
 
-    out_dir = f"{args.run_prefix}{method}_{name.replace(' ', '_')}"
+    out_dir = f"{args.run_prefix}{method}_{name.replace(' ', '_')}" + (f"_seed{seed}" if seed else "")
     summary_path = ROOT / out_dir / "bench_arm.json"
     if summary_path.exists() and not args.rerun:
         print(f"[{method}] {name}: reusing {summary_path}", flush=True)
@@ -110,7 +122,8 @@ def run_arm(method: str, ckpt: Path, name: str, arm_overrides: list[str], args: 
         "scheduler.name=warmup_cosine", f"qscore.eps={args.eps}", "probe.every_n_epochs=0",
         "wandb.enabled=false", "enable_progress_bar=false", "enable_model_summary=false",
         "enable_checkpointing=true", f"data.num_workers={args.num_workers}",
-        f"output_dir={out_dir}", f"name=bench-reg-{method}-{name.replace(' ', '-')}", *arm_overrides,
+        f"output_dir={out_dir}", f"name=bench-reg-{method}-{name.replace(' ', '-')}", f"++seed={seed}",
+        *arm_overrides,
     ]
     if args.lr is not None:
         overrides.append(f"optimizer.lr={args.lr}")
@@ -127,33 +140,44 @@ def run_arm(method: str, ckpt: Path, name: str, arm_overrides: list[str], args: 
     report = json.loads((ROOT / summary["probe_dir"] / "probe.json").read_text())
     # the lr the run trained with (solo's parse_cfg scales the config's by batch_size / 256)
     used = read_checkpoint(ROOT / summary["checkpoint"])["solo_qscore"]["config"]
-    row = {"arm": name, "steps": summary["global_step"], "accuracy": report["accuracy"],
+    row = {"arm": name, "seed": seed, "steps": summary["global_step"], "accuracy": report["accuracy"],
            "mean_active": report.get("mean_active"), "auroc": report.get("auroc"), "auprc": report.get("auprc"),
            "num_discriminative": report.get("num_discriminative"), "seconds": time.time() - t0,
            "lr": float(used["optimizer"]["lr"]), "overrides": arm_overrides}
     summary_path.write_text(json.dumps(row, indent=1))
-    print(f"[{method}] {name}: acc {row['accuracy']:.4f} mean|L_i| {row['mean_active']:.3f} "
+    print(f"[{method}] {name} seed {seed}: acc {row['accuracy']:.4f} mean|L_i| {row['mean_active']:.3f} "
           f"AUROC {row['auroc']} ({row['seconds']:.0f}s)", flush=True)
     return row
 
 
-def fmt(v, pct: bool = True) -> str:
-    if v is None:
-        return "n/a"
-    return f"{100 * v:.2f}" if pct else f"{v:.2f}"
-
-
 def table(results: dict[str, list[dict]]) -> str:
-    lines = ["| method | arm | probe acc % | Δ vs plain | mean \\|L_i\\| | AUROC(Q) % | AUPRC(Q) % | paper acc % |",
-             "|---|---|---|---|---|---|---|---|"]
+    """One line per arm: the mean over seeds (± the standard deviation when there are several) and the
+    accuracy difference to the plain arm of the same seed (same data order), its mean and per-seed values."""
+    import statistics
+
+    def mean_sd(values: list, pct: bool = True) -> str:
+        values = [v for v in values if v is not None]
+        if not values:
+            return "n/a"
+        k = 100 if pct else 1
+        text = f"{k * statistics.fmean(values):.2f}"
+        return text + (f" ± {k * statistics.stdev(values):.2f}" if len(values) > 1 else "")
+
+    lines = ["| method | arm | seeds | probe acc % | Δ vs plain (per seed) | mean \\|L_i\\| | AUROC(Q) % | AUPRC(Q) % "
+             "| paper acc % |", "|---|---|---|---|---|---|---|---|---|"]
     for method, rows in results.items():
-        plain = next((r["accuracy"] for r in rows if r["arm"] == "plain"), None)
-        for r in rows:
-            delta = "" if plain is None or r.get("accuracy") is None or r["arm"] == "plain" else \
-                f"{100 * (r['accuracy'] - plain):+.2f}"
-            paper = PAPER.get(method, "—") if r["arm"].startswith("before") else ""
-            lines.append(f"| {method} | {r['arm']} | {fmt(r.get('accuracy'))} | {delta} | "
-                         f"{fmt(r.get('mean_active'), pct=False)} | {fmt(r.get('auroc'))} | {fmt(r.get('auprc'))} | "
+        plain = {r.get("seed"): r["accuracy"] for r in rows if r["arm"] == "plain"}
+        for arm in dict.fromkeys(r["arm"] for r in rows):
+            group = [r for r in rows if r["arm"] == arm]
+            deltas = [100 * (r["accuracy"] - plain[r["seed"]]) for r in group
+                      if arm != "plain" and r.get("seed") in plain and r.get("accuracy") is not None]
+            delta = "" if not deltas else f"{statistics.fmean(deltas):+.2f} (" + ", ".join(
+                f"{d:+.2f}" for d in deltas) + ")"
+            paper = PAPER.get(method, "—") if arm.startswith("before") else ""
+            seeds = ",".join(str(r["seed"]) for r in group if "seed" in r) or "—"
+            lines.append(f"| {method} | {arm} | {seeds} | {mean_sd([r.get('accuracy') for r in group])} | {delta} | "
+                         f"{mean_sd([r.get('mean_active') for r in group], pct=False)} | "
+                         f"{mean_sd([r.get('auroc') for r in group])} | {mean_sd([r.get('auprc') for r in group])} | "
                          f"{paper} |")
     return "\n".join(lines)
 
@@ -168,10 +192,11 @@ def main(argv=None) -> int:
     for method in args.methods:
         ckpt = ensure_checkpoint(method, args)
         rows = [before_row(method, ckpt, args.eps)]
-        for name, overrides in arms(args):
-            rows.append(run_arm(method, ckpt, name, overrides, args))
+        for seed in args.seeds:
+            for name, overrides in arms(args):
+                rows.append(run_arm(method, ckpt, name, overrides, args, seed=seed))
         results[method] = rows
-        (ROOT / "runs/bench_reg_summary.json").write_text(json.dumps(results, indent=1))
+        (ROOT / f"{args.run_prefix}summary.json").write_text(json.dumps(results, indent=1))
     print()
     print(table(results))
     print(f"\nsteps per arm {max(1, int(round(args.steps * args.scale)))}, eps {args.eps}, "
