@@ -127,6 +127,8 @@ class ActivationStatisticsCallback(*CALLBACK_BASES):
         # into the next epoch: compute that epoch's set now rather than mixing it into the next one.
         if self._pending_state is None or self._epoch is None or trainer.current_epoch <= self._epoch:
             return
+        if int(self._pending_state["num_samples"]) == 0:
+            return  # saved after on_train_epoch_end (ModelCheckpoint's default): that epoch's set is in D
         counts = self._pending_state["counts"]
         metric = self._ensure_metric(counts.numel(), pl_module.device)
         try:

@@ -192,6 +192,34 @@ def test_checkpoint_resume_mid_epoch(tmp_path, fmnist):
     assert torch.equal(model3.qscore_discriminative, model.qscore_discriminative)
 
 
+def test_resume_from_an_epoch_end_checkpoint_is_silent_and_exact(tmp_path, fmnist):
+    """ModelCheckpoint's default saves after ``on_train_epoch_end`` (counts already reset, D updated):
+    resuming must keep that D and not warn that the restored epoch was skipped."""
+    data = (fmnist["train_x"], fmnist["train_y"])
+    model, stats, _, _, _ = _fit_for_resume(tmp_path / "a", data)
+
+    def fit(max_epochs, ckpt_path=None):
+        pl.seed_everything(1)
+        m, cb = TinyModule(), ActivationStatisticsCallback(eps=EPS, band=BAND)
+        tr = pl.Trainer(accelerator="cpu", devices=1, logger=False, max_epochs=max_epochs,
+                        callbacks=[cb, pl.callbacks.ModelCheckpoint(dirpath=str(tmp_path / "ckpt"))],
+                        enable_progress_bar=False, enable_model_summary=False, default_root_dir=str(tmp_path))
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            tr.fit(m, loader(*data), ckpt_path=ckpt_path)
+        return m, cb, [str(w.message) for w in caught]
+
+    fit(1)
+    (ckpt,) = (tmp_path / "ckpt").glob("*.ckpt")
+    saved = torch.load(ckpt, map_location="cpu", weights_only=False)
+    (state,) = [v for k, v in saved["callbacks"].items() if k.startswith("ActivationStatisticsCallback")]
+    assert int(state["num_samples"]) == 0 and state["discriminative"] is not None  # reset, D kept
+    resumed, cb, messages = fit(2, ckpt_path=str(ckpt))
+    assert not [m for m in messages if "skipped" in m], messages
+    assert torch.equal(cb.frequencies, stats.frequencies)
+    assert torch.equal(resumed.qscore_discriminative, model.qscore_discriminative)
+
+
 def test_nan_representations_warn_and_keep_the_set(tmp_path, fmnist):
     model = TinyModule(nan=True)
     preset = torch.zeros(R, dtype=torch.bool)
