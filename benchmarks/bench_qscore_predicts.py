@@ -241,10 +241,13 @@ def run_state(out_dir: Path, sz: dict, retrain: bool) -> str:
     if retrain:
         return "fresh"
     ckpt = out_dir / "checkpoints" / "last.ckpt"
-    for name, state in (("bench_scale.json", "done"), ("bench_progress.json", "resume")):
-        stamp = out_dir / name
-        if ckpt.exists() and stamp.exists() and json.loads(stamp.read_text()).get("sizes", sz) == sz:
-            return state
+    if not ckpt.exists():
+        return "fresh"
+    done, progress = out_dir / "bench_scale.json", out_dir / "bench_progress.json"
+    if done.exists() and json.loads(done.read_text()) == sz:
+        return "done"
+    if progress.exists() and json.loads(progress.read_text())["sizes"] == sz:
+        return "resume"
     return "fresh"
 
 

@@ -35,6 +35,8 @@ def test_run_state_reads_the_stamps(tmp_path):
     assert bench.run_state(tmp_path, sz, retrain=True) == "fresh"
     (tmp_path / "bench_scale.json").write_text(json.dumps(sz))
     assert bench.run_state(tmp_path, sz, retrain=False) == "done"
+    (tmp_path / "bench_progress.json").unlink()
+    assert bench.run_state(tmp_path, {**sz, "epochs": 4}, retrain=False) == "fresh"  # a finished run of other sizes
 
 
 def _run(tmp_path: Path, epochs: int) -> str:
