@@ -31,6 +31,9 @@ Usage::
     .venv/bin/python benchmarks/bench_ifm_trifeature.py               # 18 runs, ~30-40 min on 1 core
     .venv/bin/python benchmarks/bench_ifm_trifeature.py --single      # time one run to size the budget
     .venv/bin/python benchmarks/bench_ifm_trifeature.py --hard-negatives 1.0 2.0   # + 12 hard-negative runs
+
+With ``--resume`` the runs already in ``--json`` (written after each run) are reused when it holds the same
+settings, so a long benchmark stopped with its session continues where it stopped.
 """
 
 from __future__ import annotations
@@ -214,6 +217,29 @@ def in_arm(r: dict, epsilon: float, beta: float | None) -> bool:
     return r["epsilon"] == epsilon and r.get("beta") == beta
 
 
+#: Arguments that name outputs or the way to run, not what a run computes.
+NOT_SETTINGS = ("json", "png", "resume", "single", "threads", "workers")
+
+
+def finished_runs(args: argparse.Namespace) -> tuple[list[dict], list[dict]]:
+    """The random-init and SimCLR runs already in ``args.json``, when it was written with these settings."""
+    path = Path(args.json)
+    if not (args.resume and path.exists()):
+        return [], []
+    saved = json.loads(path.read_text())
+    ours = {k: v for k, v in vars(args).items() if k not in NOT_SETTINGS}
+    theirs = {k: v for k, v in saved["args"].items() if k not in NOT_SETTINGS}
+    if json.loads(json.dumps(ours)) != theirs:  # through JSON: tuples become lists, as saved
+        changed = sorted(k for k in ours.keys() | theirs.keys() if ours.get(k) != theirs.get(k))
+        raise SystemExit(f"--resume: {path} was written with other settings ({', '.join(changed)}); "
+                         "use another --json or drop --resume")
+    return saved["init"], saved["runs"]
+
+
+def previous(runs: list[dict], tau: float, epsilon: float, seed: int, beta: float | None = None) -> dict | None:
+    return next((r for r in runs if r["tau"] == tau and r["seed"] == seed and in_arm(r, epsilon, beta)), None)
+
+
 def ms(values: list[float]) -> tuple[float, float]:
     a = np.asarray(values, dtype=float)
     return float(a.mean()), float(a.std(ddof=1)) if len(a) > 1 else 0.0
@@ -327,6 +353,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--no-init", action="store_true", help="skip the random-init readout baseline")
     p.add_argument("--png", default=str(HERE / "ifm_trifeature.png"))
     p.add_argument("--json", default="/tmp/ifm_trifeature.json", help="raw per-run results (rewritten after each run)")
+    p.add_argument("--resume", action="store_true",
+                   help="reuse the runs already in --json when its settings are these (a session that ended "
+                        "mid-benchmark continues where it stopped)")
     args = p.parse_args(argv)
     args.train_samples *= args.scale
     args.epochs *= args.scale
@@ -348,21 +377,26 @@ def main(argv: list[str] | None = None) -> None:
         print(json.dumps(r, indent=1), flush=True)
         return
 
-    init = [] if args.no_init else [random_init(train, test, s, args) for s in args.seeds]
+    init_done, runs_done = finished_runs(args)
+    if runs_done:
+        print(f"--resume: {len(runs_done)} runs and {len(init_done)} random-init readouts reused from {args.json}",
+              flush=True)
+    init = [] if args.no_init else [next((r for r in init_done if r["seed"] == s), None)
+                                    or random_init(train, test, s, args) for s in args.seeds]
     for r in init:
         print(f"random init seed {r['seed']}: " + " ".join(f"{a} {r['acc'][a]:.1f}" for a in ATTRIBUTES), flush=True)
     runs = []
     for seed in args.seeds:
         for tau in args.taus:
             for eps in (0.0, args.epsilon):
-                r = run_one(train, test, tau, eps, seed, args)
+                r = previous(runs_done, tau, eps, seed) or run_one(train, test, tau, eps, seed, args)
                 runs.append(r)
                 print(f"seed {seed} tau {tau} eps {eps}: " + " ".join(f"{a} {r['acc'][a]:.1f}" for a in ATTRIBUTES)
                       + f" | loss {r['loss'][0]:.3f}->{r['loss'][-1]:.3f} | train {r['t_train']:.0f}s "
                       f"readout {r['t_readout']:.0f}s | elapsed {time.perf_counter() - t_start:.0f}s", flush=True)
                 Path(args.json).write_text(json.dumps({"args": vars(args), "init": init, "runs": runs}))
             for beta in args.hard_negatives or []:
-                r = run_one(train, test, tau, 0.0, seed, args, beta=beta)
+                r = previous(runs_done, tau, 0.0, seed, beta) or run_one(train, test, tau, 0.0, seed, args, beta=beta)
                 runs.append(r)
                 print(f"seed {seed} tau {tau} beta {beta} tau+ {args.tau_plus}: "
                       + " ".join(f"{a} {r['acc'][a]:.1f}" for a in ATTRIBUTES)
