@@ -25,7 +25,7 @@ Q = 0 for almost every sample at eps = 4, so the Q term of R would be zero; see 
 
 ``--scale k`` scales the pre-training (via bench_qscore_predicts, trained first when its checkpoint is
 missing) and the number of further-training steps. Results: ``benchmarks/results_regularization.md``
-(written by hand from the printed table), raw JSON ``<run-prefix>summary.json``.
+(written by hand from the printed table), raw JSON ``<run-prefix>summary_<methods>.json``.
 """
 
 from __future__ import annotations
@@ -196,7 +196,7 @@ def main(argv=None) -> int:
             for name, overrides in arms(args):
                 rows.append(run_arm(method, ckpt, name, overrides, args, seed=seed))
         results[method] = rows
-        (ROOT / f"{args.run_prefix}summary.json").write_text(json.dumps(results, indent=1))
+        (ROOT / f"{args.run_prefix}summary_{'_'.join(args.methods)}.json").write_text(json.dumps(results, indent=1))
     print()
     print(table(results))
     print(f"\nsteps per arm {max(1, int(round(args.steps * args.scale)))}, eps {args.eps}, "
