@@ -12,8 +12,11 @@ PY=.venv/bin/python
 mkdir -p logs
 
 pretrain() {  # method seed: 45 epochs of solo-learn main's cifar config, Q against length every 15
-    local png=benchmarks/qscore_predicts_main45
-    [ "$2" = 0 ] || png="${png}_seed$2"
+    local png=benchmarks/qscore_predicts_main45 run=runs/bench_qscore45_$1
+    [ "$2" = 0 ] || { png="${png}_seed$2"; run="${run}_seed$2"; }
+    if [ -f "$run/bench_qscore_predicts.json" ] && [ -f "$run/bench_scale.json" ]; then
+        echo "$1 seed $2: finished ($run)"; return
+    fi
     $PY benchmarks/bench_qscore_predicts.py --epochs 45 --trend-every 15 --methods "$1" --seed "$2" --threads 2 \
         --num-workers 1 --run-prefix runs/bench_qscore45_ --png-prefix "$png" | tee "logs/$1_45_seed$2.log"
 }
