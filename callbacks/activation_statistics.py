@@ -127,8 +127,6 @@ class ActivationStatisticsCallback(*CALLBACK_BASES):
         # into the next epoch: compute that epoch's set now rather than mixing it into the next one.
         if self._pending_state is None or self._epoch is None or trainer.current_epoch <= self._epoch:
             return
-        if int(self._pending_state["num_samples"]) == 0:
-            return  # saved after on_train_epoch_end (ModelCheckpoint's default): that epoch's set is in D
         counts = self._pending_state["counts"]
         metric = self._ensure_metric(counts.numel(), pl_module.device)
         try:
@@ -163,6 +161,7 @@ class ActivationStatisticsCallback(*CALLBACK_BASES):
         except ValueError as err:  # NaN/Inf representations or no samples: keep the current set
             rank_zero_warn(f"activation statistics skipped this epoch, discriminative set unchanged: {err}")
             metric.reset()
+            self._epoch = None
             return
         self.frequencies = frequencies.detach().cpu()
         discriminative = discriminative_mask(self.frequencies, *self.band)
@@ -183,8 +182,10 @@ class ActivationStatisticsCallback(*CALLBACK_BASES):
                          "qscore/q_p50": float(quantiles[1]), "qscore/q_p90": float(quantiles[2])})
         pl_module.log_dict(logs, rank_zero_only=True)
         self._log_wandb(trainer, q=q)
-        # reset here, not at epoch start: a checkpoint taken mid-epoch keeps its partial counts
+        # reset here, not at epoch start: a checkpoint taken mid-epoch keeps its partial counts; one
+        # taken after this (ModelCheckpoint's default) holds no epoch to finish on resume
         metric.reset()
+        self._epoch = None
         self._q = []
 
     def _log_wandb(self, trainer: Any, q: Optional[Tensor]) -> None:
