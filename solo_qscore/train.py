@@ -157,6 +157,7 @@ def pretrain(cfg: DictConfig, init_from: Optional[str] = None, resume: Optional[
     init_checkpoint = None
     if init_from is not None:  # refuse a bad or unsafe file before anything is written (read once)
         init_checkpoint = read_checkpoint(init_from, trusted=trust_checkpoint)
+    wandb_id = _wandb_id(resume)  # reads --resume: a bad or unsafe file is refused here too
     source = to_container(cfg)  # before parse_cfg scales the lr: what a further-training run starts from
     for change in adapt_to_machine(cfg):
         warnings.warn(f"solo-qscore: {change}", UserWarning, stacklevel=2)
@@ -180,7 +181,7 @@ def pretrain(cfg: DictConfig, init_from: Optional[str] = None, resume: Optional[
     if record_loss:
         callbacks.append(history)
     callbacks.extend(extra_callbacks)
-    logger = _logger(cfg, output_dir, _wandb_id(resume))
+    logger = _logger(cfg, output_dir, wandb_id)
     callbacks.append(_RunRecord(logger))
     trainer = pl.Trainer(**_trainer_kwargs(cfg), callbacks=callbacks, logger=logger,
                          default_root_dir=str(output_dir))
