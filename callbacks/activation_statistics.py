@@ -127,6 +127,10 @@ class ActivationStatisticsCallback(*CALLBACK_BASES):
         # into the next epoch: compute that epoch's set now rather than mixing it into the next one.
         if self._pending_state is None or self._epoch is None or trainer.current_epoch <= self._epoch:
             return
+        if int(self._pending_state["num_samples"]) == 0:
+            # saved after that epoch's own reset by a version that kept the epoch: nothing to finish
+            self._epoch = None
+            return
         counts = self._pending_state["counts"]
         metric = self._ensure_metric(counts.numel(), pl_module.device)
         try:

@@ -194,7 +194,8 @@ def test_checkpoint_resume_mid_epoch(tmp_path, fmnist):
 
 def test_resume_from_an_epoch_end_checkpoint_is_silent_and_exact(tmp_path, fmnist):
     """ModelCheckpoint's default saves after ``on_train_epoch_end`` (counts already reset, D updated):
-    resuming must keep that D and not warn that the restored epoch was skipped."""
+    resuming must keep that D and not warn that the restored epoch was skipped, also from such a checkpoint
+    written by an earlier version (which kept the epoch beside the zero counts)."""
     data = (fmnist["train_x"], fmnist["train_y"])
     model, stats, _, _, _ = _fit_for_resume(tmp_path / "a", data)
 
@@ -214,10 +215,15 @@ def test_resume_from_an_epoch_end_checkpoint_is_silent_and_exact(tmp_path, fmnis
     saved = torch.load(ckpt, map_location="cpu", weights_only=False)
     (state,) = [v for k, v in saved["callbacks"].items() if k.startswith("ActivationStatisticsCallback")]
     assert int(state["num_samples"]) == 0 and state["discriminative"] is not None  # reset, D kept
-    resumed, cb, messages = fit(2, ckpt_path=str(ckpt))
-    assert not [m for m in messages if "skipped" in m], messages
-    assert torch.equal(cb.frequencies, stats.frequencies)
-    assert torch.equal(resumed.qscore_discriminative, model.qscore_discriminative)
+    # the same checkpoint as written before the callback forgot its epoch at the reset: still silent
+    state["epoch"] = 0
+    old = tmp_path / "old.ckpt"
+    torch.save(saved, old)
+    for path in (ckpt, old):
+        resumed, cb, messages = fit(2, ckpt_path=str(path))
+        assert not [m for m in messages if "skipped" in m or "before the ``update``" in m], (path, messages)
+        assert torch.equal(cb.frequencies, stats.frequencies)
+        assert torch.equal(resumed.qscore_discriminative, model.qscore_discriminative)
 
 
 def test_nan_representations_warn_and_keep_the_set(tmp_path, fmnist):
