@@ -449,8 +449,10 @@ def save_trend_plot(res: dict, prefix: str) -> str:
     ax2b.set_ylabel("probe accuracy (%)")
     ax2.set_xlabel("pre-training epochs")
     ax2.set_ylabel("mean |L_i| on validation")
-    ax2.legend(loc="upper left", fontsize=8)
-    ax2b.legend(loc="lower right", fontsize=8)
+    # one legend for both y axes, under the panel, so it covers none of the curves
+    handles = ax2.get_legend_handles_labels()[0] + ax2b.get_legend_handles_labels()[0]
+    ax2.legend(handles, [h.get_label() for h in handles], loc="upper center", bbox_to_anchor=(0.5, -0.14),
+               ncol=3, fontsize=8, frameon=False)
     ax2.grid(alpha=0.3)
     fig.suptitle(f"{res['method']} on {res['dataset']}: Q-Score against training length", fontsize=10)
     fig.tight_layout()
