@@ -125,11 +125,9 @@ class ActivationStatisticsCallback(*CALLBACK_BASES):
         # A checkpoint saved after the last batch of an epoch (``every_n_train_steps``) holds that
         # epoch's full counts, but Lightning does not rerun ``on_train_epoch_end`` when it resumes
         # into the next epoch: compute that epoch's set now rather than mixing it into the next one.
-        if self._pending_state is None or self._epoch is None or trainer.current_epoch <= self._epoch:
-            return
-        if int(self._pending_state["num_samples"]) == 0:
-            # saved after that epoch's own reset by a version that kept the epoch: nothing to finish
-            self._epoch = None
+        # zero counts: saved after that epoch's own reset (by a version that kept the epoch), nothing to finish
+        if (self._pending_state is None or self._epoch is None or trainer.current_epoch <= self._epoch
+                or int(self._pending_state["num_samples"]) == 0):
             return
         counts = self._pending_state["counts"]
         metric = self._ensure_metric(counts.numel(), pl_module.device)
