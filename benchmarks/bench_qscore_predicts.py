@@ -442,15 +442,15 @@ def save_trend_plot(res: dict, prefix: str) -> str:
     ax1.axhline(50, color="k", ls=":", lw=1)
     ax1.set_xlabel("pre-training epochs")
     ax1.set_ylabel("AUROC against probe correctness (%)")
-    ax1.legend(fontsize=8)
+    # legends under the panels, so they cover none of the curves
+    ax1.legend(loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=3, fontsize=8, frameon=False)
     ax1.grid(alpha=0.3)
     ax2b = ax2.twinx()
     ax2b.plot(x, [100 * r[first]["accuracy"] for r in rows], "k^-", label="probe accuracy")
     ax2b.set_ylabel("probe accuracy (%)")
     ax2.set_xlabel("pre-training epochs")
     ax2.set_ylabel("mean |L_i| on validation")
-    # one legend for both y axes, under the panel, so it covers none of the curves
-    handles = ax2.get_legend_handles_labels()[0] + ax2b.get_legend_handles_labels()[0]
+    handles = ax2.get_legend_handles_labels()[0] + ax2b.get_legend_handles_labels()[0]  # both y axes
     ax2.legend(handles, [h.get_label() for h in handles], loc="upper center", bbox_to_anchor=(0.5, -0.14),
                ncol=3, fontsize=8, frameon=False)
     ax2.grid(alpha=0.3)
