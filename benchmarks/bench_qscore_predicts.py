@@ -423,7 +423,8 @@ def save_plots(results: list[dict], prefix: str) -> list[str]:
     return paths
 
 
-def save_trend_plot(res: dict, prefix: str) -> str:
+def trend_figure(res: dict):
+    """Q's AUROC (left) and the set sizes and probe accuracy (right) against pre-training epochs."""
     import matplotlib.pyplot as plt
 
     rows = res["trend"]
@@ -456,6 +457,13 @@ def save_trend_plot(res: dict, prefix: str) -> str:
     ax2.grid(alpha=0.3)
     fig.suptitle(f"{res['method']} on {res['dataset']}: Q-Score against training length", fontsize=10)
     fig.tight_layout()
+    return fig
+
+
+def save_trend_plot(res: dict, prefix: str) -> str:
+    import matplotlib.pyplot as plt
+
+    fig = trend_figure(res)
     path = f"{prefix}_trend_{res['method']}.png"
     fig.savefig(path, dpi=110)
     plt.close(fig)

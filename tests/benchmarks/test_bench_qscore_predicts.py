@@ -1,5 +1,6 @@
 """``benchmarks/bench_qscore_predicts.py``: a finished run is reused, an unfinished one (its session ended
-mid-run) is resumed from its last checkpoint rather than trained again from scratch."""
+mid-run) is resumed from its last checkpoint rather than trained again from scratch; the trend plot's legends
+sit outside its panels."""
 
 from __future__ import annotations
 
@@ -67,3 +68,26 @@ def test_an_unfinished_run_resumes_from_its_last_epoch(tmp_path):
     assert last["epoch"] == 1 and last["global_step"] == 4  # one more epoch, not two
     assert json.loads((run / "bench_train_seconds.json").read_text()) > progress["seconds"]
     assert json.loads((run / "bench_scale.json").read_text())["epochs"] == 2  # finished: reused next time
+
+
+def test_the_trend_plot_legends_cover_no_curves(tmp_path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    bench = _bench()
+    metrics = {name: {"auroc": a} for name, a in (("Q", 0.65), ("top z-score", 0.6), ("||h||", 0.42),
+                                                    ("max-softmax", 0.88))}
+    per_eps = [{"eps": eps, "accuracy": 0.856, "mean_active_val": size, "q_zero_fraction": 0.0, "metrics": metrics}
+               for eps, size in ((4.0, 0.7), (2.0, 22.4))]
+    res = {"method": "simclr", "dataset": "fashion_mnist",
+           "trend": [bench.trend_row(epochs, {"per_eps": per_eps}) for epochs in (15, 30, 45)]}
+    fig = bench.trend_figure(res)
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    legends = [ax.get_legend() for ax in fig.axes if ax.get_legend() is not None]
+    assert len(legends) == 2  # one per panel; the right panel's twin axis shares its panel's legend
+    for legend in legends:
+        box = legend.get_window_extent(renderer)
+        assert not any(box.overlaps(ax.get_window_extent(renderer)) for ax in fig.axes)
+    path = bench.save_trend_plot(res, str(tmp_path / "p"))
+    assert Path(path).stat().st_size > 10_000
