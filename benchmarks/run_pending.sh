@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
-# The science runs of benchmarks/RESULTS.md "pending", one at a time (each takes the whole 2-core
-# machine: run nothing else beside them). Every command reuses what has finished and resumes what was
+# The long science runs of benchmarks/RESULTS.md (the issue-scale runs), one at a time (each takes the
+# whole 2-core machine: run nothing else beside them). Every command reuses what has finished and resumes what was
 # interrupted (bench_qscore_predicts from its last epoch, bench_regularization per arm,
 # bench_ifm_trifeature --resume per run), so running this script again in a later session continues
-# where the last one stopped. About 7 hours on 2 cores in all.
+# where the last one stopped. About 7.5 hours on 2 cores in all.
 #
 #   nohup bash benchmarks/run_pending.sh > logs/pending.log 2>&1 &
 set -euo pipefail
