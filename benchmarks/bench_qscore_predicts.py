@@ -444,7 +444,8 @@ def trend_figure(res: dict):
     ax1.set_xlabel("pre-training epochs")
     ax1.set_ylabel("AUROC against probe correctness (%)")
     # legends under the panels, so they cover none of the curves
-    ax1.legend(loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=3, fontsize=8, frameon=False)
+    below = dict(loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=3, fontsize=8, frameon=False)
+    ax1.legend(**below)
     ax1.grid(alpha=0.3)
     ax2b = ax2.twinx()
     ax2b.plot(x, [100 * r[first]["accuracy"] for r in rows], "k^-", label="probe accuracy")
@@ -452,8 +453,7 @@ def trend_figure(res: dict):
     ax2.set_xlabel("pre-training epochs")
     ax2.set_ylabel("mean |L_i| on validation")
     handles = ax2.get_legend_handles_labels()[0] + ax2b.get_legend_handles_labels()[0]  # both y axes
-    ax2.legend(handles, [h.get_label() for h in handles], loc="upper center", bbox_to_anchor=(0.5, -0.14),
-               ncol=3, fontsize=8, frameon=False)
+    ax2.legend(handles, [h.get_label() for h in handles], **below)
     ax2.grid(alpha=0.3)
     fig.suptitle(f"{res['method']} on {res['dataset']}: Q-Score against training length", fontsize=10)
     fig.tight_layout()

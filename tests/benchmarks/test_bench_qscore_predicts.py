@@ -72,6 +72,7 @@ def test_an_unfinished_run_resumes_from_its_last_epoch(tmp_path):
 
 def test_the_trend_plot_legends_cover_no_curves(tmp_path):
     import matplotlib
+    import matplotlib.pyplot
 
     matplotlib.use("Agg")
     bench = _bench()
@@ -89,5 +90,6 @@ def test_the_trend_plot_legends_cover_no_curves(tmp_path):
     for legend in legends:
         box = legend.get_window_extent(renderer)
         assert not any(box.overlaps(ax.get_window_extent(renderer)) for ax in fig.axes)
+    matplotlib.pyplot.close(fig)
     path = bench.save_trend_plot(res, str(tmp_path / "p"))
     assert Path(path).stat().st_size > 10_000
