@@ -116,7 +116,8 @@ def main() -> None:
 
 def compare_training(cfg, args) -> None:
     from solo_qscore.data import make_eval_loaders
-    from solo_qscore.report.qscore_report import qscore_report
+    from solo_qscore.report.build import qscore_report
+    from solo_qscore.report.config import ReportConfig
 
     torch.manual_seed(args.seed)
     batches = [b for _, b in zip(range(args.loss_steps), make_pretrain_loader(cfg))]
@@ -130,7 +131,7 @@ def compare_training(cfg, args) -> None:
         k = max(1, len(losses) // 10)
         th, ty = extract_features(model.backbone, train_loader, torch.device("cpu"), autocast_dtype=dtype)
         vh, vy = extract_features(model.backbone, val_loader, torch.device("cpu"), autocast_dtype=dtype)
-        report = qscore_report(th, ty, vh, vy, eps=2.0, compression_fractions=None)
+        report = qscore_report(th, ty, vh, vy, ReportConfig(eps=2.0, compression=None))
         first, last = statistics.mean(losses[:k]), statistics.mean(losses[-k:])
         print(f"{name:8s} loss first {k}: {first:.4f}  last {k}: {last:.4f}"
               f"  probe accuracy {report['accuracy']:.4f}  AUROC(Q) {report['auroc']}", flush=True)

@@ -4,7 +4,7 @@ Pre-trains SimCLR (contrastive) and BYOL (non-contrastive) with solo-learn main 
 ``method_configs/cifar``, on the CPU in float32) through ``solo_qscore.train.pretrain`` on the offline
 default data (``cifar10`` falls back to Fashion-MNIST at 32x32 RGB: real CIFAR-10 is not available
 offline), extracts frozen backbone features, and runs
-``solo_qscore.report.qscore_report`` at eps = 4 (paper) and eps = 2. For each eps it reports the
+``solo_qscore.report.build.qscore_report`` at eps = 4 (paper) and eps = 2. For each eps it reports the
 AUROC / AUPRC of Q against the linear probe's correctness, with the base rate, next to label-free
 alternatives scored on the same samples and the same correct flags:
 
@@ -72,15 +72,23 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--retrain", action="store_true", help="ignore an existing checkpoint")
     p.add_argument("--run-prefix", default="runs/bench_qscore_")
     p.add_argument("--png-prefix", default="benchmarks/qscore_predicts")
-    return p.parse_args(argv)
+    p.add_argument("--smoke", action="store_true",
+                   help="tiny sizes, for the tests: 64 train / 48 val images at 16 px, batch 32, a narrow projector, "
+                        "float32 (seconds on any CPU; --scale then only sets the epochs)")
+    args = p.parse_args(argv)
+    if args.smoke:  # emulated bf16 (a CPU without AVX512-BF16/AMX) is many times slower than float32
+        args.precision = "32-true"
+    return args
 
 
-def sizes_for(scale: float, epochs: int | None = None, trend_every: int = 0) -> dict:
+def sizes_for(scale: float, epochs: int | None = None, trend_every: int = 0, smoke: bool = False) -> dict:
     sz = {
         "train_subset": max(256, int(round(3000 * scale))),
         "val_subset": max(200, int(round(2000 * scale))),
         "epochs": epochs if epochs is not None else max(1, int(round(2 * scale))),
     }
+    if smoke:  # recorded in the stamps: a smoke run is never reused as a real one
+        sz.update(train_subset=64, val_subset=48, smoke=True)
     if trend_every:
         sz["trend_every"] = trend_every
     return sz
@@ -96,7 +104,14 @@ def overrides_for(method: str, args: argparse.Namespace, sz: dict) -> list[str]:
         "sync_batchnorm=false", "+enable_progress_bar=false", "+enable_model_summary=false",
         "++scheduler.warmup_epochs=0", "wandb.enabled=false", "qscore.enabled=false",
         "probe.every_n_epochs=0", f"output_dir={run}", f"name=bench-qscore-{method}",
+        *(SMOKE_OVERRIDES + (["method_kwargs.pred_hidden_dim=64"] if method == "byol" else [])
+          if sz.get("smoke") else []),
     ]
+
+
+#: ``--smoke``: 2 steps of 32 images at 16 px per epoch, a narrow projector (a step takes well under a second)
+SMOKE_OVERRIDES = ["optimizer.batch_size=32", "augmentations.0.crop_size=16", "method_kwargs.proj_hidden_dim=64",
+                   "method_kwargs.proj_output_dim=32", "probe.max_iter=20"]
 
 
 def binary_scores(score, correct, bootstrap: int = 0, seed: int = 0) -> dict:
@@ -166,7 +181,9 @@ def analyse(method: str, ckpt: str, args: argparse.Namespace, compression: bool 
     from solo_qscore.data import make_eval_loaders
     from solo_qscore.probe.backbone import find_backbone
     from solo_qscore.probe.features import extract_features
-    from solo_qscore.report.qscore_report import qscore_report
+    from solo_qscore.report.build import qscore_report
+    from solo_qscore.report.config import CompressionSettings, ReportConfig
+    from solo_qscore.report.result import to_jsonable
 
     t0 = time.time()
     model, cfg, _ = load_checkpoint(ckpt)  # cfg: the run view (plain dicts: data, probe, qscore, ...)
@@ -186,12 +203,10 @@ def analyse(method: str, ckpt: str, args: argparse.Namespace, compression: bool 
            "per_eps": []}
     for eps in args.eps:
         t1 = time.time()
-        rep = qscore_report(train_h, train_y, val_h, val_y, eps=eps, band=(50.0, 95.0),
-                            num_random_seeds=args.random_seeds,
-                            compression_fractions=(args.fractions if compression and eps in args.compression_eps
-                                                   else None),
-                            probe_kwargs={"max_iter": cfg["probe"]["max_iter"],
-                                          "weight_decay": cfg["probe"]["weight_decay"]})
+        study = (CompressionSettings(tuple(args.fractions), args.random_seeds)
+                 if compression and eps in args.compression_eps else None)
+        rep = qscore_report(train_h, train_y, val_h, val_y,
+                            ReportConfig.from_run(cfg, eps=eps, band=(50.0, 95.0), compression=study))
         arr = rep["arrays"]
         correct = torch.as_tensor(arr["correct"]).bool()
         # mean |L_i| on the validation set too (report's mean_active is over the train set)
@@ -209,7 +224,7 @@ def analyse(method: str, ckpt: str, args: argparse.Namespace, compression: bool 
             "note": rep["note"],
             "metrics": metrics,
             "roc": roc,
-            "compression": rep["compression"],
+            "compression": to_jsonable(rep["compression"]),  # the typed entry as the dict of probe.json
             "seconds": time.time() - t1,
         })
         print(f"[{method}] eps={eps:g}: mean|L_i| train {rep['mean_active']:.3f} val {val_mean_active:.3f}, "
@@ -278,8 +293,11 @@ def train(method: str, cfg, out_dir: Path, sz: dict, args: argparse.Namespace, r
     t0 = time.time()
     cwd = os.getcwd()
     os.chdir(ROOT)
+    if not resume:  # --overwrite replaces only the run's own files: this benchmark's records go too
+        for name in ("bench_scale.json", "bench_progress.json", "bench_train_seconds.json"):
+            (out_dir / name).unlink(missing_ok=True)
     try:
-        # a fresh run clears out_dir (a checkpoint of other sizes, or --retrain); a resumed one keeps it
+        # a fresh run replaces the run in out_dir (a checkpoint of other sizes, or --retrain); a resumed one keeps it
         summary = pretrain(cfg, extra_callbacks=callbacks, overwrite=not resume,
                            resume=str(ckpt) if resume else None)
     finally:
@@ -388,7 +406,7 @@ def save_plots(results: list[dict], prefix: str) -> list[str]:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from solo_qscore.plotting.figures import compression_figure, save_figure_atomic
+    from solo_qscore.plotting import compression_figure, save_figure_atomic
 
     paths = []
     colors = {"Q": "C0", "max-softmax": "C3", "||h||": "C2", "top z-score": "C1"}
@@ -477,7 +495,8 @@ def main(argv=None) -> int:
     torch.set_num_threads(args.threads)
     from solo_qscore.config import compose
 
-    sz = {**sizes_for(args.scale, args.epochs, args.trend_every), "precision": args.precision, "seed": args.seed}
+    sz = {**sizes_for(args.scale, args.epochs, args.trend_every, args.smoke), "precision": args.precision,
+          "seed": args.seed}
     print(f"scale {args.scale}: {sz}, threads {args.threads}, methods {args.methods}, eps {args.eps}", flush=True)
     t_start = time.time()
     results = []

@@ -133,6 +133,7 @@ def run_arm(method: str, ckpt: Path, name: str, arm_overrides: list[str], args: 
     t0 = time.time()
     cwd = os.getcwd()
     os.chdir(ROOT)
+    summary_path.unlink(missing_ok=True)  # --overwrite replaces only the run's own files: the arm's record goes too
     try:
         summary = pretrain(cfg, init_from=str(ckpt), overwrite=True)  # an unfinished arm (or --rerun) restarts
     finally:

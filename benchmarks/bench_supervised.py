@@ -12,7 +12,7 @@ Fashion-MNIST in a few epochs, so it is the cheapest *well-trained* ResNet-18 we
    batches on tensors), 3 epochs on 10,000 images, batch 32, SGD + Nesterov with a one-cycle schedule
    (peak lr 0.05), ``torch.autocast("cpu", bfloat16)`` and channels_last;
 2. extracts the frozen backbone features (``solo_qscore.probe.features.extract_features``, bf16 autocast)
-   and runs ``solo_qscore.report.qscore_report`` at eps = 4 (paper), 2 and 3: AUROC / AUPRC of Q
+   and runs ``solo_qscore.report.build.qscore_report`` at eps = 4 (paper), 2 and 3: AUROC / AUPRC of Q
    against the linear probe's correctness (bootstrap 95 % intervals), beside the label-free
    alternatives (``||h||``, top-feature z-score) and the probe's max-softmax (supervised reference);
    also with D and the probe fitted on the SSL runs' own 3,000 training images (like for like);
@@ -310,19 +310,23 @@ def choose_eps(args, scan: list[dict]) -> tuple[list[float], float, str]:
 
 
 def fashion_entry(rep, val_h, alternatives: dict, bootstrap: int) -> tuple[dict, dict]:
+    from solo_qscore.report.result import to_jsonable
+
     scores = {"Q": rep["arrays"]["q"], "max-softmax": rep["arrays"]["confidence"], **alternatives}
     metrics, roc = metrics_of(scores, rep["arrays"]["correct"], bootstrap)
     entry = {"eps": rep["eps"], "mean_active_train": rep["mean_active"],
              "mean_active_val": mean_active(val_h, rep["eps"]),
              "num_discriminative": rep["num_discriminative"], "q_zero_fraction": rep["q_zero_fraction"],
              "accuracy": rep["accuracy"], "num_train": rep["num_train"], "num_val": rep["num_val"],
-             "note": rep["note"], "metrics": metrics, "compression": rep["compression"]}
+             "note": rep["note"], "metrics": metrics,
+             "compression": to_jsonable(rep["compression"])}  # the typed entry as the dict of probe.json
     return entry, roc
 
 
 def analyse_fashion(args, f, eps_list, compression_eps) -> tuple[list, list, list, dict]:
     """Per eps: the report on the full training subset (compression at ``compression_eps``), like for like."""
-    from solo_qscore.report.qscore_report import qscore_report
+    from solo_qscore.report.build import qscore_report
+    from solo_qscore.report.config import CompressionSettings, ReportConfig
 
     train_h, train_y, val_h, val_y = f
     alternatives = label_free(val_h)
@@ -330,9 +334,9 @@ def analyse_fashion(args, f, eps_list, compression_eps) -> tuple[list, list, lis
     rows = like_for_like_rows(args) if args.like_for_like else None
     for eps in eps_list:
         t = time.time()
-        rep = qscore_report(train_h, train_y, val_h, val_y, eps=eps, band=(50.0, 95.0),
-                            num_random_seeds=args.random_seeds, probe_kwargs=PROBE_KWARGS,
-                            compression_fractions=args.fractions if eps == compression_eps else None)
+        config = ReportConfig(eps=eps, probe=PROBE_KWARGS, compression=CompressionSettings(
+            tuple(args.fractions), args.random_seeds) if eps == compression_eps else None)
+        rep = qscore_report(train_h, train_y, val_h, val_y, config)
         discriminative[eps] = rep["arrays"]["discriminative"]
         entry, roc = fashion_entry(rep, val_h, alternatives, args.bootstrap)
         entry["seconds"] = time.time() - t
@@ -342,8 +346,7 @@ def analyse_fashion(args, f, eps_list, compression_eps) -> tuple[list, list, lis
               f"{entry['q_zero_fraction']:.3f}, probe acc {entry['accuracy']:.4f}, AUROC(Q) "
               f"{fmt(entry['metrics'].get('Q', {}).get('auroc'))} ({entry['seconds']:.0f}s)", flush=True)
         if rows is not None:
-            rep = qscore_report(train_h[rows], train_y[rows], val_h, val_y, eps=eps, band=(50.0, 95.0),
-                                probe_kwargs=PROBE_KWARGS, compression_fractions=None)
+            rep = qscore_report(train_h[rows], train_y[rows], val_h, val_y, config.replace(compression=None))
             small.append(fashion_entry(rep, val_h, alternatives, args.bootstrap)[0])
     return entries, rocs, small, discriminative
 
@@ -352,14 +355,15 @@ def analyse_transfer(args, m, discriminative: dict) -> tuple[list, list]:
     """MNIST: probe trained on MNIST train features; Q with D from Fashion-MNIST (transfer) and from MNIST."""
     import torch
 
-    from solo_qscore.report.qscore_report import qscore_report, sample_table
+    from solo_qscore.report.build import qscore_report
+    from solo_qscore.report.config import ReportConfig
+    from solo_qscore.report.samples import sample_table
 
     train_h, train_y, val_h, val_y = m
     alternatives = label_free(val_h)
     entries, rocs = [], []
     for eps, d_source in discriminative.items():
-        rep = qscore_report(train_h, train_y, val_h, val_y, eps=eps, band=(50.0, 95.0),
-                            probe_kwargs=PROBE_KWARGS, compression_fractions=None)
+        rep = qscore_report(train_h, train_y, val_h, val_y, ReportConfig(eps=eps, probe=PROBE_KWARGS, compression=None))
         d_source = torch.as_tensor(d_source, dtype=torch.bool)
         table = sample_table(rep, val_h, val_y, discriminative=d_source, eps=eps, split="mnist_test")
         correct = rep["arrays"]["correct"]
@@ -444,7 +448,7 @@ def save_plots(res: dict, rocs: dict, prefix: str) -> list[str]:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from solo_qscore.plotting.figures import compression_figure, save_figure_atomic
+    from solo_qscore.plotting import compression_figure, save_figure_atomic
 
     fashion, transfer = res["fashion_mnist"], res["transfer"]
     n = len(fashion)

@@ -5,6 +5,9 @@ from solo_qscore.callbacks.activation_statistics import (
     extract_features,
     find_backbone,
 )
+from solo_qscore.callbacks.bad_images import BadImagesCallback
+from solo_qscore.callbacks.finite_loss import FiniteLossCallback, NonFiniteLossError
 from solo_qscore.callbacks.probe import QScoreProbeCallback
 
-__all__ = ["ActivationStatisticsCallback", "QScoreProbeCallback", "extract_features", "find_backbone"]
+__all__ = ["ActivationStatisticsCallback", "BadImagesCallback", "FiniteLossCallback", "NonFiniteLossError",
+           "QScoreProbeCallback", "extract_features", "find_backbone"]

@@ -6,7 +6,8 @@ Hooks:
     computed: no extra forward pass), with the batch's Q under the current set.
     ``on_train_epoch_end``: compute :math:`A_j` (summed across DDP processes), the discriminative
     set :math:`D`, push :math:`D` into the module's ``qscore_discriminative`` buffer, and log
-    ``qscore/num_discriminative``, ``qscore/mean_active``, ``qscore/q_mean`` and Q quantiles (and,
+    ``qscore/num_discriminative``, ``qscore/mean_active``, ``qscore/q_mean`` and the Q quantiles of the
+    report (``qscore/q_p05`` ... ``qscore/q_p95``, :data:`~solo_qscore.core.qscore.Q_QUANTILES`) (and,
     with a wandb logger, the sorted :math:`A_j` curve with the band and a Q histogram).
     ``on_train_start``: with a ``dataloader``, seed :math:`D` by one pass over it when the module
     has none yet (further-training a pre-trained encoder).
@@ -24,6 +25,7 @@ from torch import Tensor
 
 from solo_qscore.adapters.lightning import CALLBACK_BASES, rank_zero_warn, wandb_loggers
 from solo_qscore.core.discriminative import band_ranks, discriminative_mask
+from solo_qscore.core.qscore import q_quantiles, quantile_log_name
 from solo_qscore.core.statistics import ActivationStatistics
 from solo_qscore.probe.backbone import find_backbone
 from solo_qscore.probe.features import extract_features
@@ -179,9 +181,8 @@ class ActivationStatisticsCallback(*CALLBACK_BASES):
         }
         q = torch.cat(self._q).float().cpu() if self._q else None
         if q is not None:
-            quantiles = torch.quantile(q, torch.tensor([0.1, 0.5, 0.9]))
-            logs.update({"qscore/q_mean": float(q.mean()), "qscore/q_p10": float(quantiles[0]),
-                         "qscore/q_p50": float(quantiles[1]), "qscore/q_p90": float(quantiles[2])})
+            logs["qscore/q_mean"] = float(q.mean())  # the report's quantiles (core.qscore.Q_QUANTILES)
+            logs.update({f"qscore/{quantile_log_name(p)}": value for p, value in q_quantiles(q).items()})
         pl_module.log_dict(logs, rank_zero_only=True)
         self._log_wandb(trainer, q=q)
         # reset here, not at epoch start: a checkpoint taken mid-epoch keeps its partial counts; one
@@ -196,7 +197,7 @@ class ActivationStatisticsCallback(*CALLBACK_BASES):
         for logger in wandb_loggers(trainer):
             import wandb
 
-            from solo_qscore.plotting.figures import activation_frequency_figure
+            from solo_qscore.plotting import activation_frequency_figure
 
             ranks = band_ranks(self.frequencies.numel(), *self.band)
             fig = activation_frequency_figure(self.frequencies, ranks, self.band, self.eps)

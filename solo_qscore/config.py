@@ -9,11 +9,12 @@ structured configs so that a user's file need not mention them and a wrong value
 * ``ifm``: implicit feature modification (Robinson et al., NeurIPS 2021, eq. 2).
 * ``lasso``, ``hard_negatives``: the baselines of the two papers.
 * ``probe``: the linear probe and Q-Score report run during and after training.
-* ``data.train_subset`` / ``data.val_subset`` / ``data.fallback`` and ``output_dir``.
+* ``data.train_subset`` / ``data.val_subset`` / ``data.fallback`` / ``data.bad_images`` and ``output_dir``.
 
-Unknown keys are errors naming the key (:class:`ConfigError`); keys solo-learn reads and the
-Lightning ``Trainer`` arguments are known, ``method_kwargs``, ``backbone.kwargs`` and
-``optimizer.kwargs`` are passed on unchecked, as solo-learn does.
+Unknown keys are errors naming the key (:class:`ConfigError`); keys solo-learn reads (in each of its
+sections too, :data:`SOLO_SECTION_KEYS`, also when Hydra adds them with ``+``) and the Lightning
+``Trainer`` arguments are known, ``method_kwargs``, ``backbone.kwargs`` and ``optimizer.kwargs`` are
+passed on unchecked, as solo-learn does (a method's temperatures are checked: ``> 0``).
 """
 
 from __future__ import annotations
@@ -85,6 +86,7 @@ class DataExtras:
     train_subset: Optional[int] = None  # a fixed random subset of the training set
     val_subset: Optional[int] = None
     fallback: Optional[str] = "fashion_mnist"  # offline stand-in when the dataset is not on disk
+    bad_images: str = "error"  # an unreadable image file: error (stop, naming it) | skip (and list it)
 
 
 @dataclass
@@ -97,7 +99,7 @@ class PluginSections:
 
 
 PLUGIN_SECTIONS = ("qscore", "ifm", "lasso", "hard_negatives", "probe")
-DATA_EXTRAS = ("train_subset", "val_subset", "fallback")
+DATA_EXTRAS = ("train_subset", "val_subset", "fallback", "bad_images")
 
 # Keys solo-learn main reads (solo.args.pretrain, solo.methods.base and its methods, main_pretrain.py).
 SOLO_KEYS = {
@@ -108,6 +110,24 @@ SOLO_KEYS = {
 OUR_TOP_KEYS = {*PLUGIN_SECTIONS, "output_dir"}
 SOLO_DATA_KEYS = {"dataset", "train_path", "val_path", "format", "num_workers", "no_labels", "fraction",
                   "num_classes", "num_large_crops", "num_small_crops", "dataset_used"}
+# The keys solo-learn main reads in each of its sections (so that `+optimizer.lrr=0.1`, which Hydra adds
+# without a word, is an error): solo.args.pretrain.parse_cfg, BaseMethod/BaseMomentumMethod
+# .add_and_assert_specific_cfg, Checkpointer, AutoResumer, AutoUMAP, the DALI data module and
+# main_pretrain.py. ``method_kwargs`` (each method reads its own), ``backbone.kwargs``,
+# ``optimizer.kwargs`` and ``hydra`` are passed on unchecked, as solo-learn does.
+SOLO_SECTION_KEYS = {
+    "backbone": {"name", "kwargs"},
+    "optimizer": {"name", "batch_size", "lr", "classifier_lr", "weight_decay", "kwargs", "exclude_bias_n_norm_wd"},
+    "scheduler": {"name", "lr_decay_steps", "min_lr", "warmup_start_lr", "warmup_epochs", "interval"},
+    "checkpoint": {"enabled", "dir", "frequency", "keep_prev"},
+    "auto_resume": {"enabled", "max_hours"},
+    "auto_umap": {"enabled", "dir", "frequency"},
+    "knn_eval": {"enabled", "k", "distance_func"},
+    "performance": {"disable_channel_last"},
+    "wandb": {"enabled", "entity", "project", "offline"},
+    "dali": {"device", "encode_indexes_into_labels"},
+    "momentum": {"base_tau", "final_tau", "classifier"},
+}
 
 
 def trainer_keys() -> set[str]:
@@ -271,25 +291,141 @@ def validate(cfg: DictConfig) -> None:
     for key in DATA_EXTRAS[:2]:
         if cfg.data[key] is not None:
             _number(cfg, f"data.{key}", minimum=0, strict=True, integer=True)
+    if cfg.data.bad_images not in ("error", "skip"):
+        raise ConfigError(f"config key 'data.bad_images' must be error or skip, got {cfg.data.bad_images!r}")
+    check_fallback(cfg.data.fallback)
     if not isinstance(cfg.augmentations, ListConfig) or not len(cfg.augmentations):
         raise ConfigError("config key 'augmentations' must be a non-empty list of crop pipelines")
+    check_section_keys(cfg)
+    check_solo_values(cfg)
+    check_trainer_values(cfg)
+    check_plugin_values(cfg)
+    check_method_options(cfg)
+
+
+def check_section_keys(cfg: DictConfig) -> None:
+    """Keys in solo-learn's sections that solo-learn does not read (:data:`SOLO_SECTION_KEYS`): Hydra adds
+    ``+optimizer.lrr=0.1`` without a word, and solo-learn would ignore it."""
+    for section, allowed in SOLO_SECTION_KEYS.items():
+        node = cfg.get(section)
+        for key in node if isinstance(node, DictConfig) else ():
+            if key not in allowed:
+                close = difflib.get_close_matches(str(key), sorted(allowed), n=1)
+                hint = f" (did you mean '{section}.{close[0]}'?)" if close else ""
+                raise ConfigError(f"unknown config key '{section}.{key}'{hint}; solo-learn reads {section}."
+                                  f"{{{', '.join(sorted(allowed))}}}")
+
+
+def check_fallback(fallback: Optional[str]) -> None:
+    """``data.fallback``: null, or a dataset :mod:`solo_qscore.data` can load."""
+    from solo_qscore.data import DATASET_NAMES
+
+    if fallback is not None and str(fallback).lower() not in DATASET_NAMES:
+        raise ConfigError(f"config key 'data.fallback' must be null or one of {', '.join(DATASET_NAMES)}, "
+                          f"got {fallback!r}")
+
+
+def _choice(cfg: DictConfig, dotted: str, allowed, optional: bool = True) -> None:
+    value = OmegaConf.select(cfg, dotted)
+    if (value is not None or not optional) and str(value) not in allowed:
+        raise ConfigError(f"config key '{dotted}' must be one of {', '.join(allowed)}, got {value!r}")
+
+
+def check_solo_values(cfg: DictConfig) -> None:
+    """Values solo-learn would fail on (or train on silently) only once training starts: the optimiser
+    and scheduler names (solo's ``BaseMethod``), every temperature of a method (``> 0``: at 0 the logits
+    are infinite, below 0 the loss pushes positives apart)."""
+    from solo.methods.base import BaseMethod
+
+    _choice(cfg, "optimizer.name", sorted(BaseMethod._OPTIMIZERS))
+    # solo lists "reduce" and "exponential" too, but its configure_optimizers raises on them
+    schedulers = [s for s in BaseMethod._SCHEDULERS if s not in ("reduce", "exponential")]
+    name = OmegaConf.select(cfg, "scheduler.name")
+    if name is not None and str(name).lower() not in schedulers:
+        raise ConfigError(f"config key 'scheduler.name' must be one of {', '.join(schedulers)}, got {name!r}")
+    kwargs = cfg.get("method_kwargs")
+    for key in kwargs if isinstance(kwargs, DictConfig) else ():
+        # temperature, temperature_q/_k (ReSSL), student_/teacher_temperature (DINO); not DINO's warm-up epochs
+        if "temperature" in str(key) and not str(key).endswith("_epochs"):
+            _number(cfg, f"method_kwargs.{key}", minimum=0, strict=True)
+
+
+def _accelerators() -> list[str]:
+    """Accelerators a run may ask for here: Lightning's that are available, plus auto, and gpu/cuda
+    (:func:`~solo_qscore.adapters.solo_main.adapt_to_machine` runs those on the CPU without a GPU)."""
+    from lightning.pytorch.accelerators import AcceleratorRegistry
+
+    usable = {name for name in AcceleratorRegistry.available_accelerators()
+              if AcceleratorRegistry[name]["accelerator"].is_available()}
+    return sorted(usable | {"auto", "cpu", "gpu", "cuda"})
+
+
+def check_trainer_values(cfg: DictConfig) -> None:
+    """The ``Trainer`` arguments a wrong value of fails late (after the data is loaded): ``precision``
+    (Lightning's precision strings), ``accelerator`` (those usable on this machine) and ``devices``."""
+    import typing
+
+    from lightning.fabric.connector import _PRECISION_INPUT_INT, _PRECISION_INPUT_STR, _PRECISION_INPUT_STR_ALIAS
+
+    precisions = [*typing.get_args(_PRECISION_INPUT_STR), *typing.get_args(_PRECISION_INPUT_STR_ALIAS)]
+    precisions += [str(p) for p in typing.get_args(_PRECISION_INPUT_INT) if str(p) not in precisions]
+    _choice(cfg, "precision", precisions)
+    accelerators = _accelerators()
+    if cfg.get("accelerator") is not None and str(cfg.accelerator) not in accelerators:
+        raise ConfigError(f"config key 'accelerator': {cfg.accelerator!r} is not available on this machine; use one "
+                          f"of {', '.join(accelerators)} (gpu and cuda run on the CPU when there is no GPU)")
+    devices = cfg.get("devices")
+    if devices is None:
+        return
+    shown = OmegaConf.to_container(devices) if isinstance(devices, ListConfig) else devices
+    count = isinstance(devices, int) and not isinstance(devices, bool) and devices >= 1
+    indices = isinstance(devices, ListConfig) and len(devices) > 0 and all(
+        isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in devices)
+    if not (count or indices):
+        raise ConfigError(f"config key 'devices' must be a number of devices >= 1 or a non-empty list of device "
+                          f"indices (e.g. [0]), got {shown!r}")
+
+
+def check_plugin_values(cfg: DictConfig) -> None:
+    """Values of solo-qscore's own sections (``qscore``, ``ifm``, ``lasso``, ``hard_negatives``, ``probe``).
+
+    Also checks the run view of a checkpoint after a command's overrides
+    (:func:`solo_qscore.cli.open_run.with_overrides`), so plain values are handled, not only typed ones.
+    """
     for dotted in ("qscore.eps", "qscore.lambda1", "qscore.lambda2", "ifm.epsilon", "ifm.alpha",
                    "lasso.weight", "hard_negatives.beta", "probe.weight_decay"):
         _number(cfg, dotted)
     _number(cfg, "probe.max_iter", minimum=1, integer=True)
     _number(cfg, "probe.every_n_epochs", integer=True)
+    _number(cfg, "probe.batch_size", minimum=1, integer=True)
     _number(cfg, "ifm.pre_norm_steps", minimum=1, integer=True)
-    if not 0 <= cfg.hard_negatives.tau_plus < 1:
+    _number(cfg, "hard_negatives.tau_plus")
+    if not cfg.hard_negatives.tau_plus < 1:
         raise ConfigError(f"config key 'hard_negatives.tau_plus' must be in [0, 1), got {cfg.hard_negatives.tau_plus}")
-    band = list(cfg.qscore.band)
-    if not (len(band) == 2 and 0 <= band[0] < band[1] <= 100):
-        raise ConfigError(f"config key 'qscore.band' must be [low, high] with 0 <= low < high <= 100, got {band}")
-    if cfg.qscore.statistics not in ("train_step", "dataloader"):
-        got = cfg.qscore.statistics
-        raise ConfigError(f"config key 'qscore.statistics' must be train_step or dataloader, got {got!r}")
-    if cfg.ifm.variant not in IFM_VARIANTS:
-        raise ConfigError(f"config key 'ifm.variant' must be one of {', '.join(IFM_VARIANTS)}, got {cfg.ifm.variant!r}")
-    check_method_options(cfg)
+    given = cfg.qscore.band
+    band = list(given) if isinstance(given, ListConfig) else [given]
+    numbers = all(isinstance(b, (int, float)) and not isinstance(b, bool) for b in band)
+    if not (len(band) == 2 and numbers and 0 <= band[0] < band[1] <= 100):
+        shown = band if isinstance(given, ListConfig) else given
+        raise ConfigError(f"config key 'qscore.band' must be [low, high] with 0 <= low < high <= 100, got {shown!r}")
+    _choice(cfg, "qscore.statistics", ("train_step", "dataloader"), optional=False)
+    _choice(cfg, "ifm.variant", IFM_VARIANTS, optional=False)
+
+
+def check_run_view(view: dict[str, Any]) -> None:
+    """The values a command reads from a run view (:func:`~solo_qscore.adapters.solo_main.run_view` of a
+    checkpoint, after the command's ``key=value`` overrides): ``ConfigError`` naming the key, before any
+    data is read. The plugin sections as in a run's config; ``data``: the eval loaders' settings."""
+    cfg = OmegaConf.create(view)
+    check_plugin_values(cfg)
+    data = view.get("data") or {}
+    for key, minimum in (("batch_size", 1), ("image_size", 1), ("num_workers", 0)):
+        if key in data:
+            _number(cfg, f"data.{key}", minimum=minimum, integer=True)
+    for key in ("train_subset", "val_subset"):
+        if data.get(key) is not None:
+            _number(cfg, f"data.{key}", minimum=1, integer=True)
+    check_fallback(data.get("fallback"))
 
 
 def check_method_options(cfg: DictConfig) -> None:

@@ -4,14 +4,15 @@ What solo-learn's ``main_pretrain.py`` does (its config, its methods, its augmen
 ``lightning.pytorch`` Trainer), plus: the module wrapped by
 :func:`~solo_qscore.adapters.solo_main.with_qscore`, the statistics and probe callbacks, a
 validation loader (solo's ``val_acc1``/``val_loss``), checkpoints in ``output_dir/checkpoints``,
-and a logger (wandb offline, or CSV). An existing ``output_dir`` is never overwritten unless asked.
+and a logger (wandb offline, or CSV). An existing ``output_dir`` is never overwritten unless asked, and
+then only a run's own files, once every input is checked (:mod:`solo_qscore.output_folder`).
 """
 
 from __future__ import annotations
 
 import math
 import os
-import shutil
+import time
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -22,6 +23,7 @@ import torch
 from omegaconf import DictConfig
 
 from solo_qscore.config import ConfigError, to_container
+from solo_qscore.output_folder import RunFolder, folder_lock, prepare_output_dir
 
 
 class LossHistory(pl.Callback):
@@ -33,6 +35,28 @@ class LossHistory(pl.Callback):
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         loss = outputs["loss"] if isinstance(outputs, dict) else outputs
         self.losses.append(float(loss.detach()))
+
+
+class _TrainClock(pl.Callback):
+    """How long training took and whether Lightning's ``max_time`` cut it short, read in ``on_train_end``
+    before the probe report (a later callback's ``on_train_end``) runs, so that its time is not counted."""
+
+    def __init__(self) -> None:
+        self.start: Optional[float] = None
+        self.seconds: Optional[float] = None
+        self.stopped_by_time = False
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        self.start = time.monotonic()
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        if self.start is not None:
+            self.seconds = time.monotonic() - self.start
+        timer = next((c for c in trainer.callbacks if isinstance(c, pl.callbacks.Timer)), None)
+        remaining = timer.time_remaining() if timer is not None else None
+        # the planned steps not all taken, and the time up: the budget stopped it (not the last epoch's end)
+        self.stopped_by_time = bool(remaining is not None and remaining <= 0
+                                    and trainer.global_step < trainer.estimated_stepping_batches)
 
 
 def check_loss_decreases(losses: list[float]) -> str:
@@ -59,6 +83,9 @@ def _logger(cfg: DictConfig, output_dir: Path, resume_id: Optional[str]):
         logger = WandbLogger(name=cfg.name, project=cfg.wandb.get("project", "solo-qscore"),
                              entity=None if entity in (None, "None") else entity, save_dir=str(output_dir),
                              offline=offline, id=resume_id, resume="allow" if resume_id else None)
+        # Lightning passes wandb.init(anonymous=None), which recent wandb (0.31 here) answers with a warning
+        # that the setting has no effect, on the console even with WANDB_SILENT: leave it unset
+        getattr(logger, "_wandb_init", {}).pop("anonymous", None)
         logger.log_hyperparams(to_container(cfg))
         return logger
     from lightning.pytorch.loggers import CSVLogger
@@ -101,23 +128,15 @@ class _RunRecord(pl.Callback):
             run.finish()
 
 
-def prepare_output_dir(output_dir: Path, overwrite: bool, resume: Optional[str]) -> None:
-    """A run never writes into another run's folder: refuse, unless ``overwrite`` (which clears it)
-    or ``resume`` (which continues the run that lives there)."""
-    if os.environ.get("LOCAL_RANK", "0") != "0" or os.environ.get("RANK", "0") != "0":
-        return  # a DDP worker process: the launching process (global rank 0) checked the folder
-    if output_dir.exists() and any(output_dir.iterdir()) and resume is None:
-        if not overwrite:
-            raise ConfigError(f"output_dir {output_dir} already holds a run; choose another output_dir=..., "
-                              "or pass --overwrite to replace it")
-        shutil.rmtree(output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    probe = output_dir / ".write_test"
-    try:
-        probe.write_text("")
-        probe.unlink()
-    except OSError as err:
-        raise ConfigError(f"output_dir {output_dir} is not writable: {err}") from err
+class _CommitRunFolder(pl.Callback):
+    """Deletes the run an ``--overwrite`` replaced once the new run has trained its first step
+    (:meth:`~solo_qscore.output_folder.RunFolder.commit`): until then a failure puts the old run back."""
+
+    def __init__(self, folder: RunFolder) -> None:
+        self.folder = folder
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self.folder.commit()
 
 
 def pretrain(cfg: DictConfig, init_from: Optional[str] = None, resume: Optional[str] = None,
@@ -131,24 +150,20 @@ def pretrain(cfg: DictConfig, init_from: Optional[str] = None, resume: Optional[
         resume: a checkpoint to resume exactly (optimiser, step, callback state, wandb run).
         record_loss: keep the loss of every step in the summary (``losses``).
         extra_callbacks: further Lightning callbacks.
-        overwrite: replace what is in ``output_dir`` (otherwise an existing run there is an error).
+        overwrite: replace the run in ``output_dir`` (otherwise an existing run there is an error); only
+            a run folder (:mod:`solo_qscore.output_folder`), only what a run writes, and only once
+            every input is checked.
         trust_checkpoint: load ``init_from`` with ``weights_only=False`` (it can run code).
     Returns:
         a summary: output and probe folders, checkpoint, steps, the probe's headline numbers.
     """
-    from solo_qscore.adapters.solo_main import (
-        adapt_to_machine,
-        build_model,
-        eval_data_config,
-        load_weights_into,
-        make_pretrain_loader,
-        prepare_config,
-        qscore_callbacks,
-    )
-    from solo_qscore.data import make_eval_loaders
+    from solo_qscore.adapters.solo_main import adapt_to_machine, prepare_config
 
     if cfg.get("max_epochs") is not None and int(cfg.max_epochs) < 1:
         raise ConfigError("config key 'max_epochs' must be >= 1 (0 would save an untrained model)")
+    if init_from is not None and resume is not None:
+        raise ConfigError("--from and --resume cannot be used together: --from further-trains a checkpoint's "
+                          "weights in a new run (fresh optimiser), --resume continues a run exactly; pass one")
     from solo_qscore.adapters.solo_main import read_checkpoint
 
     for path, flag in ((init_from, "--from"), (resume, "--resume")):
@@ -163,7 +178,28 @@ def pretrain(cfg: DictConfig, init_from: Optional[str] = None, resume: Optional[
         warnings.warn(f"solo-qscore: {change}", UserWarning, stacklevel=2)
     cfg = prepare_config(cfg)
     output_dir = Path(cfg.output_dir)
-    prepare_output_dir(output_dir, overwrite, resume)
+    with folder_lock(output_dir, "output_dir"):  # one process at a time writes into a folder
+        folder = prepare_output_dir(output_dir, overwrite, resume, init_from)  # checks only: nothing written
+        return _train(cfg, folder, source, init_from, init_checkpoint, resume, wandb_id, record_loss,
+                      extra_callbacks)
+
+
+def _train(cfg: DictConfig, folder: RunFolder, source: dict, init_from: Optional[str],
+           init_checkpoint: Optional[dict], resume: Optional[str], wandb_id: Optional[str], record_loss: bool,
+           extra_callbacks: Sequence[pl.Callback]) -> dict[str, Any]:
+    """:func:`pretrain` in its checked and locked ``folder``: the data, the model, the ``--from`` weights
+    and the callbacks are built (and so checked) before the run claims the folder, so a refused input
+    leaves an old run (``--overwrite``) untouched; it is deleted once the new run has trained a step,
+    and put back if the new run fails before that."""
+    from solo_qscore.adapters.solo_main import (
+        build_model,
+        load_weights_into,
+        make_pretrain_loader,
+        qscore_callbacks,
+        validation_loader,
+    )
+
+    output_dir = folder.path
     pl.seed_everything(int(cfg.seed), workers=True)
     train_loader = make_pretrain_loader(cfg)
     cfg.data.dataset_used = train_loader.dataset_name
@@ -171,21 +207,31 @@ def pretrain(cfg: DictConfig, init_from: Optional[str] = None, resume: Optional[
     model.source_config = source
     if init_from is not None:
         load_weights_into(model, init_from, checkpoint=init_checkpoint)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        _, val_loader = make_eval_loaders(eval_data_config(cfg, batch_size=int(cfg.optimizer.batch_size)))
+    # solo's online classifier validates on the probe's validation split (none: unlabelled images)
+    val_loader = validation_loader(cfg, batch_size=int(cfg.optimizer.batch_size))
     callbacks: list = qscore_callbacks(cfg, output_dir=output_dir, seed_from_train_set=init_from is not None)
-    callbacks += [pl.callbacks.ModelCheckpoint(dirpath=str(output_dir / "checkpoints"), save_last=True),
+    # no "last-v1.ckpt": a run resumed after its folder was moved or copied (Lightning then does not recognise
+    # the folder as the checkpoint's own) goes on writing checkpoints/last.ckpt, the file --resume reads
+    callbacks += [pl.callbacks.ModelCheckpoint(dirpath=str(output_dir / "checkpoints"), save_last=True,
+                                               enable_version_counter=False),
                   pl.callbacks.LearningRateMonitor(logging_interval="epoch")]
     history = LossHistory()
     if record_loss:
         callbacks.append(history)
     callbacks.extend(extra_callbacks)
-    logger = _logger(cfg, output_dir, wandb_id)
-    callbacks.append(_RunRecord(logger))
-    trainer = pl.Trainer(**_trainer_kwargs(cfg), callbacks=callbacks, logger=logger,
-                         default_root_dir=str(output_dir))
-    trainer.fit(model, train_dataloaders=train_loader, val_dataloaders=val_loader, ckpt_path=resume)
+    clock = _TrainClock()
+    callbacks.insert(0, clock)  # first: its on_train_end runs before the probe report's
+    folder.claim()  # every input checked: now an old run (--overwrite) moves aside
+    try:
+        logger = _logger(cfg, output_dir, wandb_id)
+        callbacks += [_RunRecord(logger), _CommitRunFolder(folder)]
+        trainer = pl.Trainer(**_trainer_kwargs(cfg), callbacks=callbacks, logger=logger,
+                             default_root_dir=str(output_dir))
+        trainer.fit(model, train_dataloaders=train_loader, val_dataloaders=val_loader, ckpt_path=resume)
+    except BaseException:
+        folder.restore()  # a no-op once the new run has trained a step
+        raise
+    folder.commit()  # also when no step was left to train (a resumed finished run)
     probe_cb = next((c for c in callbacks if hasattr(c, "last_report")), None)
     probe = probe_cb.last_report if probe_cb is not None else None
     summary = {
@@ -196,6 +242,10 @@ def pretrain(cfg: DictConfig, init_from: Optional[str] = None, resume: Optional[
         "num_discriminative": int(model.qscore_discriminative.sum()),
         "probe": probe.summary() if probe is not None else None,
         "dataset": cfg.data.dataset_used,
+        "method": str(cfg.method),
+        "precision": str(cfg.get("precision", "32-true")),
+        "train_seconds": None if clock.seconds is None else round(clock.seconds, 1),
+        "stopped_by_time": clock.stopped_by_time,
     }
     if cfg.wandb.get("enabled", False):
         summary["wandb_dir"] = str(getattr(logger.experiment, "dir", output_dir / "wandb"))

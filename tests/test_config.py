@@ -90,3 +90,69 @@ def test_disabled_hard_negatives_section_is_ignored_elsewhere():
     cfg = tiny_config("byol", "hard_negatives.beta=3")
     assert cfg.hard_negatives.enabled is False
     assert simclr_cfg("ifm.enabled=true").ifm.enabled is True
+
+
+# -- issue 22: keys Hydra adds with "+" are checked as plain keys are; every temperature > 0 -------------
+ADDED_KEYS = [("+optimizer.lrr=0.1", "optimizer.lrr", "optimizer.lr"),
+              ("+scheduler.warmup_epoch=3", "scheduler.warmup_epoch", "scheduler.warmup_epochs"),
+              ("+backbone.nam=x", "backbone.nam", "backbone.name"),
+              ("+wandb.projet=x", "wandb.projet", "wandb.project"),
+              ("++momentum.base_tauu=0.9", "momentum.base_tauu", "momentum.base_tau")]
+
+
+@pytest.mark.parametrize(("override", "key", "closest"), ADDED_KEYS, ids=[a for a, _, _ in ADDED_KEYS])
+def test_added_keys_solo_learn_does_not_read_are_refused(tmp_path, capsys, override, key, closest):
+    code = main(["pretrain", *CFG, "--config-name", "simclr.yaml", *SMALL, override, f"output_dir={tmp_path / 'x'}"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "configuration error" in err, err
+    assert f"unknown config key '{key}' (did you mean '{closest}'?)" in err, err
+    assert not (tmp_path / "x").exists()
+
+
+def test_open_sections_and_the_keys_solo_learn_reads_stay_accepted():
+    """``method_kwargs``, ``backbone.kwargs`` and ``optimizer.kwargs`` are passed on unchecked; every key of
+    every solo-learn pretrain config file, and every key solo-learn fills in itself, is known."""
+    import yaml
+
+    from solo_qscore.config import SOLO_SECTION_KEYS, check_section_keys
+
+    cfg = simclr_cfg("+method_kwargs.anything=1", "+backbone.kwargs.zero_init_residual=true",
+                     "+optimizer.kwargs.nesterov=true", "+knn_eval.enabled=false", "+checkpoint.keep_prev=true")
+    assert cfg.method_kwargs.anything == 1
+    for path in sorted(SOLO_CIFAR.parents[0].rglob("*.yaml")):  # scripts/pretrain/*/*.yaml
+        content = yaml.safe_load(path.read_text())
+        for section, node in (content.items() if isinstance(content, dict) else ()):  # augmentations/: lists
+            if section in SOLO_SECTION_KEYS and isinstance(node, dict):
+                assert set(node) <= SOLO_SECTION_KEYS[section], (path, section, set(node))
+    _, parsed = tiny_model("byol")  # parse_cfg and BaseMomentumMethod's defaults filled in
+    check_section_keys(parsed)
+
+
+#: every temperature a solo-learn method reads from method_kwargs (see the test below)
+TEMPERATURES = [("simclr", "temperature"), ("mocov2plus", "temperature"), ("nnclr", "temperature"),
+                ("mocov3", "temperature"), ("supcon", "temperature"), ("swav", "temperature"),
+                ("all4one", "temperature"), ("deepclusterv2", "temperature"), ("dino", "student_temperature"),
+                ("dino", "teacher_temperature"), ("dino", "warmup_teacher_temperature"),
+                ("ressl", "temperature_q"), ("ressl", "temperature_k")]
+
+
+@pytest.mark.parametrize(("method", "key"), TEMPERATURES, ids=[f"{m}-{k}" for m, k in TEMPERATURES])
+def test_every_temperature_must_be_positive(method, key):
+    from solo_qscore.config import compose
+
+    for value in (0, -1):
+        with pytest.raises(ConfigError, match=rf"'method_kwargs\.{key}' must be a number > 0, got {value}"):
+            compose(SOLO_CIFAR, method, [f"++method_kwargs.{key}={value}"])
+    assert compose(SOLO_CIFAR, method, [f"++method_kwargs.{key}=0.2"]).method_kwargs[key] == 0.2
+
+
+def test_the_temperature_list_covers_every_solo_learn_method():
+    import inspect
+    import re
+
+    from solo.methods import METHODS
+
+    read = {(name, key) for name, cls in METHODS.items()
+            for key in re.findall(r"method_kwargs\.(\w*temperature\w*)", inspect.getsource(cls))
+            if not key.endswith("_epochs")}
+    assert read == set(TEMPERATURES)

@@ -59,7 +59,7 @@ def _run(tmp_path, eps: float):
     out = tmp_path / f"eps{eps:g}"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run([sys.executable, str(script), f"file://{tmp_path / f'init{eps:g}'}", str(out), str(eps)],
-                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+                          cwd=tmp_path, env=env, capture_output=True, text=True)  # a hang: pytest-timeout
     assert proc.returncode == 0, proc.stderr[-4000:]
     inputs = torch.load(f"{out}.inputs.pt", weights_only=True)
     ranks = [torch.load(f"{out}.rank{r}.pt", weights_only=True) for r in (0, 1)]

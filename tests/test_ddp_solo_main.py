@@ -70,7 +70,7 @@ def test_two_gloo_processes_equal_one(tmp_path):
     env.pop("MASTER_PORT", None)
     for devices in (1, 2):
         proc = subprocess.run([sys.executable, str(script), str(devices), str(tmp_path / f"run{devices}")],
-                              cwd=tmp_path, env=env, capture_output=True, text=True, timeout=400)
+                              cwd=tmp_path, env=env, capture_output=True, text=True)  # a hang: pytest-timeout
         assert proc.returncode == 0, proc.stderr[-4000:]
     single = torch.load(tmp_path / "run1.rank0.pt", weights_only=True)
     ranks = [torch.load(tmp_path / f"run2.rank{r}.pt", weights_only=True) for r in (0, 1)]

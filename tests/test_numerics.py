@@ -128,6 +128,29 @@ def test_kernel_statistics_and_q_score_exact_at_large_means():
     torch.testing.assert_close(q_score(h, D).double(), q, atol=1e-6, rtol=1e-5)
 
 
+@pytest.mark.parametrize("ratio", [1e4, 1e5, 1e6])
+def test_regularizer_q_equals_q_score_at_large_means(ratio):
+    """Issue 22 (6): the regulariser normalised each row before taking its mean and std, so every coordinate
+    was rounded anew and its Q drifted from q_score's (float32: 3/200 rows off by > 1e-3 at mean/std = 1e4,
+    140/200 at 1e5, median 2e-2 at 1e6). It now uses q_score's row statistics; its gradients still flow and
+    are those of the same rows in float64."""
+    h = _spiky_rows(200, 256, ratio)
+    D = discriminative_mask(torch.rand(256, generator=torch.Generator().manual_seed(2)))
+    x = h.clone().requires_grad_(True)
+    terms = qscore_regularizer_terms(x, D, lambda1=1.0, lambda2=1.0)
+    q = q_score(h, D)
+    assert int((q != 0).sum()) > 100  # the spikes make most L_i ∩ D non-empty
+    torch.testing.assert_close(terms.q, q, rtol=1e-6, atol=0.0)
+    torch.testing.assert_close(terms.q, _summary_torch(h, D, 4.0).q, rtol=1e-6, atol=0.0)  # the GPU's path
+    # the Q term's gradient (not the L1 term's: which column L1 norms lie above their mean is decided by
+    # rounding when every normalised coordinate is about 1/sqrt(r), in float32 and float64 alike)
+    terms.qscore_term.backward()
+    x64 = h.double().requires_grad_(True)
+    qscore_regularizer_terms(x64, D, lambda1=1.0, lambda2=1.0).qscore_term.backward()
+    assert x.grad.abs().max() > 0
+    torch.testing.assert_close(x.grad.double(), x64.grad, rtol=1e-4, atol=1e-5 * float(x64.grad.abs().max()))
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_constant_rows_have_empty_sets_even_at_eps_zero(dtype, kernel_mode):
     """sigma = 0 gives an empty L_i (docs/CONVENTIONS.md), also when the float mean of the row is rounded."""

@@ -109,9 +109,10 @@ def record_files(output_dir: Path) -> list[Path]:
     return sorted((output_dir / "wandb").glob("offline-run-*/run-*.wandb"))
 
 
-def finished_record(path: Path, timeout: float = 30.0) -> RunRecord:
+def finished_record(path: Path, timeout: float = 600.0) -> RunRecord:
     """The record of a finished run: ``run.finish()`` returns once the run has exited, but wandb's
-    service may write the last records (the exit record among them) a moment later."""
+    service may write the last records (the exit record among them) a moment later (returns as soon as
+    they are there: the long deadline only matters on a busy machine)."""
     deadline = time.monotonic() + timeout
     while True:
         run = RunRecord(path)
@@ -243,6 +244,7 @@ def test_callback_media_under_pytorch_lightning(wandb_env, tmp_path):
     from solo_qscore.adapters.lightning import wandb_loggers
     from solo_qscore.callbacks import ActivationStatisticsCallback, QScoreProbeCallback
     from solo_qscore.data import make_eval_loaders
+    from solo_qscore.report.config import ReportConfig
 
     class Tiny(pl.LightningModule):
         def __init__(self) -> None:
@@ -266,9 +268,8 @@ def test_callback_media_under_pytorch_lightning(wandb_env, tmp_path):
     pl.seed_everything(0)
     logger = WandbLogger(project="solo-qscore-test", save_dir=str(tmp_path), offline=True)
     probe = QScoreProbeCallback(DataLoader(TensorDataset(tx, ty), batch_size=128),
-                                DataLoader(TensorDataset(vx, vy), batch_size=64), eps=2.0,
-                                out_dir=str(tmp_path / "probe"),
-                                report_kwargs={"compression_fractions": None, "num_random_seeds": 1})
+                                DataLoader(TensorDataset(vx, vy), batch_size=64),
+                                config=ReportConfig(eps=2.0, compression=None), out_dir=str(tmp_path / "probe"))
     trainer = pl.Trainer(accelerator="cpu", devices=1, max_epochs=1, logger=logger,
                          callbacks=[ActivationStatisticsCallback(eps=2.0), probe], enable_progress_bar=False,
                          enable_model_summary=False, enable_checkpointing=False, default_root_dir=str(tmp_path))

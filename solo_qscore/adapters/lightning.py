@@ -72,3 +72,16 @@ def rank_zero_warn(message: str) -> None:
         except (ImportError, AttributeError):
             continue
     warnings.warn(message, stacklevel=2)
+
+
+def autocast_dtype(trainer: Any, device: Any) -> Any:
+    """The autocast dtype of a trainer's precision, for a forward pass outside training (the probe's
+    features): ``bf16-*`` -> bfloat16, ``16-*`` on a GPU -> float16; ``None`` (float32) otherwise."""
+    import torch
+
+    precision = str(getattr(trainer, "precision", "32-true"))
+    if precision.startswith("bf16"):
+        return torch.bfloat16
+    if precision.startswith("16") and getattr(device, "type", "cpu") == "cuda":
+        return torch.float16
+    return None

@@ -37,6 +37,7 @@ from typing import Any, Optional
 import torch
 import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 from torch import Tensor
 
 from solo_qscore.config import (
@@ -53,6 +54,9 @@ from solo_qscore.losses.ifm import ifm_moco_loss, ifm_nnclr_loss, ifm_simclr_los
 CHECKPOINT_KEY = "solo_qscore"
 CHECKPOINT_FORMAT = 2  # 1: solo-learn 1.0.2 runs (retired); 2: solo-learn main
 SOLO_DATASETS = ("cifar10", "cifar100", "stl10", "imagenet", "imagenet100", "custom")
+_FOLDER_DATASETS = ("custom", "imagenet", "imagenet100")  # solo_qscore.data.FOLDER_DATASETS: read from folders
+#: the list of unreadable images a run skipped (data.bad_images=skip), in its output folder
+SKIPPED_IMAGES_FILE = Path("logs") / "skipped_images.jsonl"
 _SOLO_DATA_MARKERS = {"cifar10": "cifar-10-batches-py", "cifar100": "cifar-100-python", "stl10": "stl10_binary"}
 
 
@@ -114,15 +118,70 @@ def adapt_to_machine(cfg: DictConfig) -> list[str]:
 
 
 def eval_data_config(cfg: DictConfig, batch_size: Optional[int] = None) -> dict[str, Any]:
-    """The settings of :mod:`solo_qscore.data`'s loaders for this run (no augmentation)."""
+    """The settings of :mod:`solo_qscore.data`'s loaders for this run (no augmentation).
+
+    solo-learn's image folders (``custom``, ``imagenet``, ``imagenet100``) add their validation folder
+    (``val_root``: ``data.val_path``; none: a held-out part of the training folder), ``no_labels`` and
+    ``format`` (``dali`` data is an image folder too, read here as solo-learn's own validation loader
+    reads it).
+    """
     data = cfg.data
-    return {
+    settings = {
         "dataset": str(data.dataset), "root": str(data.get("train_path") or "datasets"),
         "fallback": data.get("fallback"), "image_size": int(cfg.augmentations[0].crop_size),
         "batch_size": int(batch_size or cfg.probe.get("batch_size", 256)),
         "num_workers": int(data.get("num_workers", 0) or 0),
         "train_subset": data.get("train_subset"), "val_subset": data.get("val_subset"),
+        "bad_images": str(data.get("bad_images") or "error"),
     }
+    if str(data.dataset) in _FOLDER_DATASETS:
+        settings.update(val_root=None if data.get("val_path") is None else str(data.val_path),
+                        no_labels=bool(data.get("no_labels", False)), format=_data_format(cfg))
+    return settings
+
+
+def _data_format(cfg: DictConfig) -> str:
+    return str(cfg.data.get("format") or "image_folder")
+
+
+def _check_image_folders(cfg: DictConfig) -> None:
+    """solo-learn's image-folder datasets, checked before solo-learn reads them (it fails deep inside,
+    or not at all: a flat folder trains as one class). A flat ``custom`` folder is unlabelled
+    (``data.no_labels`` set, as solo-learn needs for it)."""
+    from solo_qscore.data.datasets import class_folders
+
+    data, dataset = cfg.data, str(cfg.data.dataset)
+    if dataset not in _FOLDER_DATASETS:
+        return
+    if _data_format(cfg) == "h5":
+        if cfg.probe.enabled or cfg.qscore.statistics == "dataloader":
+            _check_eval_format(cfg)  # refused now, not after the model is built
+        return
+    root = Path(str(data.get("train_path") or ""))
+    shape = "one sub-folder of images per class, or images directly in it with data.no_labels=true"
+    if not data.get("train_path") or not root.is_dir():
+        raise ConfigError(f"config key 'data.train_path': {root} is not a folder (data.dataset={dataset} reads "
+                          f"an image folder: {shape})")
+    if data.get("val_path") is not None and not Path(str(data.val_path)).is_dir():
+        raise ConfigError(f"config key 'data.val_path': {data.val_path} is not a folder (one sub-folder of images "
+                          "per class, as data.train_path); data.val_path=null holds out a part of data.train_path "
+                          "for the probe")
+    classes = class_folders(root)
+    if dataset != "custom" and not classes:
+        raise ConfigError(f"config key 'data.train_path': {root} has no class sub-folders, which "
+                          f"data.dataset={dataset} needs; for unlabelled images use data.dataset=custom")
+    if not classes:
+        data.no_labels = True  # solo-learn reads a flat folder only as unlabelled images
+    elif data.get("no_labels") and not _has_image_files(root):
+        raise ConfigError(f"config key 'data.no_labels': true reads the images directly in {root}, but it holds "
+                          f"only sub-folders ({', '.join(classes[:5])}); drop data.no_labels to use them as classes")
+
+
+def _has_image_files(folder: Path) -> bool:
+    from torchvision.datasets.folder import IMG_EXTENSIONS
+
+    with os.scandir(folder) as entries:
+        return any(e.is_file() and e.name.lower().endswith(IMG_EXTENSIONS) for e in entries)
 
 
 def _solo_data_present(cfg: DictConfig) -> bool:
@@ -146,6 +205,7 @@ def prepare_config(cfg: DictConfig) -> DictConfig:
     if dataset not in SOLO_DATASETS and dataset not in OFFLINE_DATASETS:
         raise ConfigError(f"config key 'data.dataset': unknown dataset {dataset!r}; choose one of "
                           f"{', '.join(SOLO_DATASETS + OFFLINE_DATASETS)}")
+    _check_image_folders(cfg)
     devices = cfg.get("devices", 1)
     if isinstance(devices, int):  # solo scales the lr by len(devices)
         cfg.devices = [0] * devices
@@ -173,6 +233,18 @@ def prepare_config(cfg: DictConfig) -> DictConfig:
 def _cifar_stem(backbone: torch.nn.Module) -> None:
     backbone.conv1 = torch.nn.Conv2d(3, 64, kernel_size=3, stride=1, padding=2, bias=False)
     backbone.maxpool = torch.nn.Identity()
+
+
+def _labelled_loss(out: dict, targets: Tensor) -> dict:
+    """solo's online-classifier loss as the mean cross-entropy over the labelled samples, 0 when there are
+    none: solo's own (``ignore_index=-1``, mean) is NaN on a batch of unlabelled images (targets -1,
+    ``data.no_labels``), which would stop the run (a non-finite loss) though the encoder's loss is fine.
+    The same value otherwise; no host sync."""
+    if "loss" not in out or "logits" not in out:
+        return out
+    labelled = (targets >= 0).sum().clamp(min=1)
+    out["loss"] = F.cross_entropy(out["logits"], targets, ignore_index=-1, reduction="sum") / labelled
+    return out
 
 
 class QScoreMixin:
@@ -203,6 +275,13 @@ class QScoreMixin:
             momentum.load_state_dict(self.backbone.state_dict())
             for p in momentum.parameters():
                 p.requires_grad = False
+
+    # -- solo's online classifier on unlabelled images ---------------------------------------
+    def _base_shared_step(self, X: Tensor, targets: Tensor) -> dict:
+        return _labelled_loss(super()._base_shared_step(X, targets), targets)
+
+    def _shared_step_momentum(self, X: Tensor, targets: Tensor) -> dict:
+        return _labelled_loss(super()._shared_step_momentum(X, targets), targets)
 
     # -- feature capture -------------------------------------------------------------------
     def _capture_features(self, module, inputs, output) -> None:
@@ -381,39 +460,94 @@ def build_model(cfg: DictConfig) -> torch.nn.Module:
 # -- callbacks ---------------------------------------------------------------------------------
 def qscore_callbacks(cfg: DictConfig, output_dir: Optional[str | Path] = None,
                      seed_from_train_set: bool = False) -> list:
-    """The callbacks a run needs: activation statistics (refreshing D each epoch) and, when
-    ``cfg.probe.enabled``, the Q-Score probe (its report written to ``output_dir/probe``).
+    """The callbacks a run needs: a stop at the first non-finite training loss (which never lets a
+    checkpoint of NaN weights be written), activation statistics (refreshing D each epoch) and, when
+    ``cfg.probe.enabled``, the Q-Score probe (its report written to ``output_dir/probe``), and
+    ``data.bad_images`` applied to every image folder the run reads (solo-learn's own datasets too).
+
+    The probe needs labelled classes: on an image folder without them (``data.no_labels``, no class
+    sub-folders, a single class) it is skipped with a one-line warning; the statistics and D are not.
 
     Args:
         seed_from_train_set: fill D by one pass over the train set before training (further-training
             a pre-trained encoder, as the paper does), so the regulariser is on from the first step.
     """
+    from solo_qscore.adapters.lightning import rank_zero_warn
     from solo_qscore.analysis.associations import dataset_class_names
-    from solo_qscore.callbacks import ActivationStatisticsCallback, QScoreProbeCallback
-    from solo_qscore.data import make_eval_loaders
+    from solo_qscore.callbacks import (
+        ActivationStatisticsCallback,
+        BadImagesCallback,
+        FiniteLossCallback,
+        QScoreProbeCallback,
+    )
+    from solo_qscore.data import SkippedImages, make_eval_loader, make_eval_loaders, missing_labels
+    from solo_qscore.report.config import ReportConfig
 
     cfg = with_plugin_defaults(cfg)
     qcfg = cfg.qscore
     band = (float(qcfg.band[0]), float(qcfg.band[1]))
     exact = qcfg.statistics == "dataloader"
-    needs_loaders = cfg.probe.enabled or exact or seed_from_train_set
+    data_cfg = eval_data_config(cfg)
+    policy = _bad_images_policy(cfg)
+    skipped = SkippedImages(None if output_dir is None else Path(output_dir) / SKIPPED_IMAGES_FILE)
+    no_labels = missing_labels(data_cfg) if cfg.probe.enabled else None
+    if no_labels is not None:
+        rank_zero_warn(f"solo-qscore: the probe is skipped: {no_labels}, so it has no classes to predict; "
+                       "the activation statistics and D are computed as usual")
+    probe = bool(cfg.probe.enabled) and no_labels is None
     train_loader = val_loader = None
-    if needs_loaders:
+    if probe or exact or seed_from_train_set:
+        _check_eval_format(cfg)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the fallback warning was given when training data loaded
-            train_loader, val_loader = make_eval_loaders(eval_data_config(cfg))
-    callbacks: list = [ActivationStatisticsCallback(
+            if probe:
+                train_loader, val_loader = make_eval_loaders(data_cfg, skipped=skipped)
+            else:
+                train_loader = make_eval_loader(data_cfg, skipped=skipped)
+    callbacks: list = [FiniteLossCallback(), ActivationStatisticsCallback(  # first: stop a NaN loss before all else
         eps=float(qcfg.eps), band=band, dataloader=train_loader if (exact or seed_from_train_set) else None,
         exact=exact)]
-    if cfg.probe.enabled:
+    if probe:
         out = None if output_dir is None else str(Path(output_dir) / "probe")
         callbacks.append(QScoreProbeCallback(
-            train_loader, val_loader, every_n_epochs=int(cfg.probe.every_n_epochs), eps=float(qcfg.eps),
-            band=band, out_dir=out,
-            report_kwargs={"probe_kwargs": {"max_iter": int(cfg.probe.max_iter),
-                                            "weight_decay": float(cfg.probe.weight_decay)},
-                           "class_names": dataset_class_names(train_loader.dataset)}))
+            train_loader, val_loader, every_n_epochs=int(cfg.probe.every_n_epochs),
+            config=ReportConfig.from_run(cfg), out_dir=out,
+            class_names=dataset_class_names(train_loader.dataset)))
+    callbacks.append(BadImagesCallback(policy, skipped))
     return callbacks
+
+
+def _bad_images_policy(cfg: DictConfig) -> str:
+    from solo_qscore.data import BAD_IMAGE_POLICIES
+
+    policy = str(cfg.data.get("bad_images") or "error")
+    if policy not in BAD_IMAGE_POLICIES:
+        raise ConfigError(f"config key 'data.bad_images' must be one of {', '.join(BAD_IMAGE_POLICIES)}, "
+                          f"got {policy!r}")
+    return policy
+
+
+def _check_eval_format(cfg: DictConfig) -> None:
+    """Our evaluation loaders read image folders (``dali`` data is one); solo-learn's h5 files they do not."""
+    if str(cfg.data.dataset) in _FOLDER_DATASETS and _data_format(cfg) == "h5":
+        raise ConfigError("config key 'data.format': h5 files are read by solo-learn's own loaders only, not by "
+                          "the probe's or qscore.statistics=dataloader's; use the image folders "
+                          "(data.format=image_folder), or set probe.enabled=false to train with the statistics "
+                          "of the training steps")
+
+
+def validation_loader(cfg: DictConfig, batch_size: Optional[int] = None) -> Optional[torch.utils.data.DataLoader]:
+    """The validation loader ``solo-qscore pretrain`` gives solo-learn's online classifier: the probe's
+    validation split; ``None`` when the data has none (an unlabelled image folder, h5 files)."""
+    from solo_qscore.data import make_eval_loader, missing_labels
+
+    data_cfg = eval_data_config(cfg, batch_size=batch_size)
+    if missing_labels(data_cfg) is not None or (str(cfg.data.dataset) in _FOLDER_DATASETS
+                                                and _data_format(cfg) == "h5"):
+        return None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the fallback warning was given when training data loaded
+        return make_eval_loader(data_cfg, train=False)
 
 
 # -- data --------------------------------------------------------------------------------------
@@ -444,7 +578,7 @@ def make_pretrain_loader(cfg: DictConfig) -> torch.utils.data.DataLoader:
         prepare_datasets,
     )
 
-    from solo_qscore.data import LabelledSubset, load_dataset, subset_indices
+    from solo_qscore.data import LabelledSubset, guard_images, load_dataset, subset_indices
     from solo_qscore.data.transforms import dataset_stats
 
     data = cfg.data
@@ -468,6 +602,7 @@ def make_pretrain_loader(cfg: DictConfig) -> torch.utils.data.DataLoader:
                                    data_format=data.get("format", "image_folder"),
                                    no_labels=bool(data.get("no_labels", False)),
                                    data_fraction=float(data.get("fraction", -1)))
+        guard_images(dataset, _bad_images_policy(cfg))  # an unreadable file: named (or skipped), not OSError
         idx = subset_indices(len(dataset), data.get("train_subset"))
         if idx is not None:  # solo's items keep their own (unique) index
             dataset = torch.utils.data.Subset(dataset, idx.tolist())
@@ -497,6 +632,31 @@ class CheckpointError(ValueError):
     """A file is not a checkpoint this version can load; the message says what it is."""
 
 
+def _first_line(err: BaseException) -> str:
+    """``Type: first line`` of an exception, without the terminal colour codes torch puts in its messages;
+    torch's weights-only boilerplate gives way to the line that says what went wrong."""
+    plain = re.sub(r"\x1b\[[0-9;]*m", "", str(err)).strip()
+    lines = [line.strip() for line in plain.splitlines() if line.strip()]
+    cause = next((line for line in lines if line.startswith(("Unsupported operand", "Unsupported global"))), None)
+    text = cause or (lines[0] if lines else "")
+    return f"{type(err).__name__}: {text[:200]}" if text else type(err).__name__
+
+
+# what torch.save writes: a zip archive (torch >= 1.6), or a pickle of protocol 2 (the legacy format)
+_ZIP_MAGIC = b"PK\x03\x04"
+_PICKLE_PROTOCOLS = (b"\x80\x02", b"\x80\x03", b"\x80\x04", b"\x80\x05")
+
+
+def _check_checkpoint_header(path: Path) -> None:
+    """Random bytes, text or a truncated download are "not a checkpoint", said before torch reads a byte
+    (torch's weights-only loader would call them unsafe pickles)."""
+    with path.open("rb") as f:
+        head = f.read(4)
+    if not (head.startswith(_ZIP_MAGIC) or head[:2] in _PICKLE_PROTOCOLS):
+        raise CheckpointError(f"{path}: not a checkpoint: it is neither a torch zip archive nor a pickle (it starts "
+                              f"with {head!r}); expected a Lightning .ckpt written by solo-qscore pretrain")
+
+
 def read_checkpoint(path: str | Path, trusted: bool = False, lightning: bool = True) -> dict:
     """``torch.load`` a checkpoint safely: ``weights_only=True`` (tensors and plain containers, no
     code runs). ``trusted=True`` allows arbitrary pickles, for files you made yourself; it warns."""
@@ -505,24 +665,23 @@ def read_checkpoint(path: str | Path, trusted: bool = False, lightning: bool = T
         raise CheckpointError(f"{path}: no such checkpoint file")
     if path.stat().st_size == 0:
         raise CheckpointError(f"{path}: empty file; expected a Lightning checkpoint (.ckpt) of a solo-qscore run")
+    _check_checkpoint_header(path)
     if trusted:
         warnings.warn(f"loading {path} with weights_only=False (--trust-checkpoint): it can run code", stacklevel=2)
         try:
             return torch.load(path, map_location="cpu", weights_only=False)
         except Exception as err:
-            reason = f"{type(err).__name__}: {err}"
-            raise CheckpointError(f"{path}: cannot be read as a torch checkpoint ({reason})") from err
+            raise CheckpointError(f"{path}: cannot be read as a torch checkpoint ({_first_line(err)})") from err
     try:
         with torch.serialization.safe_globals(_checkpoint_globals()):
             checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # UnpicklingError, RuntimeError (zip), EOFError, ...
-        plain = re.sub(r"\x1b\[[0-9;]*m", "", str(err))  # torch's message carries terminal colour codes
-        text = plain.strip().splitlines()[0] if plain.strip() else type(err).__name__
-        if "weights_only" in str(err) or "Unsupported global" in str(err):
+        unsafe = re.search(r"Unsupported global: GLOBAL (\S+)", str(err))
+        if unsafe:  # a real pickle that names a function or class outside tensors and plain containers
             raise CheckpointError(
-                f"{path}: refused to load: it holds Python objects that could run code ({text[:160]}). "
-                "Only load checkpoints you trust, with --trust-checkpoint") from err
-        raise CheckpointError(f"{path}: not a readable checkpoint ({type(err).__name__}: {text[:160]}); "
+                f"{path}: refused to load: it holds Python objects that could run code (the global "
+                f"{unsafe.group(1)}); load it only if you trust the file, with --trust-checkpoint.") from err
+        raise CheckpointError(f"{path}: not a readable checkpoint ({_first_line(err)}); "
                               "expected a Lightning .ckpt written by solo-qscore pretrain") from err
     if not isinstance(checkpoint, dict):
         raise CheckpointError(f"{path}: a torch file holding a {type(checkpoint).__name__}, not a checkpoint")
@@ -542,25 +701,95 @@ def load_run(path: str | Path, trusted: bool = False, map_location: str = "cpu"
     if meta.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(f"{path}: written by a solo-qscore for solo-learn 1.0.2 (retired); "
                               "re-train with solo-learn main")
-    cfg = with_plugin_defaults(OmegaConf.create(meta["config"]))  # fills sections added since
-    model = build_model(cfg)
+    cfg = _saved_config(meta["config"], path, "run config")
     try:
-        model.load_state_dict(checkpoint["state_dict"])
-    except RuntimeError as err:
-        raise CheckpointError(f"{path}: weights do not fit the run's own config: {str(err).splitlines()[0]}") from err
+        model = build_model(cfg)
+    except (AssertionError, KeyError, AttributeError, TypeError, ValueError, OmegaConfBaseException) as err:
+        raise CheckpointError(f"{path}: its saved run config does not build a {cfg.method} model ({_first_line(err)}); "
+                              "was the file edited?") from err
+    _check_weights_fit(model, checkpoint["state_dict"], path, f"{cfg.method} {cfg.backbone.name}")
+    model.load_state_dict(checkpoint["state_dict"])
     model.to(map_location)
     return model, cfg, checkpoint
 
 
+def _saved_config(config: Any, path: str | Path, what: str) -> DictConfig:
+    """A config saved in a checkpoint, with the plugin sections (defaults for those added since), its
+    method and backbone checked: a hand-edited or foreign file is a ``CheckpointError`` naming it."""
+    if not isinstance(config, dict):
+        raise CheckpointError(f"{path}: its saved {what} is a {type(config).__name__}, not a config; "
+                              "was the file edited?")
+    try:
+        cfg = OmegaConf.create(config)
+        OmegaConf.set_struct(cfg, False)
+        cfg = with_plugin_defaults(cfg)
+    except ConfigError as err:
+        raise CheckpointError(f"{path}: its saved {what}: {err}") from err
+    except OmegaConfBaseException as err:
+        raise CheckpointError(f"{path}: its saved {what}: {_first_line(err)}") from err
+    from solo.methods import METHODS
+    from solo.methods.base import BaseMethod
+
+    methods = [m for m in METHODS if m not in ("base", "linear")]
+    if cfg.get("method") not in methods:
+        raise CheckpointError(f"{path}: its saved {what} names method {cfg.get('method')!r}, which solo-learn "
+                              f"does not have (it has {', '.join(methods)}); was the file edited?")
+    backbone = OmegaConf.select(cfg, "backbone.name")
+    if backbone not in BaseMethod._BACKBONES:
+        raise CheckpointError(f"{path}: its saved {what} names backbone {backbone!r}, which solo-learn "
+                              "does not have; was the file edited?")
+    return cfg
+
+
+def _check_weights_fit(model: torch.nn.Module, state: Any, path: str | Path, what: str) -> None:
+    """``CheckpointError`` naming what is missing, extra or of another shape when ``state`` (a checkpoint's
+    ``state_dict``) is not exactly the weights of ``model`` (built from the checkpoint's own config)."""
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{path}: its 'state_dict' is a {type(state).__name__}, not a dict of weights")
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    mismatched = [k for k in state if k in own and getattr(state[k], "shape", None) != own[k].shape]
+    problems = []
+    for label, keys in (("no weights for", missing), ("weights the model does not have:", unexpected),
+                        ("weights of another shape:", mismatched)):
+        if keys:
+            modules = ", ".join(sorted({k.split(".")[0] for k in keys}))
+            problems.append(f"{label} {modules} ({len(keys)} tensors, e.g. {keys[0]})")
+    if problems:
+        raise CheckpointError(f"{path}: its weights do not fit its own {what} config: {'; '.join(problems)}; "
+                              "was the file edited?")
+
+
+def check_resume_checkpoint(path: str | Path, cfg: DictConfig, trusted: bool = False) -> None:
+    """``--resume``: refuse, in one line and before Lightning reads it, a checkpoint that is not of a
+    solo-qscore run, or of a run of another method or backbone than ``cfg`` (Lightning would fail
+    part-way with a traceback of mismatched weights)."""
+    checkpoint = read_checkpoint(path, trusted=trusted)
+    meta = checkpoint.get(CHECKPOINT_KEY)
+    if not isinstance(meta, dict) or not isinstance(meta.get("config"), dict):
+        raise CheckpointError(f"--resume {path}: a Lightning checkpoint, but not of a solo-qscore run (no "
+                              f"'{CHECKPOINT_KEY}' entry); --resume continues a run of solo-qscore pretrain")
+    saved = meta["config"]
+    theirs = (saved.get("method"), (saved.get("backbone") or {}).get("name"))
+    ours = (cfg.get("method"), OmegaConf.select(cfg, "backbone.name"))
+    if theirs != ours:
+        raise CheckpointError(f"--resume {path}: a checkpoint of a {theirs[0]} run ({theirs[1]}), but the config is "
+                              f"{ours[0]} ({ours[1]}); resume with the config that run was trained with")
+
+
 def source_config(checkpoint: dict, path: str | Path = "checkpoint") -> DictConfig:
     """The composed config a run started from (before solo's ``parse_cfg``), for further training."""
-    meta = checkpoint.get(CHECKPOINT_KEY) or {}
+    meta = checkpoint.get(CHECKPOINT_KEY)
+    if not isinstance(meta, dict):
+        raise CheckpointError(f"{path}: a Lightning checkpoint, but not of a solo-qscore run "
+                              f"(no '{CHECKPOINT_KEY}' entry)")
     source = meta.get("source_config")
     if not source:
-        raise CheckpointError(f"{path}: holds no source config (written by a pretrain of another version)")
-    cfg = OmegaConf.create(source)
-    OmegaConf.set_struct(cfg, False)
-    return with_plugin_defaults(cfg)
+        raise CheckpointError(f"{path}: holds no source config (only checkpoints written by `solo-qscore pretrain` "
+                              "have one); to further-train it, use `solo-qscore pretrain --config-name NAME --from "
+                              f"{path} --qscore`")
+    return _saved_config(source, path, "source config")
 
 
 def load_weights_into(model: torch.nn.Module, path: str | Path, trusted: bool = False,

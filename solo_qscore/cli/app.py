@@ -6,6 +6,7 @@ import argparse
 import json
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Optional
 
@@ -14,13 +15,17 @@ from solo_qscore.config import ConfigError
 # The main job: a short SimCLR run with Q-Score and IFM on the offline default data, then the probe.
 # eps = 2, not the paper's 4: after a few CPU epochs the features are still dense (at eps = 4 the mean
 # |L_i| is 0.04, so Q = 0 for almost every sample); the paper's encoders trained for 1000 epochs.
-# Sized to finish in about 5 minutes on 2 CPU cores (48 steps of 128 images, then one probe report);
-# longer: `solo-qscore main max_epochs=10 data.train_subset=10000 probe.every_n_epochs=1`.
+# Sized to finish within 5 minutes on any 2-core CPU: training gets a wall-clock budget (at most 4 epochs of
+# 8 steps of 128 images; a float32-only CPU stops at the budget, a bf16 one may finish them), then one
+# probe report on 1,024 + 1,000 images (about 1.5 min on a 2-core float32 CPU), solo's own validation on 2
+# batches. Longer: `solo-qscore main max_time=null max_epochs=10 data.train_subset=10000 probe.every_n_epochs=1`.
 MAIN_CONFIG = ("cifar", "simclr.yaml")
+MAIN_TRAIN_BUDGET = "00:00:02:00"  # Lightning's max_time (DD:HH:MM:SS): 2 minutes of training
 MAIN_OVERRIDES = [
     "qscore.enabled=true", "ifm.enabled=true", "qscore.eps=2.0",
-    "data.train_subset=3072", "data.val_subset=2000", "optimizer.batch_size=128", "data.num_workers=2",
-    "max_epochs=2", "++scheduler.warmup_epochs=0", "probe.every_n_epochs=0",
+    "data.train_subset=1024", "data.val_subset=1000", "optimizer.batch_size=128", "data.num_workers=2",
+    "max_epochs=4", f"++max_time={MAIN_TRAIN_BUDGET}", "++limit_val_batches=2", "++enable_model_summary=false",
+    "++log_every_n_steps=4", "++scheduler.warmup_epochs=0", "probe.every_n_epochs=0",
     "output_dir=runs/main", "name=main-simclr-qscore-ifm",
 ]
 
@@ -50,7 +55,18 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
     from solo_qscore.config import compose
 
     config_path = Path(args.config_path) if args.config_path else packaged_configs() / "cifar"
-    cfg = compose(config_path, args.config_name, _flags_to_overrides(args))
+    overrides = _flags_to_overrides(args)
+    cfg = compose(config_path, args.config_name, overrides)
+    if args.resume:  # a foreign or other-method checkpoint: one line now, not a traceback inside Lightning
+        from solo_qscore.adapters.solo_main import check_resume_checkpoint
+
+        check_resume_checkpoint(args.resume, cfg, trusted=args.trust_checkpoint)
+    if args.resume and not any(o.lstrip("+").startswith("output_dir=") for o in overrides):
+        from solo_qscore.output_folder import run_folder_of
+
+        home = run_folder_of(args.resume)
+        if home is not None:  # continue in the checkpoint's own run folder, not in runs/<name>
+            cfg.output_dir = str(home)
     from solo_qscore.train import check_loss_decreases, pretrain
 
     summary = pretrain(cfg, init_from=args.init_from, resume=args.resume, record_loss=args.assert_loss_decreases,
@@ -83,9 +99,12 @@ def cmd_probe(args: argparse.Namespace) -> int:
     from solo_qscore.analysis.associations import dataset_class_names
     from solo_qscore.cli.open_run import load_checkpoint, with_overrides
     from solo_qscore.data import make_eval_loaders
+    from solo_qscore.output_folder import folder_lock
     from solo_qscore.probe.backbone import find_backbone
     from solo_qscore.probe.features import extract_features
-    from solo_qscore.report.qscore_report import qscore_report, write_report
+    from solo_qscore.report.build import qscore_report
+    from solo_qscore.report.config import ReportConfig
+    from solo_qscore.report.writer import write_report
 
     if args.config:  # a plain torchvision state dict
         from solo_qscore.adapters.solo_main import read_checkpoint, run_view
@@ -100,25 +119,25 @@ def cmd_probe(args: argparse.Namespace) -> int:
         backbone = find_backbone(model)
     out = Path(args.out or Path(cfg["output_dir"]) / "probe")
     _check_writable(out, args.overwrite)
-    train_loader, val_loader = make_eval_loaders(cfg["data"])
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    backbone.to(device)
-    train_h, train_y = extract_features(backbone, train_loader, device)
-    val_h, val_y = extract_features(backbone, val_loader, device)
-    q = cfg["qscore"]
-    report = qscore_report(train_h, train_y, val_h, val_y, eps=q["eps"], band=tuple(q["band"]),
-                           class_names=dataset_class_names(train_loader.dataset),
-                           probe_kwargs={"max_iter": cfg["probe"]["max_iter"],
-                                         "weight_decay": cfg["probe"]["weight_decay"]})
-    split_kwargs = {}
-    if getattr(args, "split", "val") == "train":
-        from solo_qscore.report.qscore_report import sample_table
+    with folder_lock(out, "--out"):  # a second probe into this folder meanwhile is refused, not overwritten
+        _check_writable(out, args.overwrite)  # again, under the lock: a report finished meanwhile is seen
+        train_loader, val_loader = make_eval_loaders(cfg["data"])
+        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        backbone.to(device)
+        train_h, train_y = extract_features(backbone, train_loader, device)
+        val_h, val_y = extract_features(backbone, val_loader, device)
+        config = ReportConfig.from_run(cfg)
+        report = qscore_report(train_h, train_y, val_h, val_y, config,
+                               class_names=dataset_class_names(train_loader.dataset))
+        split_kwargs = {}
+        if getattr(args, "split", "val") == "train":
+            from solo_qscore.report.samples import sample_table
 
-        split_kwargs["samples"] = sample_table(report, train_h, train_y, eps=q["eps"], split="train")
-    images = train_loader.dataset if getattr(args, "split", "val") == "train" else val_loader.dataset
-    path = write_report(report, out, images=images, **split_kwargs)
-    print(json.dumps(report.summary(), indent=2))
-    print(f"report: {path}")
+            split_kwargs["samples"] = sample_table(report, train_h, train_y, eps=config.eps, split="train")
+        images = train_loader.dataset if getattr(args, "split", "val") == "train" else val_loader.dataset
+        path = write_report(report, out, images=images, **split_kwargs)
+        print(json.dumps(report.summary(), indent=2))
+        print(f"report: {path}")
     return 0
 
 
@@ -155,19 +174,21 @@ def _torchvision_backbone(state_dict, cfg: dict):
 
 
 def cmd_main(args: argparse.Namespace) -> int:
+    from solo_qscore.cli.console import main_summary, process_age
     from solo_qscore.config import compose
 
+    start = time.monotonic() - (process_age() or 0.0)  # the job's time includes Python's start and imports
     os.environ.setdefault("WANDB_MODE", "offline")
+    os.environ.setdefault("WANDB_SILENT", "true")  # the closing summary says where the run is
     folder, name = MAIN_CONFIG
     cfg = compose(packaged_configs() / folder, name, [*MAIN_OVERRIDES, *args.overrides])
     from solo_qscore.train import pretrain
 
     summary = pretrain(cfg, overwrite=args.overwrite)
-    print(json.dumps(summary, indent=2))
-    print(f"\nprobe report: {summary['probe_dir']}/probe.json (+ samples.csv and PNG figures)")
-    if "wandb_dir" in summary:
-        run_dir = Path(summary["wandb_dir"]).parent
-        print(f"wandb run (offline): {run_dir}  ->  upload later with `wandb sync {run_dir}`")
+    what = " + ".join([str(cfg.method), *(label for key, label in (("qscore", "Q-Score"), ("ifm", "IFM"))
+                                          if cfg.get(key) is not None and cfg[key].get("enabled", False))])
+    max_time = cfg.get("max_time")
+    print(main_summary(summary, time.monotonic() - start, what, None if max_time is None else str(max_time)))
     return 0
 
 
@@ -196,7 +217,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--hard-negatives", action="store_true",
                    help="hard negative sampling loss, SimCLR only (hard_negatives.enabled=true)")
     p.add_argument("--from", dest="init_from", help="further-train the weights of this checkpoint")
-    p.add_argument("--resume", help="resume this checkpoint exactly (same output_dir and wandb run)")
+    p.add_argument("--resume", help="resume this checkpoint exactly, in its own run folder (the one holding its "
+                   "checkpoints/) unless output_dir=... is given, and the same wandb run")
     p.add_argument("--assert-loss-decreases", action="store_true", help="smoke check: finite, decreasing loss")
     _common(p)
     p.set_defaults(func=cmd_pretrain)
@@ -248,10 +270,13 @@ def main(argv: Optional[list[str]] = None) -> int:
     if bad:
         parser.error(f"unrecognized arguments: {' '.join(bad)} (overrides look like key.sub=value)")
     args.overrides = rest
-    if args.debug:
+    if args.debug:  # everything, other packages' warnings included
         return args.func(args)
+    from solo_qscore.cli.console import quiet_console
+
     try:
-        return args.func(args)
+        with quiet_console():
+            return args.func(args)
     except expected_errors() as err:
         kind = "configuration error" if isinstance(err, ConfigError) else "error"
         print(f"solo-qscore: {kind}: {err}", file=sys.stderr)

@@ -4,7 +4,7 @@ The paper's Fig. A.10 shows that further-training with the Q-Score regulariser r
 number of highly activating features and the mean confidence of the linear probe. For each of the
 two checkpoints this command extracts backbone features of the *same* train and validation sets
 (the data config of CKPT_BEFORE, plus any ``key=value`` overrides), runs the probe report
-(:func:`~solo_qscore.report.qscore_report`: :math:`A` and :math:`D` from the train set, a linear probe
+(:func:`~solo_qscore.report.build.qscore_report`: :math:`A` and :math:`D` from the train set, a linear probe
 fitted on the train set marks each validation sample correct or misclassified), and measures per
 validation sample
 
@@ -25,11 +25,12 @@ from __future__ import annotations
 
 import argparse
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from solo_qscore.cli.open_run import add_safety_arguments, check_output_folder
+from solo_qscore.report.config import ReportConfig
 
 LABELS = ("before", "after")
 
@@ -66,17 +67,14 @@ def group_means(values, correct) -> dict[str, float | None]:
 def compare_representations(
     before: Sequence,
     after: Sequence,
-    eps: float = 4.0,
-    band: tuple[float, float] = (50.0, 95.0),
-    probe_kwargs: Mapping[str, Any] | None = None,
+    config: ReportConfig | None = None,
     class_names: Sequence[str] | None = None,
 ) -> dict[str, Any]:
     r"""Compare two models' representations of the same samples (see the module docstring).
 
     Args:
         before, after: ``(train_h, train_y, val_h, val_y)`` of each model; the labels must agree.
-        eps, band: Q-Score settings (highly activating threshold, discriminative band).
-        probe_kwargs: keyword arguments of :func:`~solo_qscore.probe.linear.fit_linear_probe`.
+        config: the reports' settings (``eps``, ``band``, the probe; their compression study is skipped).
         class_names: class names for the heat maps.
 
     Returns:
@@ -87,8 +85,10 @@ def compare_representations(
     import torch
 
     from solo_qscore.core.activations import highly_activating
-    from solo_qscore.report.qscore_report import qscore_report
+    from solo_qscore.report.build import qscore_report
 
+    config = (config or ReportConfig()).replace(compression=None)
+    eps, band = config.eps, config.band
     if len(before) != 4 or len(after) != 4:
         raise ValueError("before and after must be (train_h, train_y, val_h, val_y) tuples")
     for k, name in ((1, "train_y"), (3, "val_y")):
@@ -98,8 +98,7 @@ def compare_representations(
                            "num_train": int(before[0].shape[0]), "num_val": int(before[2].shape[0])}
     reports, arrays = {}, {}
     for label, (train_h, train_y, val_h, val_y) in zip(LABELS, (before, after)):
-        report = qscore_report(train_h, train_y, val_h, val_y, eps=eps, band=tuple(band),
-                               probe_kwargs=probe_kwargs, compression_fractions=None, class_names=class_names)
+        report = qscore_report(train_h, train_y, val_h, val_y, config, class_names=class_names)
         active = highly_activating(val_h, eps).cpu()
         discriminative = torch.as_tensor(report.arrays.discriminative)
         per_sample = {
@@ -144,14 +143,16 @@ def compare_representations(
 def cmd_compare(args: argparse.Namespace) -> int:
     import torch
 
+    from solo_qscore._files import write_json_atomic
     from solo_qscore.analysis.associations import dataset_class_names
     from solo_qscore.cli.open_run import load_checkpoint
     from solo_qscore.cli.open_run import with_overrides as load_config
     from solo_qscore.data import make_eval_loaders
-    from solo_qscore.plotting.figures import regularization_comparison_figure, save_figure_atomic
+    from solo_qscore.plotting import regularization_comparison_figure, save_figure_atomic
     from solo_qscore.probe.backbone import find_backbone
     from solo_qscore.probe.features import extract_features
-    from solo_qscore.report.qscore_report import heatmap_figure, to_jsonable, write_json_atomic
+    from solo_qscore.report.figures import heatmap_figure
+    from solo_qscore.report.result import to_jsonable
 
     model_before, saved_before, ckpt_before = load_checkpoint(args.before, trusted=args.trust_checkpoint)
     model_after, saved_after, ckpt_after = load_checkpoint(args.after, trusted=args.trust_checkpoint)
@@ -172,13 +173,9 @@ def cmd_compare(args: argparse.Namespace) -> int:
         val_h, val_y = extract_features(backbone, val_loader, device)
         features.append((train_h, train_y, val_h, val_y))
         backbone.cpu()
-    q, probe = cfg["qscore"], cfg["probe"]
-    class_names = dataset_class_names(train_loader.dataset)
-    result = compare_representations(
-        features[0], features[1], eps=q["eps"], band=tuple(q["band"]),
-        probe_kwargs={"max_iter": probe["max_iter"], "weight_decay": probe["weight_decay"]},
-        class_names=class_names,
-    )
+    config = ReportConfig.from_run(cfg)
+    result = compare_representations(features[0], features[1], config,
+                                     class_names=dataset_class_names(train_loader.dataset))
     for label, path, saved, ckpt in zip(LABELS, (args.before, args.after), (saved_before, saved_after),
                                         (ckpt_before, ckpt_after)):
         result[label] = {"checkpoint": str(path), "method": saved["method"], "global_step": ckpt.get("global_step"),
@@ -193,7 +190,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     title = (f"before: {saved_before['name']} (step {ckpt_before.get('global_step')}) vs after: "
              f"{saved_after['name']} (step {ckpt_after.get('global_step')}); {result['num_val']} validation samples")
     save_figure_atomic(regularization_comparison_figure(result["arrays"]["before"], result["arrays"]["after"],
-                                                        LABELS, eps=q["eps"], title=title), out / "compare.png")
+                                                        LABELS, eps=config.eps, title=title), out / "compare.png")
     for label in LABELS:
         fig = heatmap_figure(result["reports"][label], title_prefix=f"{label}: ")
         save_figure_atomic(fig, out / f"discriminative_heatmap_{label}.png")

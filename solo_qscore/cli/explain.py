@@ -148,7 +148,8 @@ def save_png(fig, path) -> Path:
 
     from PIL import Image
 
-    from solo_qscore.plotting.figures import atomic_file, figure_to_png_bytes
+    from solo_qscore._files import atomic_file
+    from solo_qscore.plotting import figure_to_png_bytes
 
     with Image.open(io.BytesIO(figure_to_png_bytes(fig, dpi=DPI))) as img:
         small = img.convert("RGB").quantize(colors=256, method=Image.Quantize.FASTOCTREE)
@@ -197,10 +198,10 @@ def explain_figure(display, heat, features, A, positions, labels, h_sel, z_sel, 
 
 
 def cmd_explain(args: argparse.Namespace) -> int:
+    from solo_qscore._files import atomic_file
     from solo_qscore.analysis.associations import dataset_class_names
     from solo_qscore.analysis.gradcam import grad_cam, resolve_layer
     from solo_qscore.data import make_eval_loaders
-    from solo_qscore.plotting.figures import atomic_file
     from solo_qscore.probe.features import extract_features
 
     if args.top_features < 1 or args.samples < 1:

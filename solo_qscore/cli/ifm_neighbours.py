@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,7 +45,7 @@ def register(subparsers) -> None:
     p.add_argument("--out", help="output folder (default OUTPUT_DIR/ifm_neighbours)")
     add_safety_arguments(p)
     p.add_argument("--anchors", type=int, default=6, help="number of anchor rows (default 6)")
-    p.add_argument("--eps", type=float, nargs="+", default=list(DEFAULT_EPS),
+    p.add_argument("--eps", type=_budget, nargs="+", default=list(DEFAULT_EPS),
                    help="perturbation budgets (default 0 0.1 0.2 1)")
     p.add_argument("--seed", type=int, default=0, help="seed of the anchor/negative choice and the augmentation")
     p.add_argument("--space", choices=("projection", "backbone"), default="projection",
@@ -53,6 +54,17 @@ def register(subparsers) -> None:
     p.add_argument("--renormalize", action="store_true",
                    help="re-normalise perturbed vectors (the paper's +norm variant; no effect on cosine retrieval)")
     p.set_defaults(func=run)
+
+
+def _budget(text: str) -> float:
+    """An ``--eps`` value: a finite number >= 0 (argparse's usage line and exit code 2 otherwise)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value >= 0):
+        raise argparse.ArgumentTypeError(f"a perturbation budget must be a finite number >= 0, got {text!r}")
+    return value
 
 
 def _load(checkpoint: str, overrides: list[str], trusted: bool = False):
@@ -88,8 +100,8 @@ def ifm_neighbours(
 
     if anchors < 1:
         raise ConfigError(f"--anchors must be a positive integer, got {anchors}")
-    if not eps or any(e < 0 for e in eps):
-        raise ConfigError(f"--eps needs one or more budgets >= 0, got {eps}")
+    if not eps or not all(math.isfinite(e) and e >= 0 for e in eps):
+        raise ConfigError(f"--eps needs one or more finite budgets >= 0, got {list(eps)}")
     if space == "projection" and not hasattr(model, "projector"):
         raise ConfigError(f"{type(model).__name__} has no projector; use --space backbone")
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -221,7 +233,8 @@ def neighbours_figure(result: Neighbours):
 
 
 def run(args: argparse.Namespace) -> int:
-    from solo_qscore.plotting.figures import atomic_file, save_figure_atomic
+    from solo_qscore._files import atomic_file
+    from solo_qscore.plotting import save_figure_atomic
 
     model, cfg = _load(args.checkpoint, list(getattr(args, "overrides", [])), trusted=args.trust_checkpoint)
     out = check_output_folder(args.out or Path(cfg["output_dir"]) / "ifm_neighbours", args.overwrite,

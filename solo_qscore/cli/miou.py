@@ -115,11 +115,11 @@ def cmd_miou(args: argparse.Namespace) -> int:
     import torch
     from torch.utils.data import DataLoader, Subset
 
+    from solo_qscore._files import atomic_file
     from solo_qscore.analysis.associations import dataset_class_names
     from solo_qscore.analysis.gradcam import discriminative_targets, grad_cam, resolve_layer
     from solo_qscore.analysis.miou import heatmap_iou, match_masks, mean_iou
     from solo_qscore.data import make_eval_loaders
-    from solo_qscore.plotting.figures import atomic_file
     from solo_qscore.probe.features import extract_features
     from solo_qscore.probe.linear import probe_correctness
 

@@ -15,33 +15,13 @@ def check_output_folder(out, overwrite: bool, report_file: str = "probe.json") -
     it already holds a report (``report_file``) and ``overwrite`` is not set, if it is not a folder,
     or if it (or, when it does not exist yet, the folder it would be created in) cannot be written.
     Nothing is created. Returns ``out`` as a ``Path``."""
-    import errno
-    import os
-    import tempfile
-
     from solo_qscore.config import ConfigError
+    from solo_qscore.output_folder import check_writable
 
-    out = Path(out)
-    if "\0" in str(out):
-        raise ConfigError(f"--out {str(out)!r}: a path cannot hold a NUL character")
-    try:
-        if out.exists() and not out.is_dir():
-            raise ConfigError(f"--out {out}: exists and is not a folder")
-        if (out / report_file).exists() and not overwrite:
-            raise ConfigError(f"{out} already holds a report ({report_file}); pass --overwrite to replace it, "
-                              "or --out another folder")
-        parent = out if out.exists() else next((p for p in out.absolute().parents if p.exists()), Path("."))
-        if not parent.is_dir():
-            raise ConfigError(f"--out {out}: {parent} is not a folder")
-        if not os.access(parent, os.W_OK | os.X_OK):
-            raise ConfigError(f"--out {out}: {parent} is not writable")
-        with tempfile.TemporaryFile(dir=parent):  # what os.access misses (read-only mounts, root)
-            pass
-    except ConfigError:
-        raise
-    except (OSError, ValueError) as err:  # read-only file system, name too long, NUL byte, ...
-        reason = os.strerror(err.errno) if getattr(err, "errno", None) in errno.errorcode else str(err)
-        raise ConfigError(f"--out {out}: cannot write there ({reason})") from err
+    out = check_writable(out, "--out")
+    if (out / report_file).exists() and not overwrite:
+        raise ConfigError(f"{out} already holds a report ({report_file}); pass --overwrite to replace it, "
+                          "or --out another folder")
     return out
 
 
@@ -65,13 +45,13 @@ def load_checkpoint(path: str, trusted: bool = False):
 
 
 def with_overrides(view: dict, overrides) -> dict:
-    """A copy of a run view with ``key.sub=value`` overrides (values parsed as YAML); unknown keys are
-    a ``ConfigError`` naming the key."""
+    """A copy of a run view with ``key.sub=value`` overrides (values parsed as YAML); unknown keys and
+    wrong values (:func:`solo_qscore.config.check_run_view`) are a ``ConfigError`` naming the key."""
     import copy
 
     import yaml
 
-    from solo_qscore.config import ConfigError
+    from solo_qscore.config import ConfigError, check_run_view
 
     out = copy.deepcopy(view)
     for text in overrides or ():
@@ -97,4 +77,6 @@ def with_overrides(view: dict, overrides) -> dict:
                         pass
             else:
                 node = node[part]
+    if overrides:  # a wrong value fails here, not part-way through the features or the probe
+        check_run_view(out)
     return out

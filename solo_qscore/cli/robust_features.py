@@ -173,7 +173,8 @@ def robust_features_figure(result: dict):
 
 
 def run(args: argparse.Namespace) -> int:
-    from solo_qscore.plotting.figures import atomic_file, save_figure_atomic
+    from solo_qscore._files import atomic_file
+    from solo_qscore.plotting import save_figure_atomic
 
     model, cfg = _load(args.checkpoint, list(getattr(args, "overrides", [])), trusted=args.trust_checkpoint)
     out = check_output_folder(args.out or Path(cfg["output_dir"]) / "robust_features", args.overwrite,

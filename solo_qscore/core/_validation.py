@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import operator
 
 import torch
 from torch import Tensor
@@ -30,6 +31,26 @@ def check_nonnegative(value: float, name: str) -> float:
         raise ValueError(f"{name} must be a finite number >= 0, got {value!r}") from None
     if not (math.isfinite(number) and number >= 0):
         raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+    return number
+
+
+def check_count(value: int, name: str, minimum: int | None = 1, maximum: int | None = None) -> int:
+    """``value`` as an ``int``; ``ValueError`` naming ``name`` unless it is a whole number in range.
+
+    Whole numbers are what ``range`` takes (``int``, NumPy integers, one-element integer tensors);
+    ``int()`` would silently truncate ``2.5`` to 2 and accept ``True`` as 1, so neither is coerced.
+    """
+    is_bool = isinstance(value, bool) or (isinstance(value, Tensor) and value.dtype == torch.bool)
+    try:
+        number = None if is_bool else operator.index(value)
+    except TypeError:
+        number = None
+    bounds = [f">= {minimum}"] * (minimum is not None) + [f"<= {maximum}"] * (maximum is not None)
+    wanted = " ".join([f"{name} must be a whole number", " and ".join(bounds)]).rstrip()
+    if number is None:
+        raise ValueError(f"{wanted}, got {value!r}")
+    if (minimum is not None and number < minimum) or (maximum is not None and number > maximum):
+        raise ValueError(f"{wanted}, got {number}")
     return number
 
 

@@ -46,6 +46,8 @@ class RowStats(NamedTuple):
     threshold: Tensor  # [N] offset + eps * std(y_i), population std
     norm: Tensor  # [N] max(||y_i||, 2^-e_i * 1e-12) = 2^-e_i max(||h_i||, 1e-12)
     finite: Tensor  # [N] bool, rows without NaN/Inf (the other fields are meaningless elsewhere)
+    scale: Tensor  # [N] 2^-e_i, the exact power of two with y_i = 2^-e_i h_i
+    centre: Tensor  # [N] c_i, so centred[i] = y_i - c_i (the regulariser rebuilds it with gradients)
 
 
 def compute_dtype(h: Tensor) -> torch.dtype:
@@ -96,7 +98,7 @@ def row_stats(h: Tensor, eps: float = 4.0, validate: bool = True) -> RowStats:
     mean = centre + offset
     norm = torch.maximum((h.shape[1] * (var + mean * mean)).sqrt(), NORM_EPS * scale)
     threshold = offset + eps * var.sqrt()
-    return RowStats(centred, offset, threshold, norm, finite)
+    return RowStats(centred, offset, threshold, norm, finite, scale, centre)
 
 
 def highly_activating(h: Tensor, eps: float = 4.0) -> Tensor:

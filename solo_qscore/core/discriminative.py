@@ -17,6 +17,8 @@ import math
 import torch
 from torch import Tensor
 
+from solo_qscore.core._validation import check_count
+
 
 def _band_edge(percent: float, r: int) -> int:
     return int(math.floor(percent / 100.0 * r + 0.5))
@@ -36,6 +38,7 @@ def band_ranks(num_features: int, low: float = 50.0, high: float = 95.0) -> tupl
         ValueError: unless ``0 <= low < high <= 100``.
     """
     low, high = _check_band(low, high)
+    num_features = check_count(num_features, "num_features", 0)
     return _band_edge(low, num_features), _band_edge(high, num_features)
 
 
@@ -78,10 +81,7 @@ def discriminative_mask(A: Tensor, low: float = 50.0, high: float = 95.0) -> Ten
 
 
 def _check_size(size: int, r: int) -> int:
-    size = int(size)
-    if not 0 <= size <= r:
-        raise ValueError(f"subset size must be in [0, {r}], got {size}")
-    return size
+    return check_count(size, "subset size", 0, r)  # not int(): 2.5 would become 2
 
 
 def lower_tail_mask(A: Tensor, size: int) -> Tensor:
@@ -99,8 +99,9 @@ def random_mask(
     num_features: int, size: int, seed: int = 0, device: torch.device | str | None = None
 ) -> Tensor:
     """A uniformly random subset of ``size`` features, reproducible from ``seed``."""
+    num_features = check_count(num_features, "num_features", 0)
     size = _check_size(size, num_features)
-    generator = torch.Generator().manual_seed(int(seed))
+    generator = torch.Generator().manual_seed(check_count(seed, "seed", None))
     chosen = torch.randperm(num_features, generator=generator)[:size]
     mask = torch.zeros(num_features, dtype=torch.bool)
     mask[chosen] = True

@@ -40,3 +40,22 @@ def q_score(h: Tensor, discriminative: Tensor, eps: float = 4.0) -> Tensor:
     if not bool(summary.finite.all()):
         check_finite(torch.where(summary.finite, 0.0, float("nan")))
     return summary.q
+
+
+#: the quantiles of Q that are reported: ``q_quantiles`` of ``probe.json`` and the ``qscore/q_p*`` logs
+Q_QUANTILES: tuple[float, ...] = (0.05, 0.25, 0.5, 0.75, 0.95)
+
+
+def q_quantiles(q: Tensor) -> dict[float, float]:
+    """The :data:`Q_QUANTILES` of the Q-Scores ``q`` (computed in float64), ``{p: value}``.
+
+    The one definition that the report (``q_quantiles``, keyed ``f"{p:g}"``) and the training logs
+    (``qscore/q_p05`` ... ``qscore/q_p95``, :func:`quantile_log_name`) both use.
+    """
+    values = torch.quantile(q.double(), torch.tensor(Q_QUANTILES, dtype=torch.float64, device=q.device))
+    return {p: float(v) for p, v in zip(Q_QUANTILES, values.tolist())}
+
+
+def quantile_log_name(p: float) -> str:
+    """The log key of the ``p`` quantile of Q: ``q_p05`` for 0.05, ``q_p50`` for the median."""
+    return f"q_p{round(100 * p):02d}"

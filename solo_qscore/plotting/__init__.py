@@ -1,1 +1,38 @@
-"""All matplotlib figures."""
+"""Every matplotlib figure, one module per concept; each builder takes arrays and returns a Figure.
+
+``style`` (colours, the Agg figure), ``separation`` (PR/ROC curves, Q histograms), ``features``
+(activation frequencies, class heat maps, associations), ``compression``, ``comparison`` (before vs
+after), ``images`` (thumbnails), ``loss_readout`` (InfoNCE vs readout error), ``save`` (PNG files
+and bytes). The plotting layer imports no report: the report turns itself into these arrays
+(:mod:`solo_qscore.report.figures`).
+"""
+
+from solo_qscore.plotting.comparison import regularization_comparison_figure
+from solo_qscore.plotting.compression import compression_figure
+from solo_qscore.plotting.features import (
+    activation_frequency_figure,
+    associations_figure,
+    discriminative_heatmap_figure,
+)
+from solo_qscore.plotting.images import display_image, q_extremes_figure
+from solo_qscore.plotting.loss_readout import loss_readout_figure
+from solo_qscore.plotting.save import figure_to_png_bytes, save_figure_atomic
+from solo_qscore.plotting.separation import pr_curve_figure, q_histogram_figure, roc_curve_figure
+from solo_qscore.plotting.style import COLORS
+
+__all__ = [
+    "COLORS",
+    "activation_frequency_figure",
+    "associations_figure",
+    "compression_figure",
+    "discriminative_heatmap_figure",
+    "display_image",
+    "figure_to_png_bytes",
+    "loss_readout_figure",
+    "pr_curve_figure",
+    "q_extremes_figure",
+    "q_histogram_figure",
+    "regularization_comparison_figure",
+    "roc_curve_figure",
+    "save_figure_atomic",
+]

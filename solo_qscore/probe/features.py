@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Any, Optional
 
 import torch
 from torch import Tensor
@@ -38,3 +38,15 @@ def extract_features(backbone: torch.nn.Module, loader, device: torch.device,
     finally:
         backbone.train(was_training)
     return torch.cat(feats), torch.cat(labels)
+
+
+def dataset_in_order(loader) -> Optional[Any]:
+    """The loader's dataset when the loader reads it in order (so feature row i is dataset item i: the
+    images of the report's samples), else ``None`` (a shuffling or custom sampler, no indexable dataset)."""
+    from torch.utils.data import SequentialSampler
+
+    dataset = getattr(loader, "dataset", None)
+    if dataset is None or not hasattr(dataset, "__getitem__"):
+        return None
+    sampler = getattr(loader, "sampler", None)
+    return dataset if sampler is None or isinstance(sampler, SequentialSampler) else None

@@ -1,10 +1,16 @@
 """The Q-Score report as a typed object: the one place where its key names are defined.
 
-:func:`~solo_qscore.report.qscore_report.qscore_report` returns a :class:`QScoreReport`. Its fields are
+:func:`~solo_qscore.report.build.qscore_report` returns a :class:`QScoreReport`. Its fields are
 the keys of ``probe.json`` (:data:`REPORT_KEYS`, in file order; :meth:`QScoreReport.to_json`), then the
 run context a training callback adds (:data:`RUN_KEYS`, in the file only when set). The per-sample
 arrays, the fitted probe and the figure data are a separate attribute, :attr:`QScoreReport.arrays`
 (:class:`ReportArrays`), never written to JSON.
+
+Its sub-entries are typed too, each a dataclass whose fields are its JSON keys in file order:
+:class:`Curves` (``curves``: :class:`PRCurve`, :class:`ROCCurve`), :class:`Compression`
+(``compression``), and in ``arrays``: :class:`BinaryView` (the full PR/ROC of Q), :class:`SampleTable`
+(the per-sample table) and :class:`Heatmap` (the class means of the heat map). ``associations`` stays
+the dict of :func:`~solo_qscore.analysis.associations.association_summary`.
 
 Named groups of keys, each a subset of the fields and checked at import:
 
@@ -12,13 +18,14 @@ Named groups of keys, each a subset of the fields and checked at import:
 * :data:`SUMMARY_KEYS`: the short summary printed by ``solo-qscore probe`` and returned by
   ``pretrain`` (:meth:`QScoreReport.summary`).
 
-For compatibility with the dict the report used to be, both classes are read-only
-:class:`~collections.abc.Mapping` views of their fields (``report["auroc"]``, ``report.get("note")``,
-``report["arrays"]["q"]``, ``{**report, "auroc": 0.5}``; the view lists ``arrays`` like the dict did,
-``to_json`` leaves it out); the run-context fields can also be set by key (``report["epoch"] = 3``).
-Functions that accept a report (``write_report``, ``report_figures``, ...) also accept a plain
-mapping, e.g. a ``probe.json`` read back; they read it through :func:`as_report`, the one accessor that
-gives the typed view of either (so that no reader indexes a report by key name).
+For compatibility with the dict the report used to be, every class here is a read-only
+:class:`~collections.abc.Mapping` view of its fields (``report["auroc"]``, ``report.get("note")``,
+``report["arrays"]["q"]``, ``report["compression"]["sizes"]``, ``{**report, "auroc": 0.5}``; the
+report's view lists ``arrays`` like the dict did, ``to_json`` leaves it out); the run-context fields
+can also be set by key (``report["epoch"] = 3``). Functions that accept a report (``write_report``,
+``report_figures``, ...) also accept a plain mapping, e.g. a ``probe.json`` read back; they read it
+through :func:`as_report`, the one accessor that gives the typed view of either (sub-entries
+included), so that no reader indexes a report by key name.
 """
 
 from __future__ import annotations
@@ -35,11 +42,19 @@ from torch import Tensor
 
 __all__ = [
     "ARRAYS",
+    "SAMPLE_COLUMNS",
+    "BinaryView",
+    "Compression",
+    "Curves",
+    "Heatmap",
+    "PRCurve",
     "QScoreReport",
     "REPORT_KEYS",
+    "ROCCurve",
     "RUN_KEYS",
     "ReportArrays",
     "SAMPLES_FILE",
+    "SampleTable",
     "SCALAR_KEYS",
     "SUMMARY_KEYS",
     "as_report",
@@ -71,7 +86,110 @@ class _FieldMapping(Mapping):
     def __len__(self) -> int:
         return len(self._keys())
 
+    @classmethod
+    def of(cls, value: Any) -> Any:
+        """``value`` as this type: itself, ``None``, or built from a mapping of its fields (missing ones
+        ``None``; typed sub-entries converted too, :data:`_SUB_ENTRIES`)."""
+        if value is None or isinstance(value, cls):
+            return value
+        subs = _SUB_ENTRIES.get(cls, {})
+        return cls(**{f.name: subs[f.name].of(value.get(f.name)) if f.name in subs else value.get(f.name)
+                      for f in dataclasses.fields(cls)})
 
+
+# ------------------------------------------------------------------------------------ sub-entries
+@dataclass(eq=False)
+class PRCurve(_FieldMapping):
+    """Points of a precision-recall curve (recall descending, torchmetrics' order)."""
+
+    recall: Any
+    precision: Any
+
+
+@dataclass(eq=False)
+class ROCCurve(_FieldMapping):
+    """Points of a ROC curve (false positive rate ascending)."""
+
+    fpr: Any
+    tpr: Any
+
+
+@dataclass(eq=False)
+class Curves(_FieldMapping):
+    """``curves`` of ``probe.json``: the subsampled PR/ROC of Q for "correct" and the PR of -Q for
+    "misclassified" (lists, at most ``max_curve_points`` each)."""
+
+    pr: PRCurve
+    roc: ROCCurve
+    pr_misclassified: PRCurve
+
+
+@dataclass(eq=False)
+class BinaryView(_FieldMapping):
+    """A score as a predictor of a positive class: AUROC, AUPRC and the full curves (numpy arrays; the
+    thresholds in the score's own units)."""
+
+    auroc: float
+    auprc: float
+    precision: np.ndarray
+    recall: np.ndarray
+    pr_thresholds: np.ndarray
+    fpr: np.ndarray
+    tpr: np.ndarray
+    roc_thresholds: np.ndarray
+
+
+@dataclass(eq=False)
+class Compression(_FieldMapping):
+    """``compression`` of ``probe.json``: probe accuracy with ``k`` features kept, per method and size."""
+
+    sizes: list[int]  #: the numbers of kept features ``k``, ascending
+    fractions: list[float]  #: ``k / r``
+    band: list[float]  #: a window of ``k`` ranks of A centred on the discriminative band
+    random_mean: list[Optional[float]]  #: random subsets, mean over the seeds
+    random_std: list[Optional[float]]
+    lower_tail: list[float]  #: the ``k`` least frequently active features
+    upper_tail: list[float]  #: the ``k`` most frequently active features
+    pca: list[float]  #: the top-``k`` principal components
+    full_accuracy: float
+    num_features: int
+    num_discriminative: int
+    num_random_seeds: int
+    num_train: int  #: the train samples the study's probes were fitted on
+    band_rule: str
+
+
+@dataclass(eq=False)
+class SampleTable(_FieldMapping):
+    """The per-sample table of a split (``samples.csv``): one numpy column per :data:`SAMPLE_COLUMNS` name."""
+
+    split: str  #: the split the rows are of (``val``, ``train``)
+    index: np.ndarray  #: the position in the evaluated dataset
+    label: np.ndarray
+    prediction: np.ndarray  #: the probe's argmax
+    confidence: np.ndarray  #: the probe's max softmax probability
+    q: np.ndarray  #: :math:`Q_i`
+    num_active: np.ndarray  #: :math:`|L_i|`
+    correct: np.ndarray  #: ``prediction == label`` as 0/1
+
+
+@dataclass(eq=False)
+class Heatmap(_FieldMapping):
+    """The class means of the discriminative features behind the heat map (paper Fig. 3)."""
+
+    feature_index: np.ndarray  #: the discriminative features, in display order
+    classes: np.ndarray  #: the classes shown (most errors first, at most ``heatmap_max_classes``), sorted
+    correct: np.ndarray  #: ``[num_classes, |D|]`` mean of the normalised features of correct samples (NaN: none)
+    misclassified: np.ndarray  #: the same of misclassified samples
+    count_correct: np.ndarray  #: correct samples per class
+    count_misclassified: np.ndarray
+
+
+#: the columns of ``samples.csv``, in file order
+SAMPLE_COLUMNS: tuple[str, ...] = ("index", "label", "prediction", "correct", "confidence", "q", "num_active")
+
+
+# ----------------------------------------------------------------------------------------- report
 @dataclass(eq=False)
 class ReportArrays(_FieldMapping):
     """What a fresh report holds besides its JSON part (none when read back from ``probe.json``)."""
@@ -83,17 +201,17 @@ class ReportArrays(_FieldMapping):
     val_y: np.ndarray  #: validation labels
     preds: np.ndarray  #: the probe's predictions
     confidence: np.ndarray  #: the probe's max softmax probability
-    samples: dict[str, Any]  #: the per-sample table of the validation set (``sample_table``)
+    samples: SampleTable  #: the per-sample table of the validation set (``sample_table``)
     probe: Any  #: the fitted :class:`~solo_qscore.probe.linear.LinearProbe`
-    binary_correct: Optional[dict[str, Any]]  #: full PR/ROC of Q for "correct" (None when undefined)
-    binary_misclassified: Optional[dict[str, Any]]  #: the same of -Q for "misclassified"
-    heatmap: dict[str, Any]  #: class means of the discriminative features (heat map figure)
+    binary_correct: Optional[BinaryView]  #: full PR/ROC of Q for "correct" (None when undefined)
+    binary_misclassified: Optional[BinaryView]  #: the same of -Q for "misclassified"
+    heatmap: Heatmap  #: class means of the discriminative features (heat map figure)
     associations: Any  #: the class-feature associations of the discriminative features
 
 
 @dataclass(eq=False)
 class QScoreReport(_FieldMapping):
-    """The Q-Score report (see :func:`~solo_qscore.report.qscore_report.qscore_report` for the meaning).
+    """The Q-Score report (see :func:`~solo_qscore.report.build.qscore_report` for the meaning).
 
     Metrics are ``None`` when undefined; ``note`` then says why. The fields down to
     ``associations`` are the keys of ``probe.json`` in file order (:data:`REPORT_KEYS`).
@@ -127,8 +245,8 @@ class QScoreReport(_FieldMapping):
     confidence_mean_misclassified: Optional[float]
     probe: dict[str, Any]
     note: Optional[str]
-    curves: Optional[dict[str, Any]]
-    compression: Optional[dict[str, Any]]
+    curves: Optional[Curves]
+    compression: Optional[Compression]
     class_names: Optional[list[str]]
     associations: Optional[dict[str, Any]]
     # run context, set by the probe callback (in probe.json only when set)
@@ -187,6 +305,14 @@ SCALAR_KEYS: tuple[str, ...] = (
 #: the short summary of a report
 SUMMARY_KEYS: tuple[str, ...] = ("auroc", "auprc", "accuracy", "num_features", "num_discriminative", "note")
 
+#: the fields of each class that hold a typed sub-entry (what :meth:`_FieldMapping.of` converts)
+_SUB_ENTRIES: dict[type, dict[str, type]] = {
+    Curves: {"pr": PRCurve, "roc": ROCCurve, "pr_misclassified": PRCurve},
+    ReportArrays: {"samples": SampleTable, "binary_correct": BinaryView, "binary_misclassified": BinaryView,
+                   "heatmap": Heatmap},
+    QScoreReport: {"curves": Curves, "compression": Compression, ARRAYS: ReportArrays},
+}
+
 for _group in (SCALAR_KEYS, SUMMARY_KEYS):
     assert set(_group) <= set(REPORT_KEYS), set(_group) - set(REPORT_KEYS)
 assert set(SCALAR_RUN_KEYS) <= set(RUN_KEYS)
@@ -198,14 +324,9 @@ def as_report(report: Mapping[str, Any]) -> QScoreReport:
     read back, ``{**report, "auroc": 0.5}``, a dict report): its fields by name, missing ones ``None``, keys
     that are not fields (``samples`` of a read-back ``probe.json``) left out. ``arrays`` is kept when the mapping
     has them (a :class:`ReportArrays`, or a mapping of its fields, missing ones ``None``); a ``probe.json``
-    read back has none (``arrays`` is ``None``)."""
-    if isinstance(report, QScoreReport):
-        return report
-    values = {f.name: report.get(f.name) for f in dataclasses.fields(QScoreReport)}
-    arrays = values[ARRAYS]
-    if arrays is not None and not isinstance(arrays, ReportArrays):
-        values[ARRAYS] = ReportArrays(**{f.name: arrays.get(f.name) for f in dataclasses.fields(ReportArrays)})
-    return QScoreReport(**values)
+    read back has none (``arrays`` is ``None``). Sub-entries read back (``curves``, ``compression``) get
+    their types too."""
+    return QScoreReport.of(report)
 
 
 def to_jsonable(value: Any) -> Any:

@@ -42,3 +42,16 @@ def test_callbacks_in_both_lightning_namespaces(namespace):
     module = Tiny()
     trainer(namespace, max_epochs=1, max_steps=-1, callbacks=[stats]).fit(module, data)
     assert stats.frequencies is not None and module.qscore_discriminative.any()
+
+
+def test_autocast_dtype_of_the_trainers_precision():
+    from types import SimpleNamespace
+
+    from solo_qscore.adapters.lightning import autocast_dtype
+
+    cpu, cuda = torch.device("cpu"), SimpleNamespace(type="cuda")
+    assert autocast_dtype(SimpleNamespace(precision="bf16-mixed"), cpu) is torch.bfloat16
+    assert autocast_dtype(SimpleNamespace(precision="16-mixed"), cuda) is torch.float16
+    assert autocast_dtype(SimpleNamespace(precision="16-mixed"), cpu) is None  # float16 on a CPU: float32
+    assert autocast_dtype(SimpleNamespace(precision="32-true"), cuda) is None
+    assert autocast_dtype(object(), cpu) is None

@@ -10,6 +10,7 @@ Real solo-learn classes built from solo-learn's own config files
 from __future__ import annotations
 
 import copy
+import re
 
 import pytest
 import torch
@@ -161,7 +162,9 @@ def test_with_qscore_on_a_plain_solo_config():
     model = with_qscore(METHODS[cfg.method])(cfg)
     assert model.cfg.qscore.enabled is False and model.cfg.qscore.eps == 4.0  # typed defaults filled in
     callbacks = qscore_callbacks(OmegaConf.merge(cfg, {"data": {"dataset": "fashion_mnist"}}))
-    assert [type(c).__name__ for c in callbacks] == ["ActivationStatisticsCallback", "QScoreProbeCallback"]
+    # the NaN-loss stop first (before the statistics' epoch end), so solo's main_pretrain.py gets it too
+    assert [type(c).__name__ for c in callbacks][:3] == ["FiniteLossCallback", "ActivationStatisticsCallback",
+                                                         "QScoreProbeCallback"]
     assert with_qscore(METHODS["simclr"]) is type(model)  # one class per method
 
 
@@ -281,3 +284,147 @@ def test_training_step_uses_the_hard_negative_loss():
         expected = hard_negative_simclr_loss(torch.cat(captured), batch[0].repeat(2), ours.temperature, 2.0, 0.1)
     assert loss_ours.item() == pytest.approx(expected.item() + out["loss"].item(), abs=1e-5)
     assert abs(loss_ours.item() - loss_solo.item()) > 1e-3
+
+
+# -- solo-learn's own image folders (data.dataset=custom) ------------------------------------------------------
+def _custom(folder, *overrides: str):
+    return tiny_config("simclr", "data.dataset=custom", f"data.train_path={folder}", "data.val_path=null",
+                       *overrides)
+
+
+def _types(callbacks) -> list[str]:
+    return [type(c).__name__ for c in callbacks]
+
+
+def test_qscore_callbacks_on_image_folders(tmp_path):
+    """Issue 22 (3): ``qscore_callbacks`` raised "unknown dataset 'custom'" for solo-learn's documented
+    custom-data keys. The probe runs on labelled folders (a held-out part of the training folder when there is
+    no ``val_path``) and is skipped, with one warning, where there are no labels; the statistics always run."""
+    from helpers.image_folders import flat_folder, labelled_folder
+
+    from solo_qscore.callbacks import QScoreProbeCallback
+
+    labelled = labelled_folder(tmp_path / "labelled", classes=("ant", "bee"), per_class=5)
+    callbacks = qscore_callbacks(_custom(labelled))
+    assert _types(callbacks) == ["FiniteLossCallback", "ActivationStatisticsCallback", "QScoreProbeCallback",
+                                 "BadImagesCallback"]
+    probe = next(c for c in callbacks if isinstance(c, QScoreProbeCallback))
+    assert (len(probe.train_loader.dataset), len(probe.val_loader.dataset)) == (8, 2)
+
+    single = labelled_folder(tmp_path / "single", classes=("ant",), per_class=3)
+    cases = [(_custom(flat_folder(tmp_path / "flat", n=4)), "no class sub-folders"),
+             (_custom(single), "a single class sub-folder (ant)"),
+             (_custom(labelled, "+data.no_labels=true"), "data.no_labels=true")]
+    for cfg, reason in cases:
+        with pytest.warns(UserWarning, match=f"solo-qscore: the probe is skipped: .*{re.escape(reason)}") as caught:
+            callbacks = qscore_callbacks(cfg)
+        assert sum("probe is skipped" in str(w.message) for w in caught) == 1
+        assert _types(callbacks) == ["FiniteLossCallback", "ActivationStatisticsCallback", "BadImagesCallback"]
+    with pytest.warns(UserWarning, match="probe is skipped"):  # the exact statistics pass reads unlabelled images
+        stats = qscore_callbacks(_custom(single, "qscore.statistics=dataloader"))[1]
+    assert len(stats.dataloader.dataset) == 3
+
+    with pytest.raises(ConfigError, match="config key 'data.format': h5 files"):
+        qscore_callbacks(_custom(labelled, "data.format=h5"))
+    cfg = _custom(labelled)
+    cfg.data.bad_images = "ignore"  # solo's own script: no compose-time check
+    with pytest.raises(ConfigError, match="config key 'data.bad_images' must be one of error, skip"):
+        qscore_callbacks(cfg)
+
+
+def test_solos_online_classifier_loss_is_finite_on_unlabelled_images():
+    """solo-learn's online classifier takes the mean cross-entropy over labelled samples: NaN on a batch of
+    unlabelled images (targets -1), which the run's non-finite-loss stop would end the run on. Ours is 0 then
+    (no gradient), and solo's value when there are labels."""
+    model, _ = tiny_model("simclr")
+    x = torch.randn(4, 3, 16, 16)
+    unlabelled = model._base_shared_step(x, torch.full((4,), -1))
+    assert unlabelled["loss"].item() == 0.0
+    unlabelled["loss"].backward()
+    assert all(torch.isfinite(p.grad).all() for p in model.classifier.parameters() if p.grad is not None)
+    targets = torch.tensor([0, 1, -1, 2])
+    out = model._base_shared_step(x, targets)
+    expected = torch.nn.functional.cross_entropy(out["logits"], targets, ignore_index=-1)
+    assert out["loss"].item() == pytest.approx(expected.item(), rel=1e-6)
+
+
+def _solo_main_pretrain(tmp_path, folder, *overrides: str):
+    """solo-learn's OWN ``main_pretrain.py`` (copied, with the README's two lines patched in, and a print of
+    what the callbacks found) on ``folder`` with solo-learn's documented custom-data keys, in a subprocess."""
+    import os
+    import subprocess
+    import sys
+
+    solo_main = SOLO_CIFAR.parents[2] / "main_pretrain.py"
+    text = solo_main.read_text()
+    for old, new in [
+        ("from solo.methods import METHODS\n",
+         "from solo.methods import METHODS\n"
+         "from solo_qscore.adapters.solo_main import qscore_callbacks, with_qscore\n"),
+        ("    model = METHODS[cfg.method](cfg)\n", "    model = with_qscore(METHODS[cfg.method])(cfg)\n"),
+        ("    trainer_kwargs = OmegaConf.to_container(cfg)\n",
+         "    callbacks += qscore_callbacks(cfg)\n    trainer_kwargs = OmegaConf.to_container(cfg)\n"),
+        ("        trainer.fit(model, train_loader, val_loader, ckpt_path=ckpt_path)\n",
+         "        trainer.fit(model, train_loader, val_loader, ckpt_path=ckpt_path)\n"
+         "        stats = next(c for c in callbacks if hasattr(c, 'frequencies'))\n"
+         "        probe = next((c for c in callbacks if hasattr(c, 'last_report')), None)\n"
+         "        print('QSCORE', stats.frequencies is not None, int(model.qscore_discriminative.sum()),\n"
+         "              None if probe is None else probe.last_report.accuracy, flush=True)\n"),
+    ]:
+        assert text.count(old) == 1, old
+        text = text.replace(old, new)
+    (tmp_path / "main_pretrain.py").write_text(text)
+    args = ["--config-path", str(SOLO_CIFAR), "--config-name", "simclr.yaml", "data.dataset=custom",
+            "data.format=image_folder", f"data.train_path={folder}", "data.val_path=null",
+            # tiny and on the CPU, through Hydra overrides only ('"1"': a length for solo's lr scaling, an int
+            # for Lightning's CPU accelerator)
+            "data.num_workers=0", "optimizer.batch_size=4", "method_kwargs.proj_hidden_dim=64",
+            "method_kwargs.proj_output_dim=32", "augmentations.0.crop_size=16", "accelerator=cpu", 'devices="1"',
+            "strategy=auto", "precision=32-true", "sync_batchnorm=false", "max_epochs=1",
+            "++scheduler.warmup_epochs=0", "wandb.enabled=false", "checkpoint.enabled=false",
+            "auto_resume.enabled=false", "+probe.max_iter=20", *overrides]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "offline"}
+    done = subprocess.run([sys.executable, "main_pretrain.py", *args], cwd=tmp_path, env=env, capture_output=True,
+                          text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = next(line.split()[1:] for line in done.stdout.splitlines() if line.startswith("QSCORE "))
+    return result, done.stderr
+
+
+def test_solo_learns_own_main_pretrain_on_a_labelled_image_folder(tmp_path):
+    """Issue 22 (3), end to end: solo-learn's own script with the README's two lines crashed in
+    ``qscore_callbacks`` (ValueError: unknown dataset 'custom'). Now D is computed, the probe runs on a held-out
+    part of the class folders, and a truncated image is skipped and named (``+data.bad_images=skip``)."""
+    from helpers.image_folders import labelled_folder, truncate
+
+    folder = labelled_folder(tmp_path / "images", classes=("ant", "bee", "cat"), per_class=4)
+    truncate(folder / "bee" / "01.png")
+    (stats_ran, num_discriminative, accuracy), err = _solo_main_pretrain(tmp_path, folder, "+data.bad_images=skip")
+    assert stats_ran == "True" and int(num_discriminative) > 0
+    assert 0.0 <= float(accuracy) <= 1.0  # the probe's report on the 3 held-out images
+    assert f"solo-qscore: skipped 1 unreadable image (data.bad_images=skip): {folder}/bee/01.png" in err
+
+
+def test_solo_learns_own_main_pretrain_on_unlabelled_images(tmp_path):
+    """solo-learn's documented unlabelled form (a flat folder, ``data.no_labels=true``): D is computed, the probe
+    is skipped with one line, and the run is not stopped by solo's online classifier (NaN without labels)."""
+    from helpers.image_folders import flat_folder
+
+    folder = flat_folder(tmp_path / "images", n=12)
+    (stats_ran, num_discriminative, accuracy), err = _solo_main_pretrain(tmp_path, folder, "+data.no_labels=true")
+    assert stats_ran == "True" and int(num_discriminative) > 0 and accuracy == "None"
+    assert err.count("solo-qscore: the probe is skipped") == 1, err[-3000:]
+
+
+def test_the_probe_gets_the_runs_report_settings_built_once():
+    """Issue 23: the probe's report settings are the run's (``ReportConfig.from_run``), not assembled by hand."""
+    from solo_qscore.callbacks import QScoreProbeCallback
+    from solo_qscore.report.config import ReportConfig
+
+    cfg = tiny_config("simclr", "qscore.eps=2.5", "qscore.band=[40,90]", "probe.max_iter=7",
+                      "probe.weight_decay=0.001")
+    probe = next(c for c in qscore_callbacks(cfg) if isinstance(c, QScoreProbeCallback))
+    assert probe.config == ReportConfig.from_run(cfg)
+    assert (probe.config.eps, probe.config.band, probe.config.probe) == (
+        2.5, (40.0, 90.0), {"max_iter": 7, "weight_decay": 0.001})
+    assert probe.class_names[:2] == ["T-shirt/top", "Trouser"]

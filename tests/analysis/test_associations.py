@@ -17,8 +17,8 @@ from solo_qscore.analysis.associations import (
     dataset_class_names,
     feature_class_associations,
 )
-from solo_qscore.plotting.figures import associations_figure
-from solo_qscore.report.qscore_report import to_jsonable
+from solo_qscore.plotting import associations_figure
+from solo_qscore.report.result import to_jsonable
 
 
 def spikes(rows: list[set[int]], r: int = 6) -> torch.Tensor:

@@ -17,7 +17,7 @@ TINY = ["--train-samples", "64", "--test-samples", "32", "--epochs", "1", "--bat
 def _run(tmp_path: Path, *extra: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, str(SCRIPT), *TINY, "--json", str(tmp_path / "runs.json"),
                            "--png", str(tmp_path / "ifm.png"), *extra],
-                          cwd=REPO, capture_output=True, text=True, timeout=300)
+                          cwd=REPO, capture_output=True, text=True)  # no timeout: a busy machine is slow
 
 
 def test_resume_reuses_finished_runs_and_runs_the_rest(tmp_path):

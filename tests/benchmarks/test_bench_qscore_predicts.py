@@ -41,10 +41,10 @@ def test_run_state_reads_the_stamps(tmp_path):
 
 
 def _run(tmp_path: Path, epochs: int) -> str:
-    cmd = [sys.executable, str(SCRIPT), "--scale", "0.1", "--epochs", str(epochs), "--methods", "simclr",
+    cmd = [sys.executable, str(SCRIPT), "--smoke", "--epochs", str(epochs), "--methods", "simclr",
            "--threads", "1", "--num-workers", "0", "--eps", "2", "--bootstrap", "0", "--fractions", "1.0",
            "--run-prefix", str(tmp_path / "r_"), "--png-prefix", str(tmp_path / "p")]
-    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600,
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True,  # no timeout: a busy machine is slow
                           env={**os.environ, "WANDB_MODE": "disabled", "CI": "true"})
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return proc.stdout
@@ -54,7 +54,7 @@ def test_an_unfinished_run_resumes_from_its_last_epoch(tmp_path):
     run = tmp_path / "r_simclr"
     _run(tmp_path, 1)
     first = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
-    assert first["epoch"] == 0 and first["global_step"] == 2  # 300 images / batch 128, drop_last
+    assert first["epoch"] == 0 and first["global_step"] == 2  # --smoke: 64 images / batch 32
     # what a session that ended after epoch 1 of 2 leaves: a checkpoint and the progress record, no stamp
     (run / "bench_scale.json").unlink()
     progress = json.loads((run / "bench_progress.json").read_text())

@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -76,6 +77,43 @@ def test_pretrain_twice_into_one_output_dir_keeps_the_first_run(pretrained, caps
     assert code == 2
     assert "already holds a run" in capsys.readouterr().err
     assert (ckpt.read_bytes(), (pretrained / "probe" / "probe.json").read_bytes()) == before
+
+
+def test_resume_without_output_dir_continues_in_the_checkpoints_run_folder(pretrained, tmp_path, monkeypatch):
+    """Not in runs/<name> under the current folder: one run (and one wandb id) lives in one folder."""
+    run, elsewhere = tmp_path / "run", tmp_path / "elsewhere"
+    shutil.copytree(pretrained, run)
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    code = main(["pretrain", *CFG, "--config-name", "simclr.yaml", "--qscore", "--ifm", *SMALL, "data.dataset=cifar10",
+                 "max_epochs=3", "++max_steps=5", "--resume", str(run / "checkpoints" / "last.ckpt")])
+    assert code == 0
+    assert not (elsewhere / "runs").exists()
+    saved = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert saved["global_step"] == 5  # the fixture's run stopped at step 4, at the end of its (counted) epoch
+
+
+def test_a_second_probe_into_a_folder_being_written_is_refused(pretrained, tmp_path, monkeypatch, capsys):
+    """Two `probe --out X` at once: the second one refuses (one line) instead of replacing the first's report."""
+    import solo_qscore.probe.features as features
+    from solo_qscore.output_folder import lock_path
+
+    out, ckpt = tmp_path / "probe", str(pretrained / "checkpoints" / "last.ckpt")
+    real, second = features.extract_features, {}
+
+    def first_probe_midway(*args, **kwargs):  # the first probe is extracting features: a second one starts
+        if not second:
+            second["started"] = True
+            second["code"] = main(["probe", ckpt, "--out", str(out)])
+            second["err"] = capsys.readouterr().err
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(features, "extract_features", first_probe_midway)
+    assert main(["probe", ckpt, "--out", str(out)]) == 0
+    assert second["code"] == 2 and second["err"].count("\n") == 1, second
+    assert f"--out {out} is in use by another solo-qscore process (pid {os.getpid()})" in second["err"]
+    assert (out / "probe.json").is_file()
+    assert not lock_path(out).exists()  # released when the first one finished
 
 
 def test_bad_argument_exits_2(capsys):
@@ -199,3 +237,41 @@ def test_samples_csv_matches_freshly_extracted_features(pretrained):
     correct = [int(r["correct"]) for r in rows]
     if 0 < sum(correct) < len(correct):
         assert roc_auc_score(correct, [float(r["q"]) for r in rows]) == pytest.approx(report["auroc"], abs=1e-5)
+
+
+def test_main_job_prints_what_a_user_needs_to_read(tmp_path):
+    """``solo-qscore main``, shrunk, as a new process (import-time warnings included): other packages' deprecation
+    warnings and tips hidden, our adaptations one line each, and a closing summary."""
+    import re
+    import subprocess
+    import sys
+
+    out = tmp_path / "main"
+    tiny = ["data.train_subset=32", "data.val_subset=16", "optimizer.batch_size=16", "data.num_workers=0",
+            "method_kwargs.proj_hidden_dim=32", "method_kwargs.proj_output_dim=16", "augmentations.0.crop_size=16",
+            "probe.max_iter=20", "max_epochs=1"]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_") and k != "CI"}
+    env.update(WANDB_MODE="offline", OMP_NUM_THREADS="1")
+    proc = subprocess.run([sys.executable, "-m", "solo_qscore", "main", f"output_dir={out}", *tiny],
+                          capture_output=True, text=True, env=env)  # no timeout: a busy machine is slow
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    err = proc.stderr
+    assert not re.search(r"^\S+\.py:\d+: \w*Warning: ", err, re.M), err  # Python's two-line warning format
+    for noise in ("Deprecat", "deprecated", "Overwriting", "💡", "litlogger", "anonymous setting",
+                  "scheduler_interval"):
+        assert noise not in err, (noise, err)
+    assert err.count("Seed set to") == 1, err  # Lightning's log lines once, not again through the root logger
+    if not torch.cuda.is_available():  # the GPU config adapted to the CPU: one line per change
+        assert re.search(r"^solo-qscore: accelerator gpu -> cpu \(no GPU here\)\n(?! )", err, re.M), err
+        assert re.search(r"^solo-qscore: precision 16-mixed -> (32-true|bf16-mixed) \(CPU\)\n(?! )", err, re.M), err
+
+    lines = proc.stdout.splitlines()
+    summary = lines[lines.index(next(x for x in lines if x.startswith("solo-qscore main: done in"))):]
+    assert re.match(r"solo-qscore main: done in (\d+ min \d\d|\d+) s$", summary[0])
+    assert re.match(r"  trained     simclr \+ Q-Score \+ IFM on fashion_mnist, (32-true|bf16-mixed): 2 steps in "
+                    r".+, all of them within the training budget \(max_time=00:00:02:00\)$", summary[1]), summary
+    assert summary[2] == f"  checkpoint  {out / 'checkpoints' / 'last.ckpt'}"
+    assert summary[3].startswith(f"  report      {out / 'probe'}/probe.json")
+    assert summary[4].startswith(f"  wandb run   {out / 'wandb'}/offline-run-") and "wandb sync" in summary[4]
+    assert re.match(r"  result      linear-probe accuracy 0\.\d{3}; Q for \"correct\": AUROC ", summary[5]), summary
+    assert (out / "checkpoints" / "last.ckpt").is_file() and (out / "probe" / "probe.json").is_file()

@@ -70,3 +70,24 @@ def test_command_errors_exit_2(tiny_checkpoint, tmp_path, capsys):
     torch.save({"state_dict": {}}, not_ours)
     assert main(["ifm-neighbours", str(not_ours)]) == 2
     assert "not of a solo-qscore run" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("eps", ["nan", "inf", "-1", "abc"])
+def test_a_budget_that_is_not_a_finite_number_above_zero_is_an_argument_error(tmp_path, capsys, eps):
+    from solo_qscore.cli import main
+
+    with pytest.raises(SystemExit) as stop:  # argparse: its usage line, the error, exit code 2
+        main(["ifm-neighbours", str(tmp_path / "any.ckpt"), "--eps", "0.1", eps])
+    assert stop.value.code == 2
+    err = capsys.readouterr().err
+    assert f"argument --eps: a perturbation budget must be a finite number >= 0, got '{eps}'" in err
+    assert "Traceback" not in err and not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("eps", [float("nan"), float("inf"), -0.5])
+def test_the_library_refuses_the_same_budgets(eps):
+    from solo_qscore.cli.ifm_neighbours import ifm_neighbours
+    from solo_qscore.config import ConfigError
+
+    with pytest.raises(ConfigError, match="--eps needs one or more finite budgets >= 0"):
+        ifm_neighbours(torch.nn.Identity(), {}, eps=[0.1, eps])  # refused before the model or data are used

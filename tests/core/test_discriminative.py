@@ -30,3 +30,20 @@ def test_random_mask_is_seeded_and_sized():
     a, b = random_mask(100, 30, seed=3), random_mask(100, 30, seed=3)
     assert torch.equal(a, b) and int(a.sum()) == 30
     assert not torch.equal(a, random_mask(100, 30, seed=4))
+
+
+def test_sizes_and_seeds_must_be_whole_numbers():
+    """Issue 22 (6): the masks truncated ``size``/``seed`` with ``int()`` (``random_mask(10, 2.5)`` had 2 features)."""
+    import pytest
+
+    from solo_qscore.core.discriminative import band_ranks
+
+    A = torch.rand(10)
+    calls = [(lambda: random_mask(10, 2.5), "subset size"), (lambda: random_mask(10, True), "subset size"),
+             (lambda: lower_tail_mask(A, 2.0), "subset size"), (lambda: upper_tail_mask(A, 11), "subset size"),
+             (lambda: random_mask(10.5, 2), "num_features"), (lambda: random_mask(10, 2, seed=1.5), "seed"),
+             (lambda: band_ranks(2.5), "num_features")]
+    for call, name in calls:
+        with pytest.raises(ValueError, match=f"{name} must be a whole number"):
+            call()
+    assert int(random_mask(10, torch.tensor(3), seed=-1).sum()) == 3

@@ -44,3 +44,11 @@ def test_half_precision_close_to_float32(dtype):
     assert (q_score(h_low, D) - q_score(h, D)).abs().mean() < 2e-2
     reg = qscore_regularizer(h_low, D)
     torch.testing.assert_close(reg, qscore_regularizer(ref, D), atol=1e-5, rtol=1e-3)
+
+
+def test_q_quantiles_one_definition_for_the_report_and_the_logs():
+    from solo_qscore.core.qscore import Q_QUANTILES, q_quantiles, quantile_log_name
+
+    q = torch.arange(101, dtype=torch.float32) / 100
+    assert q_quantiles(q) == pytest.approx({p: p for p in Q_QUANTILES})
+    assert [quantile_log_name(p) for p in Q_QUANTILES] == ["q_p05", "q_p25", "q_p50", "q_p75", "q_p95"]

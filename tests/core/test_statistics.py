@@ -67,3 +67,18 @@ def test_fused_cpu_kernel_matches_torch_path(parallel, monkeypatch):
     assert torch.equal(fast.finite, ref.finite)
     torch.testing.assert_close(fast.q, ref.q, atol=1e-6, rtol=1e-5)
     torch.set_num_threads(threads)
+
+
+@pytest.mark.parametrize("bad", [2.5, 4.0, True, 0, -3, "4", None])
+def test_feature_count_must_be_a_whole_number(bad):
+    """Issue 22 (6): ``ActivationStatistics(2.5)`` silently counted 2 features (``int()`` truncated)."""
+    with pytest.raises(ValueError, match=r"num_features must be a whole number >= 1, got"):
+        ActivationStatistics(bad)
+
+
+def test_feature_count_accepts_numpy_and_tensor_integers():
+    import numpy as np
+
+    assert ActivationStatistics(np.int64(4)).num_features == 4
+    assert ActivationStatistics(torch.tensor(3)).num_features == 3
+    assert type(ActivationStatistics(np.int64(4)).num_features) is int

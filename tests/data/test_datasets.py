@@ -137,3 +137,46 @@ def test_imagefolder(tmp_path: Path):
     assert img.size == (24, 24) and img.mode == "RGB" and label == 2
     with pytest.raises(DatasetUnavailableError, match="data.train_path="):
         load_dataset("imagefolder", root=tmp_path / "missing")
+
+
+# ----------------------------------------------------------------------------- solo-learn's image folders
+def test_custom_reads_solo_learns_image_folder_layout(tmp_path: Path):
+    """Issue 22 (3): ``data.dataset=custom`` (solo-learn's own key) was "unknown dataset 'custom'". Its
+    ``data.train_path`` is the training folder itself, one sub-folder per class (torchvision ImageFolder)."""
+    from helpers.image_folders import labelled_folder
+
+    folder = labelled_folder(tmp_path / "train", classes=("ant", "bee", "cat"), per_class=2)
+    ds = load_dataset("custom", root=folder, image_size=16)
+    assert ds.name == "custom" and ds.num_classes == 3 and ds.classes == ["ant", "bee", "cat"]
+    assert ds.targets.tolist() == [0, 0, 1, 1, 2, 2]
+    img, label = ds[3]
+    assert img.size == (16, 16) and img.mode == "RGB" and label == 1
+    # a validation folder keeps the training folder's class indices, also when it lacks a class
+    val = labelled_folder(tmp_path / "val", classes=("ant", "cat"), per_class=1)
+    val_set = load_dataset("custom", root=folder, train=False, val_root=val, image_size=16)
+    assert val_set.targets.tolist() == [0, 2] and val_set.classes == ["ant", "bee", "cat"]
+    labelled_folder(tmp_path / "odd", classes=("ant", "dog"), per_class=1)
+    with pytest.raises(DatasetUnavailableError, match="class folders the training folder lacks: dog"):
+        load_dataset("custom", root=folder, train=False, val_root=tmp_path / "odd")
+    with pytest.raises(DatasetUnavailableError, match="data.val_path"):
+        load_dataset("custom", root=folder, train=False, val_root=tmp_path / "missing")
+    assert load_dataset("imagenet100", root=folder).num_classes == 3  # solo's other folder datasets
+
+
+def test_custom_flat_folder_is_unlabelled_and_a_missing_one_never_falls_back(tmp_path: Path):
+    from helpers.image_folders import flat_folder
+
+    folder = flat_folder(tmp_path / "flat", n=3)
+    (folder / "notes.txt").write_text("not an image")
+    ds = load_dataset("custom", root=folder, image_size=16)
+    assert len(ds) == 3 and ds.num_classes == 0 and ds.targets.tolist() == [-1, -1, -1]
+    assert ds[0][1] == -1 and ds[0][0].size == (16, 16)
+    with pytest.raises(DatasetUnavailableError, match="no labels"):
+        load_dataset("custom", root=folder, train=False)
+    # the user's own folder missing is an error, not Fashion-MNIST with a warning (data.fallback's default)
+    with pytest.raises(DatasetUnavailableError, match="data.train_path .*no such folder"):
+        load_dataset("custom", root=tmp_path / "missing", fallback="fashion_mnist")
+    empty = tmp_path / "empty"
+    (empty / "ant").mkdir(parents=True)
+    with pytest.raises(DatasetUnavailableError, match="its sub-folders \\(ant\\) are classes without it"):
+        load_dataset("custom", root=empty, no_labels=True)

@@ -65,3 +65,47 @@ def test_eval_loaders_are_deterministic_and_share_the_train_subset():
     full_train, _ = make_eval_loaders(data_cfg(train_subset=None, val_subset=None))
     assert len(full_train.dataset) == 60000
     assert num_classes_of(cfg) == 10
+
+
+# ----------------------------------------------------------------------------- solo-learn's image folders
+def _folder_cfg(root, **extra) -> dict:
+    return {"dataset": "custom", "root": str(root), "image_size": 16, "batch_size": 4, "num_workers": 0,
+            "val_root": None, **extra}
+
+
+def test_heldout_split_is_seeded_per_class_and_disjoint():
+    from solo_qscore.data import heldout_split
+
+    targets = torch.tensor([0] * 10 + [1] * 5 + [2])
+    kept, held = heldout_split(targets)
+    assert set(kept.tolist()).isdisjoint(held.tolist()) and len(kept) + len(held) == 16
+    assert torch.bincount(targets[held], minlength=3).tolist() == [2, 1, 0]  # 20% of each; a lone image stays
+    assert torch.equal(held, heldout_split(targets)[1]) and torch.equal(held, held.sort().values)
+
+
+def test_eval_loaders_on_an_image_folder(tmp_path):
+    """Issue 22 (3): the probe's loaders read solo-learn's ``custom`` folders. Without ``val_path`` they hold
+    out a seeded 20% of each class; with it they read that folder; an unlabelled folder has no probe split."""
+    from helpers.image_folders import flat_folder, labelled_folder
+
+    from solo_qscore.data import make_eval_loader, missing_labels
+
+    folder = labelled_folder(tmp_path / "train", classes=("ant", "bee"), per_class=5)
+    train, val = make_eval_loaders(_folder_cfg(folder))
+    assert (len(train.dataset), len(val.dataset)) == (8, 2)
+    assert sorted(val.dataset.targets.tolist()) == [0, 1]
+    x, y = next(iter(val))
+    assert x.shape == (2, 3, 16, 16) and y.dtype == torch.long
+    assert missing_labels(_folder_cfg(folder)) is None
+
+    val_folder = labelled_folder(tmp_path / "val", classes=("ant", "bee"), per_class=2)
+    train, val = make_eval_loaders(_folder_cfg(folder, val_root=str(val_folder)))
+    assert (len(train.dataset), len(val.dataset)) == (10, 4)
+
+    flat = flat_folder(tmp_path / "flat", n=6)
+    assert "no class sub-folders" in missing_labels(_folder_cfg(flat))
+    assert missing_labels(_folder_cfg(folder, no_labels=True)) == "data.no_labels=true"
+    single = labelled_folder(tmp_path / "one", classes=("ant",), per_class=3)
+    assert "a single class sub-folder (ant)" in missing_labels(_folder_cfg(single))
+    assert len(make_eval_loader(_folder_cfg(flat)).dataset) == 6  # the statistics pass still reads it
+    assert missing_labels({"dataset": "cifar10", "root": str(tmp_path)}) is None

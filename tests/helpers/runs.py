@@ -12,3 +12,10 @@ class _StepCounter(pl.Callback):
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         type(self).steps += 1
+
+
+class _FailsBeforeTheFirstStep(pl.Callback):
+    """An extra callback handed to ``pretrain``: the run crashes once training starts, before its first step."""
+
+    def on_train_start(self, trainer, pl_module):
+        raise RuntimeError("a crash before the first step")

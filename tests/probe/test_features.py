@@ -32,3 +32,15 @@ def test_autocast_features_come_back_in_float32():
     assert h.dtype == torch.float32 and h.shape == (5, 4)
     with torch.no_grad():
         torch.testing.assert_close(h, backbone(x), atol=0.05, rtol=0.05)  # bfloat16 arithmetic
+
+
+def test_dataset_in_order_only_for_a_sequential_loader():
+    from torch.utils.data import RandomSampler
+
+    from solo_qscore.probe.features import dataset_in_order
+
+    data = TensorDataset(torch.zeros(4, 2), torch.arange(4))
+    assert dataset_in_order(DataLoader(data, batch_size=2)) is data
+    assert dataset_in_order(DataLoader(data, batch_size=2, shuffle=True)) is None
+    assert dataset_in_order(DataLoader(data, sampler=RandomSampler(data))) is None
+    assert dataset_in_order([(torch.zeros(2), 0)]) is None  # a plain list of batches: no dataset

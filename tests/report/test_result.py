@@ -10,25 +10,33 @@ import numpy as np
 import pytest
 from helpers.planted import planted_features
 
-from solo_qscore.report.qscore_report import qscore_report, write_report
+from solo_qscore.report.build import qscore_report
+from solo_qscore.report.config import CompressionSettings, ReportConfig
 from solo_qscore.report.result import (
     REPORT_KEYS,
     RUN_KEYS,
     SCALAR_KEYS,
     SUMMARY_KEYS,
+    BinaryView,
+    Compression,
+    Curves,
+    Heatmap,
+    PRCurve,
     QScoreReport,
     ReportArrays,
+    SampleTable,
     as_report,
     report_json,
     report_scalars,
 )
+from solo_qscore.report.writer import write_report
 
 
 @pytest.fixture(scope="module")
 def report():
     train_h, train_y = planted_features(300, seed=0)
     val_h, val_y = planted_features(150, seed=1)
-    return qscore_report(train_h, train_y, val_h, val_y, compression_fractions=None)
+    return qscore_report(train_h, train_y, val_h, val_y, ReportConfig(compression=None))
 
 
 def test_fields_are_the_json_keys_in_file_order(report, tmp_path):
@@ -83,3 +91,23 @@ def test_scalars_leave_out_undefined_and_non_finite_values(report):
     assert "auroc" not in scalars and "auprc" not in scalars and scalars["rankme"] == 3.5
     assert list(report.scalars()) == [k for k in SCALAR_KEYS if report[k] is not None]
     assert all(isinstance(v, (int, float)) for v in scalars.values())
+
+
+def test_sub_entries_are_typed_and_read_back_typed(tmp_path):
+    train_h, train_y = planted_features(300, seed=0)
+    val_h, val_y = planted_features(150, seed=1)
+    report = qscore_report(train_h, train_y, val_h, val_y,
+                           ReportConfig(compression=CompressionSettings((0.5,), num_random_seeds=1)))
+    assert isinstance(report.curves, Curves) and isinstance(report.curves.pr, PRCurve)
+    assert isinstance(report.compression, Compression)
+    arrays = report.arrays
+    assert isinstance(arrays.samples, SampleTable) and isinstance(arrays.heatmap, Heatmap)
+    assert isinstance(arrays.binary_correct, BinaryView) and isinstance(arrays.binary_misclassified, BinaryView)
+    assert report["compression"]["sizes"] == report.compression.sizes  # and still readable by key
+    loaded = json.loads(write_report(report, tmp_path, plots=False).read_text())
+    assert list(loaded["compression"]) == [f.name for f in dataclasses.fields(Compression)]  # fields = keys, in order
+    assert list(loaded["curves"]) == [f.name for f in dataclasses.fields(Curves)]
+    typed = as_report(loaded)
+    assert isinstance(typed.compression, Compression) and typed.compression.sizes == report.compression.sizes
+    assert isinstance(typed.curves.roc.fpr, list) and typed.curves.roc.fpr == loaded["curves"]["roc"]["fpr"]
+    assert typed.to_json() == {k: v for k, v in loaded.items() if k != "samples"}

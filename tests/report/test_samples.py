@@ -1,5 +1,5 @@
-"""Per-sample Q-Scores of the probe report (solo_qscore.report.qscore_report): samples.csv, the train-split
-table, q_extremes.png, the probe-fit progress bar."""
+"""Per-sample Q-Scores of the probe report (solo_qscore.report.samples): samples.csv, the train-split table,
+q_extremes.png as written."""
 
 from __future__ import annotations
 
@@ -12,13 +12,16 @@ import numpy as np
 import pytest
 import torch
 from helpers.planted import planted_features
-from helpers.terminal import FakeTerminal
 from sklearn.metrics import roc_auc_score
 
 from solo_qscore import ActivationStatistics, discriminative_mask, q_score
 from solo_qscore.core.activations import highly_activating
 from solo_qscore.probe.linear import probe_correctness
-from solo_qscore.report.qscore_report import SAMPLE_COLUMNS, qscore_report, sample_table, write_report
+from solo_qscore.report.build import qscore_report
+from solo_qscore.report.config import ReportConfig
+from solo_qscore.report.result import SampleTable
+from solo_qscore.report.samples import SAMPLE_COLUMNS, sample_table
+from solo_qscore.report.writer import write_report
 
 NUM_CLASSES = 8
 CLASS_NAMES = [f"class-{c}" for c in range(NUM_CLASSES)]
@@ -33,7 +36,7 @@ def data():
 
 @pytest.fixture(scope="module")
 def report(data):
-    return qscore_report(*data, compression_fractions=None, class_names=CLASS_NAMES)
+    return qscore_report(*data, ReportConfig(compression=None), class_names=CLASS_NAMES)
 
 
 @pytest.fixture(scope="module")
@@ -152,6 +155,7 @@ def test_samples_csv_write_is_atomic(report, tmp_path, monkeypatch):
 def test_train_split_table_uses_train_d_and_the_fitted_probe(report, data, tmp_path):
     train_h, train_y, _, _ = data
     table = sample_table(report, train_h, train_y, split="train")
+    assert isinstance(table, SampleTable)
     D = recomputed_discriminative(train_h)
     probe = report["arrays"]["probe"]
     assert table["split"] == "train"
@@ -228,50 +232,3 @@ def test_q_extremes_skipped_with_a_warning_when_images_fail(report, tmp_path):
     assert path.exists() and (tmp_path / "samples.csv").exists()
     assert not (tmp_path / "q_extremes.png").exists()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp file left
-
-
-def test_extreme_rows_pick_the_lowest_and_highest_q(report, monkeypatch):
-    from solo_qscore.plotting import figures as plots
-    from solo_qscore.report.qscore_report import q_extremes_figure
-
-    seen = {}
-
-    def capture(rows, title=""):
-        seen["rows"], seen["title"] = rows, title
-        return None
-
-    monkeypatch.setattr(plots, "q_extremes_figure", capture)
-    samples = report["arrays"]["samples"]
-    q_extremes_figure(samples, lambda i: np.full((4, 4), i, dtype=np.uint8), k=3, class_names=CLASS_NAMES)
-    (low_name, low), (high_name, high) = seen["rows"]
-    assert "lowest" in low_name and "highest" in high_name and len(low) == len(high) == 3
-    q = samples["q"]
-    low_index = [int(t["image"][0, 0]) for t in low]
-    high_index = [int(t["image"][0, 0]) for t in high]
-    assert sorted(q[low_index]) == sorted(np.sort(q)[:3])
-    assert sorted(q[high_index]) == sorted(np.sort(q)[-3:])
-    for tile, i in zip(low + high, low_index + high_index):
-        assert tile["wrong"] == (samples["prediction"][i] != samples["label"][i])
-        assert CLASS_NAMES[samples["label"][i]] in tile["title"]
-        assert f"pred: {CLASS_NAMES[samples['prediction'][i]]}" in tile["title"] and "Q = " in tile["title"]
-
-
-def test_probe_fit_bar_counts_every_fit(data, monkeypatch):
-    import solo_qscore.report.qscore_report as report_module
-    from solo_qscore._progress import progress
-
-    monkeypatch.delenv("CI", raising=False)
-    stream, bars = FakeTerminal(), []
-
-    def recording_progress(*args, **kwargs):
-        # mininterval=0: draw every update (tqdm otherwise skips redraws within 0.1 s, e.g. the last one)
-        bars.append(progress(*args, **{**kwargs, "delay": 0, "mininterval": 0, "file": stream}))
-        return bars[-1]
-
-    monkeypatch.setattr(report_module, "progress", recording_progress)
-    train_h, train_y, val_h, val_y = (x[:300] for x in data)
-    qscore_report(train_h, train_y, val_h, val_y, compression_fractions=(0.5, 1.0), num_random_seeds=2)
-    (bar,) = bars
-    # 1 probe + per size: band, 2 random, 2 tails, PCA (the all-features subset is the probe's own)
-    assert bar.n == bar.total and bar.total >= 1 + 2
-    assert "linear probe fits" in stream.getvalue() and f"{bar.total}/{bar.total}" in stream.getvalue()

@@ -1,0 +1,46 @@
+"""A figure to a PNG (solo_qscore.plotting.save): an atomic file, or bytes."""
+
+from __future__ import annotations
+
+import pytest
+
+from solo_qscore.plotting.save import figure_to_png_bytes, save_figure_atomic
+from solo_qscore.plotting.style import new_figure
+
+
+def _figure():
+    fig = new_figure(2.0, 1.5)
+    fig.add_subplot().plot([0, 1], [1, 0])
+    return fig
+
+
+def test_png_bytes_and_file_at_the_figures_resolution(tmp_path):
+    import io
+
+    from PIL import Image
+
+    fig = _figure()
+    data = figure_to_png_bytes(fig)
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    path = save_figure_atomic(fig, tmp_path / "sub" / "f.png")  # the folder is created
+    with Image.open(io.BytesIO(data)) as a, Image.open(path) as b:
+        assert a.size == b.size == (260, 195)  # 2 x 1.5 inches at 130 dpi
+
+
+def test_png_write_is_atomic(tmp_path, monkeypatch):
+    from matplotlib.figure import Figure
+
+    target = tmp_path / "q.png"
+    fig = _figure()
+    save_figure_atomic(fig, target)
+    before = target.read_bytes()
+
+    def broken_savefig(self, fname, *args, **kwargs):
+        fname.write(b"\x89PNG half")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(Figure, "savefig", broken_savefig)
+    with pytest.raises(OSError, match="disk full"):
+        save_figure_atomic(fig, target)
+    assert target.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["q.png"]
