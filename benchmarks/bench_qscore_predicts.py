@@ -109,9 +109,10 @@ def overrides_for(method: str, args: argparse.Namespace, sz: dict) -> list[str]:
     ]
 
 
-#: ``--smoke``: 2 steps of 32 images at 16 px per epoch, a narrow projector (a step takes well under a second)
+#: ``--smoke``: 2 steps of 32 images at 16 px per epoch, a narrow projector (a step takes well under a second);
+#: no end-of-training probe report (this script makes its own from the checkpoint)
 SMOKE_OVERRIDES = ["optimizer.batch_size=32", "augmentations.0.crop_size=16", "method_kwargs.proj_hidden_dim=64",
-                   "method_kwargs.proj_output_dim=32", "probe.max_iter=20"]
+                   "method_kwargs.proj_output_dim=32", "probe.max_iter=20", "probe.enabled=false"]
 
 
 def binary_scores(score, correct, bootstrap: int = 0, seed: int = 0) -> dict:
@@ -124,7 +125,10 @@ def binary_scores(score, correct, bootstrap: int = 0, seed: int = 0) -> dict:
     import torch
     from torchmetrics.functional.classification import binary_auroc, binary_average_precision, binary_roc
 
-    s = torch.as_tensor(score, dtype=torch.float64)
+    from solo_qscore.report.separation import unit_ranks
+
+    # ranks, not raw scores: torchmetrics applies a sigmoid to scores outside [0, 1] (||h|| ~ 40 all tie at 1.0)
+    s = unit_ranks(torch.as_tensor(score, dtype=torch.float64))
     c = torch.as_tensor(correct).long()
     fpr, tpr, _ = binary_roc(s, c)
     out = {

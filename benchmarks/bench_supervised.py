@@ -10,7 +10,7 @@ Fashion-MNIST in a few epochs, so it is the cheapest *well-trained* ResNet-18 we
    cross-entropy, on Fashion-MNIST 32x32 RGB (the SSL runs' eval preprocessing: bicubic resize, the
    dataset's normalisation; training adds random crop with 2-pixel padding and horizontal flip, done in
    batches on tensors), 3 epochs on 10,000 images, batch 32, SGD + Nesterov with a one-cycle schedule
-   (peak lr 0.05), ``torch.autocast("cpu", bfloat16)`` and channels_last;
+   (peak lr 0.05), ``torch.autocast("cpu", bfloat16)`` (``--no-bf16`` and ``--smoke``: float32) and channels_last;
 2. extracts the frozen backbone features (``solo_qscore.probe.features.extract_features``, bf16 autocast)
    and runs ``solo_qscore.report.build.qscore_report`` at eps = 4 (paper), 2 and 3: AUROC / AUPRC of Q
    against the linear probe's correctness (bootstrap 95 % intervals), beside the label-free
@@ -57,7 +57,8 @@ COLORS = {"Q": "C0", "Q, D from Fashion-MNIST": "C0", "Q, D from MNIST": "C4", "
           "top z-score": "C1"}
 DISPLAY = {"||h||": "‖h‖", "max-softmax": "max-softmax (supervised ref.)"}  # "|" would split a Markdown cell
 SMOKE = {"train_size": 64, "val_size": 64, "epochs": 1, "batch_size": 32, "mnist_train": 64, "mnist_val": 64,
-         "bootstrap": 20, "random_seeds": 2, "fractions": [1.0], "like_for_like": 32, "eps": [4.0, 2.0]}
+         "bootstrap": 20, "random_seeds": 2, "fractions": [1.0], "like_for_like": 32, "eps": [4.0, 2.0],
+         "bf16": False}
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -83,7 +84,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=1, help="torch threads (default 1: shared CPU)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--retrain", action="store_true", help="ignore an existing encoder.pt")
-    p.add_argument("--smoke", action="store_true", help="tiny sizes, for the test (well under a minute)")
+    p.add_argument("--smoke", action="store_true", help="tiny sizes, for the test (well under a minute), float32")
+    p.add_argument("--no-bf16", dest="bf16", action="store_false",
+                   help="float32 throughout instead of bf16 autocast (a CPU without AVX512-BF16/AMX emulates bf16, "
+                        "many times slower)")
     p.add_argument("--out-dir", default=None, help="default runs/bench_supervised (runs/bench_supervised_smoke)")
     p.add_argument("--png-prefix", default=None,
                    help="default benchmarks/supervised (<out-dir>/supervised with --smoke)")
@@ -214,7 +218,7 @@ def train_encoder(model, x, y, args) -> dict:
         for s in range(steps):
             idx = perm[s * args.batch_size:(s + 1) * args.batch_size]
             xb = augment(x[idx], black, gen, args.crop_pad).contiguous(memory_format=torch.channels_last)
-            with torch.autocast("cpu", dtype=torch.bfloat16):
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.bf16):
                 logits = model(xb)
             loss = F.cross_entropy(logits.float(), y[idx])
             opt.zero_grad(set_to_none=True)
@@ -252,14 +256,14 @@ def encoder(args, x, y) -> tuple:
     return model, train
 
 
-def features(backbone, x, y):
+def features(backbone, x, y, bf16: bool = True):
     import torch
     from torch.utils.data import DataLoader, TensorDataset
 
     from solo_qscore.probe.features import extract_features
 
     loader = DataLoader(TensorDataset(x, y), batch_size=256, shuffle=False)
-    return extract_features(backbone, loader, torch.device("cpu"), autocast_dtype=torch.bfloat16)
+    return extract_features(backbone, loader, torch.device("cpu"), autocast_dtype=torch.bfloat16 if bf16 else None)
 
 
 # --------------------------------------------------------------------------------------- analysis
@@ -533,8 +537,8 @@ def main(argv=None) -> int:
     model, train = encoder(args, f_x[0], f_x[1])
     backbone, head = model[0], model[1]
     t = time.time()
-    f = (*features(backbone, f_x[0], f_x[1]), *features(backbone, f_x[2], f_x[3]))
-    m = (*features(backbone, m_x[0], m_x[1]), *features(backbone, m_x[2], m_x[3]))
+    f = (*features(backbone, f_x[0], f_x[1], args.bf16), *features(backbone, f_x[2], f_x[3], args.bf16))
+    m = (*features(backbone, m_x[0], m_x[1], args.bf16), *features(backbone, m_x[2], m_x[3], args.bf16))
     extract_seconds = time.time() - t
     with torch.no_grad():
         head_accuracy = float((head(f[2]).argmax(1) == f[3]).double().mean())

@@ -12,51 +12,19 @@ from __future__ import annotations
 
 import math
 import os
-import time
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Optional
 
-import lightning.pytorch as pl
-import torch
 from omegaconf import DictConfig
 
+from solo_qscore.adapters.lightning import solo_lightning
+from solo_qscore.callbacks.run_bookkeeping import CommitRunFolder, LossHistory, RunRecord, TrainClock
 from solo_qscore.config import ConfigError, to_container
 from solo_qscore.output_folder import RunFolder, folder_lock, prepare_output_dir
 
-
-class LossHistory(pl.Callback):
-    """Records the training loss of every step (only used by smoke runs: ``.item()`` syncs)."""
-
-    def __init__(self) -> None:
-        self.losses: list[float] = []
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        loss = outputs["loss"] if isinstance(outputs, dict) else outputs
-        self.losses.append(float(loss.detach()))
-
-
-class _TrainClock(pl.Callback):
-    """How long training took and whether Lightning's ``max_time`` cut it short, read in ``on_train_end``
-    before the probe report (a later callback's ``on_train_end``) runs, so that its time is not counted."""
-
-    def __init__(self) -> None:
-        self.start: Optional[float] = None
-        self.seconds: Optional[float] = None
-        self.stopped_by_time = False
-
-    def on_train_start(self, trainer, pl_module) -> None:
-        self.start = time.monotonic()
-
-    def on_train_end(self, trainer, pl_module) -> None:
-        if self.start is not None:
-            self.seconds = time.monotonic() - self.start
-        timer = next((c for c in trainer.callbacks if isinstance(c, pl.callbacks.Timer)), None)
-        remaining = timer.time_remaining() if timer is not None else None
-        # the planned steps not all taken, and the time up: the budget stopped it (not the last epoch's end)
-        self.stopped_by_time = bool(remaining is not None and remaining <= 0
-                                    and trainer.global_step < trainer.estimated_stepping_batches)
+pl = solo_lightning()  # lightning.pytorch, the namespace of solo-learn main's methods (through the util layer)
 
 
 def check_loss_decreases(losses: list[float]) -> str:
@@ -74,13 +42,11 @@ def check_loss_decreases(losses: list[float]) -> str:
 
 def _logger(cfg: DictConfig, output_dir: Path, resume_id: Optional[str]):
     if cfg.wandb.get("enabled", False):
-        from lightning.pytorch.loggers import WandbLogger
-
         offline = bool(cfg.wandb.get("offline", True))
         if offline:
             os.environ.setdefault("WANDB_MODE", "offline")
         entity = cfg.wandb.get("entity")
-        logger = WandbLogger(name=cfg.name, project=cfg.wandb.get("project", "solo-qscore"),
+        logger = pl.loggers.WandbLogger(name=cfg.name, project=cfg.wandb.get("project", "solo-qscore"),
                              entity=None if entity in (None, "None") else entity, save_dir=str(output_dir),
                              offline=offline, id=resume_id, resume="allow" if resume_id else None)
         # Lightning passes wandb.init(anonymous=None), which recent wandb (0.31 here) answers with a warning
@@ -88,55 +54,17 @@ def _logger(cfg: DictConfig, output_dir: Path, resume_id: Optional[str]):
         getattr(logger, "_wandb_init", {}).pop("anonymous", None)
         logger.log_hyperparams(to_container(cfg))
         return logger
-    from lightning.pytorch.loggers import CSVLogger
-
-    return CSVLogger(save_dir=str(output_dir), name="logs")
+    return pl.loggers.CSVLogger(save_dir=str(output_dir), name="logs")
 
 
 def _wandb_id(checkpoint_path: Optional[str]) -> Optional[str]:
     """The wandb run id a checkpoint's run logged to (so --resume continues that run)."""
     if checkpoint_path is None:
         return None
-    from solo_qscore.adapters.solo_main import read_checkpoint
+    from solo_qscore.adapters.solo_checkpoint import read_checkpoint
 
     meta = read_checkpoint(checkpoint_path).get("solo_qscore_run", {})
     return meta.get("wandb_id") if isinstance(meta, dict) else None
-
-
-class _RunRecord(pl.Callback):
-    """Stores the wandb run id in checkpoints, so ``--resume`` continues the same wandb run, and
-    finishes that run when the fit ends (everything is flushed to its record, and a later
-    :func:`pretrain` in the same process starts its own run instead of logging into this one)."""
-
-    def __init__(self, logger) -> None:
-        self.logger = logger
-
-    def _is_wandb(self) -> bool:
-        from solo_qscore.adapters.lightning import is_wandb_logger
-
-        return is_wandb_logger(self.logger)
-
-    def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
-        run_id = getattr(self.logger, "version", None) if self._is_wandb() else None  # CSVLogger: an int
-        checkpoint["solo_qscore_run"] = {"wandb_id": str(run_id) if run_id else None}
-
-    def teardown(self, trainer, pl_module, stage: str) -> None:
-        # after every other callback's hooks (the probe logs its report in on_train_end);
-        # ``_experiment``, not ``experiment``: never start a run only to finish it
-        run = getattr(self.logger, "_experiment", None) if self._is_wandb() else None
-        if run is not None and trainer.is_global_zero and hasattr(run, "finish"):
-            run.finish()
-
-
-class _CommitRunFolder(pl.Callback):
-    """Deletes the run an ``--overwrite`` replaced once the new run has trained its first step
-    (:meth:`~solo_qscore.output_folder.RunFolder.commit`): until then a failure puts the old run back."""
-
-    def __init__(self, folder: RunFolder) -> None:
-        self.folder = folder
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        self.folder.commit()
 
 
 def pretrain(cfg: DictConfig, init_from: Optional[str] = None, resume: Optional[str] = None,
@@ -157,14 +85,14 @@ def pretrain(cfg: DictConfig, init_from: Optional[str] = None, resume: Optional[
     Returns:
         a summary: output and probe folders, checkpoint, steps, the probe's headline numbers.
     """
-    from solo_qscore.adapters.solo_main import adapt_to_machine, prepare_config
+    from solo_qscore.adapters.solo_checkpoint import read_checkpoint
+    from solo_qscore.adapters.solo_config import adapt_to_machine, prepare_config
 
     if cfg.get("max_epochs") is not None and int(cfg.max_epochs) < 1:
         raise ConfigError("config key 'max_epochs' must be >= 1 (0 would save an untrained model)")
     if init_from is not None and resume is not None:
         raise ConfigError("--from and --resume cannot be used together: --from further-trains a checkpoint's "
                           "weights in a new run (fresh optimiser), --resume continues a run exactly; pass one")
-    from solo_qscore.adapters.solo_main import read_checkpoint
 
     for path, flag in ((init_from, "--from"), (resume, "--resume")):
         if path is not None and not Path(path).is_file():
@@ -191,13 +119,10 @@ def _train(cfg: DictConfig, folder: RunFolder, source: dict, init_from: Optional
     and the callbacks are built (and so checked) before the run claims the folder, so a refused input
     leaves an old run (``--overwrite``) untouched; it is deleted once the new run has trained a step,
     and put back if the new run fails before that."""
-    from solo_qscore.adapters.solo_main import (
-        build_model,
-        load_weights_into,
-        make_pretrain_loader,
-        qscore_callbacks,
-        validation_loader,
-    )
+    from solo_qscore.adapters.solo_callbacks import qscore_callbacks
+    from solo_qscore.adapters.solo_checkpoint import load_weights_into
+    from solo_qscore.adapters.solo_data import make_pretrain_loader, validation_loader
+    from solo_qscore.adapters.solo_method import build_model
 
     output_dir = folder.path
     pl.seed_everything(int(cfg.seed), workers=True)
@@ -219,12 +144,12 @@ def _train(cfg: DictConfig, folder: RunFolder, source: dict, init_from: Optional
     if record_loss:
         callbacks.append(history)
     callbacks.extend(extra_callbacks)
-    clock = _TrainClock()
+    clock = TrainClock()
     callbacks.insert(0, clock)  # first: its on_train_end runs before the probe report's
     folder.claim()  # every input checked: now an old run (--overwrite) moves aside
     try:
         logger = _logger(cfg, output_dir, wandb_id)
-        callbacks += [_RunRecord(logger), _CommitRunFolder(folder)]
+        callbacks += [RunRecord(logger), CommitRunFolder(folder)]
         trainer = pl.Trainer(**_trainer_kwargs(cfg), callbacks=callbacks, logger=logger,
                              default_root_dir=str(output_dir))
         trainer.fit(model, train_dataloaders=train_loader, val_dataloaders=val_loader, ckpt_path=resume)
@@ -265,13 +190,9 @@ def _trainer_kwargs(cfg: DictConfig) -> dict[str, Any]:
     if kwargs.get("strategy") in (None, "None"):
         kwargs.pop("strategy", None)
     if kwargs.get("strategy") == "ddp":
-        from lightning.pytorch.strategies import DDPStrategy
-
-        kwargs["strategy"] = DDPStrategy(find_unused_parameters=False)
+        kwargs["strategy"] = pl.strategies.DDPStrategy(find_unused_parameters=False)
     kwargs.setdefault("log_every_n_steps", 10)
     if os.environ.get("CI"):  # no progress bars in CI logs
         kwargs.setdefault("enable_progress_bar", False)
     kwargs["num_sanity_val_steps"] = kwargs.get("num_sanity_val_steps", 0)
-    if torch.cuda.is_available() is False and kwargs.get("accelerator") in ("gpu", "cuda"):
-        raise ConfigError("accelerator gpu asked for, but no GPU is available")
     return kwargs

@@ -100,10 +100,7 @@ def test_the_layer_test_fails_on_a_violation(tmp_path):
 
 # -- no import cycles; plotting imports no report --------------------------------------------------
 #: packages whose modules may still import each other in a cycle: prefix -> why (a cycle elsewhere fails)
-KNOWN_CYCLES = {
-    "solo_qscore.data": "issue 23, left for later: datasets.load_dataset imports trifeature and digits_grid, "
-                        "which import datasets' array dataset",
-}
+KNOWN_CYCLES: dict[str, str] = {}
 
 
 def module_imports(module: str, path: Path, known: set[str]) -> set[str]:
@@ -187,10 +184,7 @@ def test_the_cycle_test_fails_on_a_cycle(tmp_path):
 
 #: the most lines a module of the package may have (one concept per module), and the modules still over it
 MAX_MODULE_LINES = 500
-LONG_MODULES = {
-    "solo_qscore/adapters/solo_main.py": "issue 23, left for later: the IFM dispatch, the data pipeline and the "
-                                          "checkpoints of the solo-learn adapter, to split by concept",
-}
+LONG_MODULES: dict[str, str] = {}
 
 
 def test_no_module_over_500_lines():
@@ -199,6 +193,43 @@ def test_no_module_over_500_lines():
     assert not long, f"modules over {MAX_MODULE_LINES} lines (split them by concept): {long}"
     fixed = [path for path in LONG_MODULES if lines.get(path, 0) <= MAX_MODULE_LINES]
     assert not fixed, f"no longer over {MAX_MODULE_LINES} lines: remove from LONG_MODULES: {fixed}"
+
+
+def private_imports(module: str, path: Path, known: set[str]) -> list[str]:
+    """``from <a module of the package> import _name``: a private name of another module (``_name`` itself a
+    module, ``from solo_qscore import _files``, is allowed: a private module of its package)."""
+    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+    found = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if not isinstance(node, ast.ImportFrom):
+            continue
+        base = node.module or ""
+        if node.level:
+            parts = package.split(".")[: len(package.split(".")) - (node.level - 1)]
+            base = ".".join(parts + ([node.module] if node.module else []))
+        if base not in known:
+            continue
+        found += [f"{module} imports {base}.{alias.name}" for alias in node.names
+                  if alias.name.startswith("_") and not alias.name.startswith("__")
+                  and f"{base}.{alias.name}" not in known]
+    return found
+
+
+def test_no_module_imports_a_private_name_of_another():
+    """What two modules share is public: a private helper used elsewhere moves to where it belongs."""
+    found = dict(modules())
+    private = [line for m, p in found.items() for line in private_imports(m, p, set(found))]
+    assert not private, "private names imported from other modules:\n" + "\n".join(private)
+
+
+def test_the_private_import_test_fails_on_one(tmp_path):
+    """The check itself: a private function imported (relatively, in a function) fails; a private module passes."""
+    (tmp_path / "a.py").write_text("def _load():\n    pass\n")
+    (tmp_path / "b.py").write_text("def f():\n    from .a import _load\n")
+    (tmp_path / "c.py").write_text("from pkg import _d\n")
+    known = {"pkg", "pkg.a", "pkg.b", "pkg.c", "pkg._d"}
+    assert private_imports("pkg.b", tmp_path / "b.py", known) == ["pkg.b imports pkg.a._load"]
+    assert private_imports("pkg.c", tmp_path / "c.py", known) == []
 
 
 def test_plotting_imports_no_report():

@@ -27,7 +27,7 @@ SCRIPT = textwrap.dedent('''
     def worker(rank, world, init, out, z, idx, eps):
         dist.init_process_group("gloo", init_method=init, rank=rank, world_size=world)
         from solo.losses.simclr import simclr_loss_func
-        from solo_qscore.adapters.solo_main import _global_batch
+        from solo_qscore.adapters.solo_ifm import _global_batch
         from solo_qscore.losses.ifm import ifm_simclr_loss
 
         n = z.shape[0] // world

@@ -85,3 +85,14 @@ def autocast_dtype(trainer: Any, device: Any) -> Any:
     if precision.startswith("16") and getattr(device, "type", "cpu") == "cuda":
         return torch.float16
     return None
+
+
+def solo_lightning() -> Any:
+    """``lightning.pytorch``: the namespace of solo-learn main's methods, so the one a solo-learn run's
+    ``Trainer``, checkpoint callbacks, loggers and strategies come from (a Trainer rejects another's)."""
+    return importlib.import_module("lightning.pytorch")
+
+
+def timer_types() -> tuple[type, ...]:
+    """The ``Timer`` callback classes (Lightning's ``max_time``) of the installed namespaces."""
+    return tuple(importlib.import_module(f"{ns}.callbacks").Timer for ns in available_namespaces())

@@ -16,9 +16,10 @@ from solo_qscore.config import ConfigError
 # eps = 2, not the paper's 4: after a few CPU epochs the features are still dense (at eps = 4 the mean
 # |L_i| is 0.04, so Q = 0 for almost every sample); the paper's encoders trained for 1000 epochs.
 # Sized to finish within 5 minutes on any 2-core CPU: training gets a wall-clock budget (at most 4 epochs of
-# 8 steps of 128 images; a float32-only CPU stops at the budget, a bf16 one may finish them), then one
-# probe report on 1,024 + 1,000 images (about 1.5 min on a 2-core float32 CPU), solo's own validation on 2
-# batches. Longer: `solo-qscore main max_time=null max_epochs=10 data.train_subset=10000 probe.every_n_epochs=1`.
+# 8 steps of 128 images; a float32-only CPU stops at the budget, about 14 steps, a bf16 one may finish them),
+# then one probe report on 1,024 + 1,000 images (45 s on a 2-core float32 CPU; solo's own validation on 2
+# batches): 3 min 05 s there in all. Longer: `solo-qscore main max_time=null max_epochs=10
+# data.train_subset=10000 probe.every_n_epochs=1`.
 MAIN_CONFIG = ("cifar", "simclr.yaml")
 MAIN_TRAIN_BUDGET = "00:00:02:00"  # Lightning's max_time (DD:HH:MM:SS): 2 minutes of training
 MAIN_OVERRIDES = [
@@ -58,7 +59,7 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
     overrides = _flags_to_overrides(args)
     cfg = compose(config_path, args.config_name, overrides)
     if args.resume:  # a foreign or other-method checkpoint: one line now, not a traceback inside Lightning
-        from solo_qscore.adapters.solo_main import check_resume_checkpoint
+        from solo_qscore.adapters.solo_checkpoint import check_resume_checkpoint
 
         check_resume_checkpoint(args.resume, cfg, trusted=args.trust_checkpoint)
     if args.resume and not any(o.lstrip("+").startswith("output_dir=") for o in overrides):
@@ -79,7 +80,7 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
 
 
 def cmd_finetune(args: argparse.Namespace) -> int:
-    from solo_qscore.adapters.solo_main import read_checkpoint, source_config
+    from solo_qscore.adapters.solo_checkpoint import read_checkpoint, source_config
     from solo_qscore.config import apply_overrides, validate, with_plugin_defaults
     from solo_qscore.train import pretrain
 
@@ -107,7 +108,8 @@ def cmd_probe(args: argparse.Namespace) -> int:
     from solo_qscore.report.writer import write_report
 
     if args.config:  # a plain torchvision state dict
-        from solo_qscore.adapters.solo_main import read_checkpoint, run_view
+        from solo_qscore.adapters.solo_checkpoint import read_checkpoint
+        from solo_qscore.adapters.solo_config import run_view
         from solo_qscore.config import compose
 
         cfg = with_overrides(run_view(compose(Path(args.config).parent, Path(args.config).name)), args.overrides)
@@ -153,11 +155,13 @@ def _torchvision_backbone(state_dict, cfg: dict):
     import torch
     import torchvision
 
+    from solo_qscore.adapters.solo_backbone import apply_cifar_stem
+    from solo_qscore.adapters.solo_checkpoint import CheckpointError
+
     state = state_dict.get("state_dict", state_dict)
     net = getattr(torchvision.models, cfg["backbone"]["name"])()
-    if cfg["backbone"].get("cifar"):
-        net.conv1 = torch.nn.Conv2d(3, 64, kernel_size=3, stride=1, padding=2, bias=False)
-        net.maxpool = torch.nn.Identity()
+    if cfg["backbone"].get("cifar"):  # the run view's uses_cifar_stem
+        apply_cifar_stem(net)
     net.fc = torch.nn.Identity()
     state = {k.removeprefix("encoder.").removeprefix("backbone."): v for k, v in state.items()}
     state = {k: v for k, v in state.items() if not k.startswith("fc.")}
@@ -166,7 +170,7 @@ def _torchvision_backbone(state_dict, cfg: dict):
     except RuntimeError as err:  # shape mismatches raise even with strict=False
         missing, unexpected = [str(err).splitlines()[1].strip()], []
     if missing or unexpected:
-        raise ConfigError(
+        raise CheckpointError(
             f"the state dict does not fit a torchvision {cfg['backbone']['name']} (CIFAR stem: "
             f"{cfg['backbone'].get('cifar')}): missing {missing[:4]}, unexpected {unexpected[:4]}"
         )
@@ -256,7 +260,7 @@ def _register_analysis_commands(sub) -> None:
 
 def expected_errors() -> tuple[type[BaseException], ...]:
     """Failures a user can fix (bad config, checkpoint, data, folder): one line and exit code 2."""
-    from solo_qscore.adapters.solo_main import CheckpointError
+    from solo_qscore.adapters.solo_checkpoint import CheckpointError
     from solo_qscore.data import DatasetUnavailableError
 
     return (ConfigError, CheckpointError, DatasetUnavailableError, FileNotFoundError, PermissionError,

@@ -12,7 +12,8 @@ most, measured by the standardised activation
 and draw the Grad-CAM map of :math:`h_{ij}` (:func:`solo_qscore.analysis.gradcam.grad_cam`) over each image.
 Writes ``explain.png`` (rows = features, columns = samples) and ``explain.json``.
 
-The helpers here (checkpoint loading, statistics, drawing) are shared with ``solo-qscore miou``.
+The helpers here (the backbone, statistics, images) are shared with ``solo-qscore miou``; the figure is
+:func:`solo_qscore.plotting.gradcam.explain_figure`.
 """
 
 from __future__ import annotations
@@ -23,31 +24,25 @@ from pathlib import Path
 from typing import Any
 
 from solo_qscore.cli.open_run import add_safety_arguments, check_output_folder
-from solo_qscore.cli.open_run import with_overrides as load_config
 from solo_qscore.config import ConfigError
 
 DEFAULT_TOP_FEATURES = 6
 DEFAULT_SAMPLES = 8
-DPI = 100
-HEAT_ALPHA = 0.45
 
 
 # ----------------------------------------------------------------------------- shared helpers
 
-def load_run(checkpoint: str, overrides: list[str], trusted: bool = False):
-    """``(backbone, cfg, device)`` of a ``solo-qscore pretrain`` checkpoint; overrides apply to its config
-    (``trusted``: ``--trust-checkpoint``, see :func:`~solo_qscore.adapters.solo_main.read_checkpoint`)."""
+def eval_backbone(model) -> tuple[Any, Any]:
+    """``(backbone, device)``: the backbone of a checkpoint's model (opened with
+    :func:`~solo_qscore.cli.open_run.load_checkpoint_with_overrides`) in eval mode, on the GPU when there is one."""
     import torch
 
-    from solo_qscore.cli.open_run import load_checkpoint
     from solo_qscore.probe.backbone import find_backbone
 
-    model, saved, _ = load_checkpoint(checkpoint, trusted=trusted)
-    cfg = load_config(saved, list(overrides))
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     backbone = find_backbone(model).to(device)
     backbone.eval()
-    return backbone, cfg, device
+    return backbone, device
 
 
 def discriminative_set(h, eps: float, band) -> tuple[Any, Any]:
@@ -129,45 +124,6 @@ def to_display(images, dataset_name: str):
     return (images.cpu() * std + mean).clamp(0, 1).permute(0, 2, 3, 1).numpy()
 
 
-def label_text(label: int, names) -> str:
-    return names[label] if names is not None and 0 <= label < len(names) else str(label)
-
-
-def new_figure(width: float, height: float):
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(width, height), dpi=DPI, layout="constrained")
-    FigureCanvasAgg(fig)
-    return fig
-
-
-def save_png(fig, path) -> Path:
-    """Write ``fig`` as a 256-colour PNG, atomically: heat-map overlays compress ~3x better than in RGB."""
-    import io
-
-    from PIL import Image
-
-    from solo_qscore._files import atomic_file
-    from solo_qscore.plotting import figure_to_png_bytes
-
-    with Image.open(io.BytesIO(figure_to_png_bytes(fig, dpi=DPI))) as img:
-        small = img.convert("RGB").quantize(colors=256, method=Image.Quantize.FASTOCTREE)
-    with atomic_file(path, binary=True) as handle:
-        small.save(handle, format="png", optimize=True)
-    return Path(path)
-
-
-def draw_overlay(ax, image, heat, mask=None) -> None:
-    """Image with the heat map (jet, 0..1) over it and, if given, the mask's outline in white."""
-    ax.imshow(image, interpolation="nearest")
-    ax.imshow(heat, cmap="jet", alpha=HEAT_ALPHA, vmin=0.0, vmax=1.0, interpolation="bilinear")
-    if mask is not None and mask.any() and not mask.all():
-        ax.contour(mask.astype(float), levels=[0.5], colors="white", linewidths=0.8)
-    ax.set_xticks([])
-    ax.set_yticks([])
-
-
 def common_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("checkpoint", help="a checkpoint of `solo-qscore pretrain` (its config gives the data)")
     parser.add_argument("--layer", default="layer4",
@@ -179,34 +135,20 @@ def common_arguments(parser: argparse.ArgumentParser) -> None:
 
 # ----------------------------------------------------------------------------- the command
 
-def explain_figure(display, heat, features, A, positions, labels, h_sel, z_sel, num_samples: int, names=None):
-    """Grid: one row per feature, one column per sample; heat maps over the images."""
-    k = len(features)
-    fig = new_figure(1.25 * num_samples + 0.5, 1.4 * k + 0.3)
-    axes = fig.subplots(k, num_samples, squeeze=False)
-    for row in range(k):
-        for col in range(num_samples):
-            ax = axes[row][col]
-            cell = row * num_samples + col
-            draw_overlay(ax, display[cell], heat[cell])
-            ax.set_title(f"#{int(positions[row, col])} {label_text(int(labels[cell]), names)}\n"
-                         f"h={float(h_sel[cell]):.2f} z={float(z_sel[cell]):.1f}", fontsize=6.5)
-        axes[row][0].set_ylabel(f"feature {int(features[row])}\nA={float(A[features[row]]):.1f}%", fontsize=8)
-    fig.suptitle("Grad-CAM of discriminative features (rows, by A_j) on their most activating samples "
-                 "(#dataset index, label, h activation, z standardised)", fontsize=8)
-    return fig
-
-
 def cmd_explain(args: argparse.Namespace) -> int:
     from solo_qscore._files import atomic_file
     from solo_qscore.analysis.associations import dataset_class_names
     from solo_qscore.analysis.gradcam import grad_cam, resolve_layer
+    from solo_qscore.cli.open_run import load_checkpoint_with_overrides
     from solo_qscore.data import make_eval_loaders
+    from solo_qscore.plotting.gradcam import DPI, explain_figure
+    from solo_qscore.plotting.save import save_figure_quantized
     from solo_qscore.probe.features import extract_features
 
     if args.top_features < 1 or args.samples < 1:
         raise ConfigError(f"--top-features and --samples must be >= 1, got {args.top_features}, {args.samples}")
-    backbone, cfg, device = load_run(args.checkpoint, args.overrides, trusted=args.trust_checkpoint)
+    model, cfg = load_checkpoint_with_overrides(args.checkpoint, args.overrides, trusted=args.trust_checkpoint)
+    backbone, device = eval_backbone(model)
     out = check_output_folder(args.out or Path(cfg["output_dir"]) / "explain", args.overwrite, "explain.json")
     try:
         resolve_layer(backbone, args.layer)
@@ -232,7 +174,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
     display = to_display(images, val_loader.dataset.name)
     fig = explain_figure(display, heat.numpy(), features, A, index.view_as(positions), val_y[flat],
                          h_sel, z_sel, positions.shape[1], dataset_class_names(val_loader.dataset))
-    png = save_png(fig, out / "explain.png")
+    png = save_figure_quantized(fig, out / "explain.png", dpi=DPI)
 
     m = positions.shape[1]
     report = {

@@ -5,7 +5,8 @@ IFM paper §3.1, Fig. 4. For ``K`` anchors ``x`` drawn from the train set (the m
 positive :math:`v^+` from an augmented view of ``x`` (the run's own augmentation) and a negative
 :math:`v^-` from another train image, each synthesised point :math:`v^+ - \varepsilon v` and
 :math:`v^- + \varepsilon v` is shown as its cosine 1-nearest neighbour in the bank. Writes
-``ifm_neighbours.png`` (one row per anchor) and ``ifm_neighbours.json`` to ``--out``.
+``ifm_neighbours.png`` (one row per anchor, :func:`solo_qscore.plotting.ifm_neighbours.neighbours_figure`) and
+``ifm_neighbours.json`` to ``--out``.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from solo_qscore.cli.open_run import add_safety_arguments, check_output_folder
+from solo_qscore.cli.open_run import add_safety_arguments, check_output_folder, load_checkpoint_with_overrides
 
 __all__ = ["Neighbours", "ifm_neighbours", "register", "run"]
 
@@ -35,6 +36,16 @@ class Neighbours:
     views: Any  #: the anchors' augmented views as ``[K, H, W, 3]`` images in [0, 1] (numpy)
     pos_sim: Any  #: cosine similarity of each perturbed positive to its retrieved neighbour, ``[E, K]``
     neg_sim: Any  #: the same for each perturbed negative
+
+    def bank_images(self) -> dict[int, Any]:
+        """The memory bank's images the figure shows (anchors, negatives, retrievals) as arrays, by bank index."""
+        import numpy as np
+
+        needed = set()
+        for row in self.record["rows"]:
+            needed |= {row["anchor_index"], row["negative_index"], *row["positive_retrieved"],
+                       *row["negative_retrieved"]}
+        return {i: np.asarray(self.raw_set[i][0]) for i in sorted(needed)}
 
 
 def register(subparsers) -> None:
@@ -65,15 +76,6 @@ def _budget(text: str) -> float:
     if not (math.isfinite(value) and value >= 0):
         raise argparse.ArgumentTypeError(f"a perturbation budget must be a finite number >= 0, got {text!r}")
     return value
-
-
-def _load(checkpoint: str, overrides: list[str], trusted: bool = False):
-    """``(model, run config with overrides)`` of a solo-qscore checkpoint (``ConfigError`` if it is not one)."""
-    from solo_qscore.cli.open_run import load_checkpoint
-    from solo_qscore.cli.open_run import with_overrides as load_config
-
-    model, saved_cfg, _ = load_checkpoint(checkpoint, trusted=trusted)
-    return model, load_config(saved_cfg, overrides)
 
 
 def _embed(model, x, space: str):
@@ -178,70 +180,19 @@ def ifm_neighbours(
                       pos_sim=pos_sim.view(e, k).cpu(), neg_sim=neg_sim.view(e, k).cpu())
 
 
-def neighbours_figure(result: Neighbours):
-    """The strip: per row the anchor, its view, NN(v+ - eps v) per eps, the negative, NN(v- + eps v) per eps."""
-    import numpy as np
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    record = result.record
-    raw, eps, rows = result.raw_set, record["eps"], record["rows"]
-    ncols = 3 + 2 * len(eps)
-    cell = 0.95
-    fig = Figure(figsize=(ncols * cell + 0.3, len(rows) * cell * 1.18 + 0.55), dpi=100)
-    FigureCanvasAgg(fig)
-    grid = fig.add_gridspec(len(rows), ncols + 1, wspace=0.06, hspace=0.42,
-                            width_ratios=[1, 1] + [1] * len(eps) + [0.25, 1] + [1] * len(eps),
-                            left=0.01, right=0.99, top=1 - 0.5 / fig.get_figheight(), bottom=0.02)
-
-    def show(ax, img, title, caption, color="black") -> None:
-        ax.imshow(np.asarray(img), interpolation="nearest")
-        ax.set_xticks([])
-        ax.set_yticks([])
-        for side in ax.spines.values():
-            side.set_edgecolor(color)
-            side.set_linewidth(1.2)
-        if title:
-            ax.set_title(title, fontsize=7, pad=2)
-        ax.text(0.5, -0.04, caption, transform=ax.transAxes, ha="center", va="top", fontsize=5.5)
-
-    for r, row in enumerate(rows):
-        top = r == 0
-        cols = [0, 1] + [2 + j for j in range(len(eps))]
-        show(fig.add_subplot(grid[r, cols[0]]), raw[row["anchor_index"]][0], "anchor x" if top else "",
-             f"y={row['anchor_label']}", "#1b7837")
-        show(fig.add_subplot(grid[r, cols[1]]), result.views[r], "view x+" if top else "",
-             f"cos {row['cos_view_anchor']:.3f}", "#2166ac")
-        for j, e in enumerate(eps):
-            show(fig.add_subplot(grid[r, 2 + j]), raw[row["positive_retrieved"][j]][0],
-                 f"NN(v+ − {e:g}v)" if top else "",
-                 f"y={row['positive_retrieved_labels'][j]} cos {row['positive_retrieved_cos_to_anchor'][j]:.3f}",
-                 "#2166ac")
-        base = 3 + len(eps)
-        show(fig.add_subplot(grid[r, base]), raw[row["negative_index"]][0], "negative x−" if top else "",
-             f"y={row['negative_label']} cos {row['cos_negative_anchor']:.3f}", "#d6604d")
-        for j, e in enumerate(eps):
-            show(fig.add_subplot(grid[r, base + 1 + j]), raw[row["negative_retrieved"][j]][0],
-                 f"NN(v− + {e:g}v)" if top else "",
-                 f"y={row['negative_retrieved_labels'][j]} cos {row['negative_retrieved_cos_to_anchor'][j]:.3f}",
-                 "#d6604d")
-    space = "normalised projector output" if record["space"] == "projection" else "normalised backbone output"
-    fig.suptitle(f"IFM latent perturbations, 1-NN (cosine) in {record['bank_size']} {record['dataset']} train "
-                 f"images; {space}; caption: label, cos to anchor", fontsize=7.5, y=1 - 0.08 / fig.get_figheight(),
-                 va="top")
-    return fig
-
-
 def run(args: argparse.Namespace) -> int:
     from solo_qscore._files import atomic_file
     from solo_qscore.plotting import save_figure_atomic
+    from solo_qscore.plotting.ifm_neighbours import DPI, neighbours_figure
 
-    model, cfg = _load(args.checkpoint, list(getattr(args, "overrides", [])), trusted=args.trust_checkpoint)
+    model, cfg = load_checkpoint_with_overrides(args.checkpoint, getattr(args, "overrides", []),
+                                                trusted=args.trust_checkpoint)
     out = check_output_folder(args.out or Path(cfg["output_dir"]) / "ifm_neighbours", args.overwrite,
                               "ifm_neighbours.json")
     result = ifm_neighbours(model, cfg, anchors=args.anchors, eps=args.eps, seed=args.seed, space=args.space,
                             renormalize=args.renormalize)
-    save_figure_atomic(neighbours_figure(result), out / "ifm_neighbours.png", dpi=100)
+    figure = neighbours_figure(result.record, result.bank_images(), result.views)
+    save_figure_atomic(figure, out / "ifm_neighbours.png", dpi=DPI)
     public = {**result.record, "checkpoint": str(args.checkpoint)}
     with atomic_file(out / "ifm_neighbours.json", binary=False) as handle:
         json.dump(public, handle, indent=2)

@@ -55,7 +55,8 @@ def register(subparsers) -> None:
 def _read_config(path: str, overrides: Sequence[str], trusted: bool = False) -> dict:
     from omegaconf import OmegaConf
 
-    from solo_qscore.adapters.solo_main import CHECKPOINT_KEY, CheckpointError, read_checkpoint, run_view
+    from solo_qscore.adapters.solo_checkpoint import CHECKPOINT_KEY, CheckpointError, read_checkpoint
+    from solo_qscore.adapters.solo_config import run_view
     from solo_qscore.cli.open_run import with_overrides
 
     checkpoint = read_checkpoint(path, trusted=trusted)

@@ -15,7 +15,7 @@ For a checkpoint of ``solo-qscore pretrain`` and masks of its validation images:
 ``data.dataset`` must be ``trifeature``), a ``.npy``/``.pt`` array ``[N, H, W]`` indexed by dataset
 index, or a folder of ``<dataset index>.png`` files (non-zero = inside); see
 :func:`solo_qscore.analysis.miou.load_masks`. Writes ``miou.json`` and ``miou.png`` (example heat maps with
-the mask outlines).
+the mask outlines, :func:`solo_qscore.plotting.gradcam.miou_figure`).
 """
 
 from __future__ import annotations
@@ -28,15 +28,11 @@ from solo_qscore.cli.explain import (
     common_arguments,
     dataset_indices,
     discriminative_set,
-    draw_overlay,
-    label_text,
+    eval_backbone,
     load_images,
-    load_run,
-    new_figure,
-    save_png,
     to_display,
 )
-from solo_qscore.cli.open_run import check_output_folder
+from solo_qscore.cli.open_run import check_output_folder, load_checkpoint_with_overrides
 from solo_qscore.config import ConfigError
 
 DEFAULT_EXAMPLES = 6
@@ -88,27 +84,6 @@ def pick_examples(iou, correct, examples: int) -> list:
     return picks
 
 
-def miou_figure(picks, display: dict, heat, masks, iou, index, labels, names, summary: dict, title: str):
-    """One row per group of :func:`pick_examples`; ``display[row]`` is the image of heat-map row ``row``."""
-    cols = max(1, max(len(rows) for _, rows in picks))
-    fig = new_figure(1.3 * cols + 0.6, 1.65 * len(picks) + 0.5)
-    axes = fig.subplots(len(picks), cols, squeeze=False)
-    for r, (name, rows) in enumerate(picks):
-        part = summary if name == "all" else summary[name]
-        value = "n/a" if part["miou"] is None else f"{part['miou']:.3f}"
-        for c in range(cols):
-            ax = axes[r][c]
-            if c >= len(rows):
-                ax.axis("off")
-                continue
-            i = int(rows[c])
-            draw_overlay(ax, display[i], heat[i], masks[i])
-            ax.set_title(f"#{int(index[i])} {label_text(int(labels[i]), names)}\nIoU {iou[i]:.2f}", fontsize=7)
-        axes[r][0].set_ylabel(f"{name}\nmIoU {value}\n(n={part['num_scored']})", fontsize=8)
-    fig.suptitle(title, fontsize=8)
-    return fig
-
-
 # long: a command's script (load, probe, Grad-CAM per image, IoU, write); each step uses the previous ones' locals
 def cmd_miou(args: argparse.Namespace) -> int:
     import numpy as np
@@ -120,6 +95,8 @@ def cmd_miou(args: argparse.Namespace) -> int:
     from solo_qscore.analysis.gradcam import discriminative_targets, grad_cam, resolve_layer
     from solo_qscore.analysis.miou import heatmap_iou, match_masks, mean_iou
     from solo_qscore.data import make_eval_loaders
+    from solo_qscore.plotting.gradcam import DPI, miou_figure
+    from solo_qscore.plotting.save import save_figure_quantized
     from solo_qscore.probe.features import extract_features
     from solo_qscore.probe.linear import probe_correctness
 
@@ -127,7 +104,8 @@ def cmd_miou(args: argparse.Namespace) -> int:
         raise ConfigError(f"--threshold must be in [0, 1), got {args.threshold}")
     if args.batch_size is not None and args.batch_size < 1:
         raise ConfigError(f"--batch-size must be >= 1, got {args.batch_size}")
-    backbone, cfg, device = load_run(args.checkpoint, args.overrides, trusted=args.trust_checkpoint)
+    model, cfg = load_checkpoint_with_overrides(args.checkpoint, args.overrides, trusted=args.trust_checkpoint)
+    backbone, device = eval_backbone(model)
     out = check_output_folder(args.out or Path(cfg["output_dir"]) / "miou", args.overwrite, "miou.json")
     try:
         resolve_layer(backbone, args.layer)
@@ -209,7 +187,7 @@ def cmd_miou(args: argparse.Namespace) -> int:
                  f" (uniform heat map: {text(baseline['miou'])})")
         fig = miou_figure(picks, display, heat.numpy(), masks.numpy(), iou.numpy(), index[positions].numpy(),
                           val_y[positions].numpy(), dataset_class_names(val_set), summary, title)
-        report["image"] = str(save_png(fig, out / "miou.png"))
+        report["image"] = str(save_figure_quantized(fig, out / "miou.png", dpi=DPI))
     with atomic_file(out / "miou.json", binary=False) as handle:
         json.dump(report, handle, indent=2)
     printed = {k: report[k] for k in ("miou", "num_images", "num_scored", "num_undefined", "probe_accuracy",

@@ -38,10 +38,19 @@ def load_checkpoint(path: str, trusted: bool = False):
     The run view is :func:`~solo_qscore.adapters.solo_main.run_view` of the saved config. A missing,
     unreadable or foreign file raises ``CheckpointError`` (one line and exit code 2 on the command line).
     """
-    from solo_qscore.adapters.solo_main import load_run, run_view
+    from solo_qscore.adapters.solo_checkpoint import load_run
+    from solo_qscore.adapters.solo_config import run_view
 
     model, cfg, checkpoint = load_run(path, trusted=trusted)
     return model, run_view(cfg), checkpoint
+
+
+def load_checkpoint_with_overrides(path: str, overrides=(), trusted: bool = False):
+    """``(model, run view with overrides)``: what an analysis command opens (``explain``, ``miou``,
+    ``ifm-neighbours``, ``robust-features``): :func:`load_checkpoint`, then :func:`with_overrides` (a bad
+    override is a ``ConfigError`` naming the key, before any computation)."""
+    model, view, _ = load_checkpoint(path, trusted=trusted)
+    return model, with_overrides(view, list(overrides or ()))
 
 
 def with_overrides(view: dict, overrides) -> dict:

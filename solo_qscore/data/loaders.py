@@ -21,7 +21,8 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 from .bad_images import guard_images
-from .datasets import FOLDER_DATASETS, class_folders, load_dataset
+from .datasets import FOLDER_DATASETS, class_folders
+from .registry import load_dataset
 from .transforms import NCropAugmentation, build_crop_pipelines, dataset_stats, eval_transform
 
 __all__ = [

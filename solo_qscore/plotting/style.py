@@ -30,9 +30,9 @@ COLORS: dict[str, str] = {
 DPI = 130
 
 
-def new_figure(width: float, height: float) -> Figure:
+def new_figure(width: float, height: float, dpi: int = DPI) -> Figure:
     """A constrained-layout figure on its own Agg canvas (no pyplot state: safe in threads)."""
-    fig = Figure(figsize=(width, height), dpi=DPI, layout="constrained")
+    fig = Figure(figsize=(width, height), dpi=dpi, layout="constrained")
     FigureCanvasAgg(fig)
     return fig
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Optional
 
 import numpy as np
+import torch
 from torch import Tensor
 from torchmetrics.functional.classification import (
     binary_auroc,
@@ -22,7 +23,7 @@ from torchmetrics.functional.classification import (
 
 from solo_qscore.report.result import BinaryView, Curves, PRCurve, ROCCurve
 
-__all__ = ["binary_view", "separation", "subsample", "subsampled_curves"]
+__all__ = ["binary_view", "separation", "subsample", "subsampled_curves", "unit_ranks"]
 
 
 def subsample(n: int, max_points: int) -> np.ndarray:
@@ -42,6 +43,17 @@ def _to_unit_interval(scores: Tensor) -> tuple[Tensor, float, float]:
     if hi > lo:
         return (scores - lo) / (hi - lo), lo, hi - lo
     return scores.new_full(scores.shape, 0.5), lo - 0.5, 1.0
+
+
+def unit_ranks(scores: Tensor) -> Tensor:
+    """The dense ranks of ``scores`` scaled to [0, 1] (float64; equal scores keep equal ranks).
+
+    AUROC and AUPRC depend only on the order of the scores and on their ties; torchmetrics reads scores
+    outside [0, 1] as logits and applies a sigmoid, which in float64 rounds every score above ~37 to 1.0
+    and so ties them. Ranks in [0, 1] keep the order and the ties exactly, whatever the scores' range.
+    """
+    values, ranks = torch.unique(scores.double().reshape(-1), return_inverse=True)
+    return ranks.double() / max(values.numel() - 1, 1)
 
 
 def binary_view(scores: Tensor, positive: Tensor) -> BinaryView:

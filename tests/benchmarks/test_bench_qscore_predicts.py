@@ -93,3 +93,21 @@ def test_the_trend_plot_legends_cover_no_curves(tmp_path):
     matplotlib.pyplot.close(fig)
     path = bench.save_trend_plot(res, str(tmp_path / "p"))
     assert Path(path).stat().st_size > 10_000
+
+
+def test_binary_scores_equal_scikit_learns_whatever_the_scores_range():
+    """Issue 24 item 1: raw scores above ~37 went through torchmetrics' sigmoid, rounded to 1.0 and tied
+    (scores [40, 41, 42, 43] for labels [0, 0, 1, 1] gave AUROC 0.5; scikit-learn: 1.0)."""
+    from sklearn.metrics import average_precision_score, roc_auc_score
+
+    bench = _bench()
+    assert bench.binary_scores([40.0, 41.0, 42.0, 43.0], [0, 0, 1, 1])["auroc"] == 1.0
+    g = torch.Generator().manual_seed(0)
+    labels = torch.randint(0, 2, (300,), generator=g)
+    for scores in (40.0 + 3.0 * torch.randn(300, generator=g) + labels,      # ||h||-like, all far above 1
+                   1e6 * torch.randn(300, generator=g) - 5e5 * labels,      # both signs, huge
+                   torch.randint(0, 4, (300,), generator=g).double()):     # many ties
+        got = bench.binary_scores(scores, labels)
+        # torchmetrics returns float32: equal to scikit-learn's float64 up to float32 rounding
+        assert abs(got["auroc"] - roc_auc_score(labels.numpy(), scores.numpy())) < 1e-6
+        assert abs(got["auprc"] - average_precision_score(labels.numpy(), scores.numpy())) < 1e-6

@@ -2,7 +2,7 @@
 
 Checked against plain SimCLR (beta = 0, tau+ = 0), a hand-computed 2-D example (with the debiasing term and
 the clamp), a float64 reference, the importance weights and the gradient. Its config rules are in
-tests/test_config.py, SimCLR's training step with it in tests/adapters/test_solo_main.py.
+tests/test_config.py, SimCLR's training step with it in tests/adapters/test_solo_method.py.
 """
 
 from __future__ import annotations

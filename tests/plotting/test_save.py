@@ -44,3 +44,18 @@ def test_png_write_is_atomic(tmp_path, monkeypatch):
         save_figure_atomic(fig, target)
     assert target.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["q.png"]
+
+
+def test_quantized_png_has_at_most_256_colours_and_the_same_size(tmp_path):
+    """The Grad-CAM grids (explain.png, miou.png): a palette PNG, written whole, at the dpi asked for."""
+    import numpy as np
+    from PIL import Image
+
+    from solo_qscore.plotting.save import save_figure_quantized
+
+    fig = new_figure(2.0, 1.5, dpi=100)
+    fig.add_subplot().imshow(np.random.default_rng(0).random((16, 16)), cmap="jet")
+    path = save_figure_quantized(fig, tmp_path / "grid.png", dpi=100)
+    with Image.open(path) as img:
+        assert img.mode == "P" and img.size == (200, 150) and len(img.getcolors(256) or []) <= 256
+    assert [p.name for p in tmp_path.iterdir()] == ["grid.png"]

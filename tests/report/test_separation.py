@@ -9,7 +9,7 @@ import torch
 from sklearn.metrics import average_precision_score, roc_auc_score
 
 from solo_qscore.report.result import BinaryView, Curves
-from solo_qscore.report.separation import binary_view, separation, subsample, subsampled_curves
+from solo_qscore.report.separation import binary_view, separation, subsample, subsampled_curves, unit_ranks
 
 
 def test_curves(report):
@@ -69,3 +69,10 @@ def test_subsampled_curves_keep_both_ends():
     assert isinstance(curves, Curves) and len(curves.pr.recall) <= 20 and len(curves.roc.fpr) <= 20
     assert curves.roc.fpr[-1] == view.fpr[-1] and curves.pr.recall[0] == view.recall[0]
     assert curves["pr_misclassified"]["precision"] == curves.pr_misclassified.precision  # the dict view too
+
+
+def test_unit_ranks_keep_order_and_ties_in_the_unit_interval():
+    scores = torch.tensor([43.0, 40.0, 1e9, 40.0, -7.0], dtype=torch.float64)
+    ranks = unit_ranks(scores)
+    assert torch.allclose(ranks, torch.tensor([2 / 3, 1 / 3, 1.0, 1 / 3, 0.0], dtype=torch.float64))
+    assert unit_ranks(torch.tensor([3.0, 3.0])).tolist() == [0.0, 0.0]
