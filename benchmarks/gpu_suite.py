@@ -53,6 +53,7 @@ def overrides(args, method: str, out: Path, seconds: float) -> list[str]:
         return [*common, "accelerator=cpu", "precision=32-true", "data.train_subset=128", "data.val_subset=64",
                 "data.num_workers=0", "optimizer.batch_size=32", "+max_steps=3", "augmentations.0.crop_size=16",
                 "method_kwargs.proj_hidden_dim=64", "method_kwargs.proj_output_dim=32", "probe.max_iter=20",
+                "probe.compression=false",  # ~90 probe fits per report, 6 reports: the real run keeps it
                 *(["method_kwargs.pred_hidden_dim=64"] if method == "byol" else [])]
     return [*common, "accelerator=gpu" if gpu else "accelerator=cpu",
             "precision=bf16-mixed", "data.val_subset=10000", "data.num_workers=12", "optimizer.batch_size=256",

@@ -79,6 +79,7 @@ class ProbeConfig:
     max_iter: int = 100
     weight_decay: float = 1e-4
     batch_size: int = 256
+    compression: bool = True  # the compression study at the end of training (~90 probe fits; false: skipped)
 
 
 @dataclass

@@ -56,12 +56,13 @@ SHRINK = {
     "nnclr": [*_PROJ, "method_kwargs.pred_hidden_dim=64", "method_kwargs.queue_size=64"],
     "mocov3": [*_PROJ, "method_kwargs.pred_hidden_dim=64"],
 }
-#: real Fashion-MNIST, 16 px, batch 8, on the CPU in float32, no wandb
+#: real Fashion-MNIST, 16 px, batch 8, on the CPU in float32, no wandb; the end-of-training report without
+#: its compression study (~90 probe fits, a few seconds a run: tests/report/ and the main job's test cover it)
 TINY = [
     "data.dataset=fashion_mnist", "data.train_subset=64", "data.val_subset=16", "data.num_workers=0",
     "optimizer.batch_size=8", "wandb.enabled=false", "accelerator=cpu", "devices=1", "strategy=auto",
     "precision=32-true", "sync_batchnorm=false", "max_epochs=1",
-    "++scheduler.warmup_epochs=0",
+    "++scheduler.warmup_epochs=0", "probe.compression=false",
 ]
 
 

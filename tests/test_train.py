@@ -89,3 +89,4 @@ def test_a_run_cut_short_by_max_time_keeps_its_checkpoint_d_and_report(tmp_path)
     assert 0 < int(d.sum()) == summary["num_discriminative"]
     report = json.loads((out / "probe" / "probe.json").read_text())
     assert report["num_discriminative"] > 0 and summary["probe"]["accuracy"] is not None
+    assert report["compression"] is None  # the tiny config's probe.compression=false reaches the report

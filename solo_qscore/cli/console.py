@@ -35,10 +35,12 @@ HIDDEN_LOG_LINES: tuple[str, ...] = (
     "💡 Tip:",  # Lightning: litlogger / litmodels advertisements
     "Loading `train_dataloader` to estimate",  # Lightning: how it counts the steps of a schedule
     "Using scheduler_interval=step might generate issues",  # solo-learn's caveat on resuming (tested here)
+    "Seed set to ",  # Lightning's seed_everything: the seed is in the run's config and its wandb record
 )
 #: where those log lines are logged: solo-learn logs on the root logger, Lightning's rank-zero messages
 #: on the logger of whichever of its two packages (``lightning.pytorch``, ``pytorch_lightning``) came last
-_NOISY_LOGGERS = ("", "lightning.pytorch.utilities.rank_zero", "pytorch_lightning.utilities.rank_zero")
+_NOISY_LOGGERS = ("", "lightning.pytorch.utilities.rank_zero", "pytorch_lightning.utilities.rank_zero",
+                  "lightning.fabric.utilities.seed", "lightning_fabric.utilities.seed")  # "Seed set to"
 
 
 class _HideLines(logging.Filter):

@@ -80,15 +80,17 @@ class ReportConfig:
 
     @classmethod
     def from_run(cls, run: Mapping[str, Any], **changes: Any) -> ReportConfig:
-        """The report settings of a run: ``eps`` and ``band`` of its ``qscore`` section, ``max_iter`` and
-        ``weight_decay`` of its ``probe`` section; ``changes`` replace fields (e.g. ``compression=None``).
+        """The report settings of a run: ``eps`` and ``band`` of its ``qscore`` section, ``max_iter``,
+        ``weight_decay`` and ``compression`` (a run from before that key: true) of its ``probe`` section;
+        ``changes`` replace fields (e.g. ``compression=None``).
 
         ``run`` is a run view (:func:`~solo_qscore.adapters.solo_main.run_view`, what a checkpoint's
         commands read) or a run config itself: anything whose sections read by key.
         """
         qscore, probe = run["qscore"], run["probe"]
         config = cls(eps=float(qscore["eps"]), band=(float(qscore["band"][0]), float(qscore["band"][1])),
-                     probe={"max_iter": int(probe["max_iter"]), "weight_decay": float(probe["weight_decay"])})
+                     probe={"max_iter": int(probe["max_iter"]), "weight_decay": float(probe["weight_decay"])},
+                     compression=CompressionSettings() if probe.get("compression", True) else None)
         return config.replace(**changes) if changes else config
 
     def replace(self, **changes: Any) -> ReportConfig:

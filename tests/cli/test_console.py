@@ -63,6 +63,20 @@ def test_tips_and_solos_scheduler_caveat_are_hidden_from_the_log(caplog):
         "💡 Tip: outside the entry point: shown"]
 
 
+@pytest.mark.parametrize("namespace", ["lightning.fabric", "lightning_fabric"])
+def test_lightnings_seed_line_is_hidden(caplog, namespace):
+    """"Seed set to 5" came before a refusal's one line (a second line on stderr) when Lightning's logger
+    had no handler of its own; the seed is in the run's config."""
+    import importlib
+
+    seed = importlib.import_module(f"{namespace}.utilities.seed")
+    with caplog.at_level(logging.INFO), quiet_console():
+        seed.seed_everything(5)
+    assert "Seed set to" not in caplog.text
+    seed.seed_everything(5)
+    assert "Seed set to 5" in caplog.text  # only while a command runs
+
+
 def test_main_summary_says_what_ran_how_long_where_and_the_headline_numbers():
     summary = {"global_step": 12, "train_seconds": 121.4, "stopped_by_time": True, "dataset": "fashion_mnist",
                "precision": "32-true", "checkpoint": "runs/main/checkpoints/last.ckpt", "probe_dir": "runs/main/probe",

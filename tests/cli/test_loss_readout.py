@@ -1,7 +1,7 @@
 """``solo-qscore loss-readout`` (solo_qscore/cli/loss_readout.py, IFM paper Fig. 2) on three tiny Trifeature
 checkpoints in ``pretrain``'s format.
 
-The checkpoints (solo-learn's SimCLR ResNet-18 at tau 0.1 and 0.5, and with hard negatives; 32x32
+The checkpoints (solo-learn's SimCLR ResNet-18 at tau 0.1 and 0.5, and with hard negatives; 16x16
 Trifeature, 128 training images, one epoch of batch 64 = two steps) are barely trained: the tests check that
 the command computes exactly what it claims (the held-out InfoNCE against an independent evaluation
 with ``ifm_simclr_loss``, the readout error against an independent probe, the correlations against
@@ -23,9 +23,10 @@ from solo_qscore.cli import main
 ROOT = Path(__file__).resolve().parents[2]
 DATA_ROOT = ROOT / "datasets"  # the Trifeature cache the pretrain command uses by default
 TRAIN_SUBSET, VAL_SUBSET, BATCH = 128, 64, 32
+SIZE = 16  # crops (and the probe's images): a quarter of 32 px's compute, for the same checks
 TINY = [
     "data.dataset=trifeature", f"data.train_path={DATA_ROOT}", f"data.train_subset={TRAIN_SUBSET}",
-    f"data.val_subset={VAL_SUBSET}", "optimizer.batch_size=64", "augmentations.0.crop_size=32",
+    f"data.val_subset={VAL_SUBSET}", "optimizer.batch_size=64", f"augmentations.0.crop_size={SIZE}",
     "probe.max_iter=100", "+enable_progress_bar=false", "+enable_model_summary=false",
     # no end-of-training Q-Score probe report, which would take most of this file's time
     "probe.enabled=false",
@@ -119,8 +120,8 @@ def test_command_values_equal_an_independent_evaluation(command_result, checkpoi
     model, cfg, _ = load_checkpoint(checkpoints[1])
     backbone, projector = find_backbone(model).eval(), model.projector.eval()
     mean, std = dataset_stats("trifeature")
-    val = TrifeatureDataset(DATA_ROOT, train=False, image_size=32)
-    train = TrifeatureDataset(DATA_ROOT, train=True, image_size=32)
+    val = TrifeatureDataset(DATA_ROOT, train=False, image_size=SIZE)
+    train = TrifeatureDataset(DATA_ROOT, train=True, image_size=SIZE)
     val_idx, train_idx = subset_indices(len(val), VAL_SUBSET), subset_indices(len(train), TRAIN_SUBSET)
     first, second = build_crop_pipelines(cfg["augmentations"], mean, std)[:2]
     torch.manual_seed(0)  # --seed 0: the same crops, drawn image by image, view 1 then view 2
@@ -130,7 +131,7 @@ def test_command_values_equal_an_independent_evaluation(command_result, checkpoi
         z2 = projector(backbone(torch.stack([v[1] for v in views])))
         losses = [ifm_simclr_loss(torch.cat([z1[k:k + BATCH], z2[k:k + BATCH]]), torch.arange(BATCH).repeat(2),
                                   0.5, epsilon=0) for k in range(0, VAL_SUBSET, BATCH)]
-        plain = eval_transform(32, mean, std)
+        plain = eval_transform(SIZE, mean, std)
         train_h = backbone(torch.stack([plain(train[int(i)][0]) for i in train_idx]))
         val_h = backbone(torch.stack([plain(val[int(i)][0]) for i in val_idx]))
     row = result["checkpoints"][1]

@@ -36,6 +36,15 @@ def test_from_run_reads_the_qscore_and_probe_sections(kind):
     assert ReportConfig.from_run(run, compression=None).compression is None
 
 
+@pytest.mark.parametrize("kind", ["run view", "DictConfig"])
+def test_a_run_without_the_compression_study(kind):
+    """``probe.compression=false`` (the tests' tiny runs): the end-of-training report skips the ~90 probe fits."""
+    run = {**RUN, "probe": {**RUN["probe"], "compression": False}}
+    assert ReportConfig.from_run(run if kind == "run view" else OmegaConf.create(run)).compression is None
+    kept = {**RUN, "probe": {**RUN["probe"], "compression": True}}
+    assert ReportConfig.from_run(kept).compression == ReportConfig().compression
+
+
 def test_replace_copies_and_the_config_is_frozen():
     config = ReportConfig(eps=3)
     without = config.replace(compression=None)
