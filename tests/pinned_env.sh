@@ -21,5 +21,7 @@ assert lightning.__version__ == "2.1.2", lightning.__version__
 assert torchmetrics.__version__.startswith("0.11"), torchmetrics.__version__
 print(f"pinned environment: lightning {lightning.__version__}, torchmetrics {torchmetrics.__version__}")
 PY
-"$PINS/bin/python" -m pytest -q -p no:cacheprovider tests/adapters/test_solo_main.py tests/adapters/test_lightning.py \
+# (the method tests moved from test_solo_main.py to test_solo_method.py / test_solo_ifm.py: 6 tests, not 2)
+"$PINS/bin/python" -m pytest -q -p no:cacheprovider tests/adapters/test_solo_method.py tests/adapters/test_solo_ifm.py \
+  tests/adapters/test_lightning.py \
   -k "takes_steps_with_qscore and (simclr or byol) or namespaces or survives_checkpoint or epsilon_zero_equals and simclr"
