@@ -7,7 +7,8 @@ from solo_qscore.callbacks.activation_statistics import (
 )
 from solo_qscore.callbacks.bad_images import BadImagesCallback
 from solo_qscore.callbacks.finite_loss import FiniteLossCallback, NonFiniteLossError
+from solo_qscore.callbacks.label_free import LabelFreeMetricsCallback
 from solo_qscore.callbacks.probe import QScoreProbeCallback
 
-__all__ = ["ActivationStatisticsCallback", "BadImagesCallback", "FiniteLossCallback", "NonFiniteLossError",
-           "QScoreProbeCallback", "extract_features", "find_backbone"]
+__all__ = ["ActivationStatisticsCallback", "BadImagesCallback", "FiniteLossCallback", "LabelFreeMetricsCallback",
+           "NonFiniteLossError", "QScoreProbeCallback", "extract_features", "find_backbone"]

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from solo_qscore.adapters.lightning import CALLBACK_BASES, autocast_dtype, wandb_loggers
-from solo_qscore.core.collapse import normalized_embedding_std, rankme
+from solo_qscore.core.label_free import normalized_embedding_std, rankme
 from solo_qscore.probe.backbone import find_backbone
 from solo_qscore.probe.features import dataset_in_order, extract_features
 from solo_qscore.report.build import qscore_report

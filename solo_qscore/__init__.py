@@ -14,9 +14,11 @@ from solo_qscore.core.discriminative import (
 from solo_qscore.core.qscore import q_score
 from solo_qscore.core.regularizer import (
     RegularizerTerms,
+    TermGradientNorms,
     lasso_penalty,
     qscore_regularizer,
     qscore_regularizer_terms,
+    regularizer_term_gradient_norms,
 )
 from solo_qscore.core.statistics import ActivationStatistics
 from solo_qscore.losses.hard_negatives import hard_negative_infonce, hard_negative_simclr_loss, hard_negative_weights
@@ -28,6 +30,7 @@ __all__ = [
     "ActivationStatistics",
     "IFM_METHODS",
     "RegularizerTerms",
+    "TermGradientNorms",
     "discriminative_mask",
     "feature_ranks",
     "hard_negative_infonce",
@@ -43,5 +46,6 @@ __all__ = [
     "qscore_regularizer",
     "qscore_regularizer_terms",
     "random_mask",
+    "regularizer_term_gradient_norms",
     "upper_tail_mask",
 ]

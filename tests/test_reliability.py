@@ -146,6 +146,7 @@ ANALYSIS = {
     "compare": (lambda c: ["compare", c, c], "compare.json", "compare"),
     "ifm-neighbours": (lambda c: ["ifm-neighbours", c], "ifm_neighbours.json", "ifm_neighbours"),
     "loss-readout": (lambda c: ["loss-readout", c, c, c], "loss_readout.json", "loss_readout"),
+    "rank": (lambda c: ["rank", c, c], "ranking.csv", None),  # default folder ./rank: tests/cli/test_rank.py
     "robust-features": (lambda c: ["robust-features", c], "robust_features.json", "robust_features"),
 }
 
@@ -183,7 +184,7 @@ def test_analysis_commands_fail_early_on_an_unusable_out(run, tmp_path, capsys, 
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file"]
 
 
-@pytest.mark.parametrize("command", sorted(ANALYSIS))
+@pytest.mark.parametrize("command", sorted(c for c in ANALYSIS if ANALYSIS[c][2] is not None))
 def test_analysis_commands_pass_trust_checkpoint_and_check_the_default_folder(run, capsys, no_computation,
                                                                               command):
     """``--trust-checkpoint`` reaches the loader (it warns); the default folder OUTPUT_DIR/<name> is checked too."""

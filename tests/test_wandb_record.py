@@ -149,7 +149,8 @@ def first_run(wandb_env, tmp_path_factory):
     from conftest import tiny_pretrain
 
     out = tmp_path_factory.mktemp("runs") / "simclr"
-    summary = tiny_pretrain(out, "simclr", *RUN, "++wandb.offline=true", "+max_steps=3")
+    # the training metrics of step 3 written (Lightning writes them every log_every_n_steps steps)
+    summary = tiny_pretrain(out, "simclr", *RUN, "++wandb.offline=true", "+max_steps=3", "++log_every_n_steps=3")
     files = record_files(out)
     assert len(files) == 1, files
     return out, summary, finished_record(files[0])
@@ -172,6 +173,9 @@ def test_config_metrics_media_and_report_artifact(first_run):
     keys = run.keys()
     assert {"val_acc1", "val_loss"} <= keys, sorted(keys)
     assert {"qscore/num_discriminative", "qscore/mean_active"} <= keys, sorted(keys)
+    # the regulariser's two terms (eq. 3): their values and how hard each pushes on h (issue 24)
+    terms = {f"train_qscore_{part}_step" for part in ("q_term", "l1_term", "q_grad_norm", "l1_grad_norm", "grad_ratio")}
+    assert terms <= keys, sorted(keys)
     assert {"probe/auroc", "probe/auprc", "probe/accuracy", "probe/rankme"} <= keys, sorted(keys)
 
     # media of the statistics callback and of the probe report

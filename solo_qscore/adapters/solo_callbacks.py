@@ -19,7 +19,8 @@ SKIPPED_IMAGES_FILE = Path("logs") / "skipped_images.jsonl"
 def qscore_callbacks(cfg: DictConfig, output_dir: Optional[str | Path] = None,
                      seed_from_train_set: bool = False) -> list:
     """The callbacks a run needs: a stop at the first non-finite training loss (which never lets a
-    checkpoint of NaN weights be written), activation statistics (refreshing D each epoch) and, when
+    checkpoint of NaN weights be written), activation statistics (refreshing D each epoch), the label-free
+    metrics of the training features each epoch (``label_free/rankme``, ``alpha_req``, ``embedding_std``) and, when
     ``cfg.probe.enabled``, the Q-Score probe (its report written to ``output_dir/probe``), and
     ``data.bad_images`` applied to every image folder the run reads (solo-learn's own datasets too).
 
@@ -36,6 +37,7 @@ def qscore_callbacks(cfg: DictConfig, output_dir: Optional[str | Path] = None,
         ActivationStatisticsCallback,
         BadImagesCallback,
         FiniteLossCallback,
+        LabelFreeMetricsCallback,
         QScoreProbeCallback,
     )
     from solo_qscore.data import SkippedImages, make_eval_loader, make_eval_loaders, missing_labels
@@ -64,7 +66,7 @@ def qscore_callbacks(cfg: DictConfig, output_dir: Optional[str | Path] = None,
                 train_loader = make_eval_loader(data_cfg, skipped=skipped)
     callbacks: list = [FiniteLossCallback(), ActivationStatisticsCallback(  # first: stop a NaN loss before all else
         eps=float(qcfg.eps), band=band, dataloader=train_loader if (exact or seed_from_train_set) else None,
-        exact=exact)]
+        exact=exact), LabelFreeMetricsCallback()]  # RankMe, alpha-ReQ, embedding std of the training features
     if probe:
         out = None if output_dir is None else str(Path(output_dir) / "probe")
         callbacks.append(QScoreProbeCallback(

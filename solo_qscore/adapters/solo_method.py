@@ -4,7 +4,8 @@
 of every crop during ``training_step`` (a forward hook on ``self.backbone``: gradients kept, no second
 forward pass) and
 
-- adds the Q-Score regulariser (Kalibhat et al., AAAI 2024, eq. 3) when ``cfg.qscore.enabled``;
+- adds the Q-Score regulariser (Kalibhat et al., AAAI 2024, eq. 3) when ``cfg.qscore.enabled``, logging
+  its two terms and, on the steps Lightning logs, their gradient norms (which of the two acts);
 - for the InfoNCE methods computes the contrastive term with IFM (:mod:`solo_qscore.adapters.solo_ifm`)
   when ``cfg.ifm.enabled``;
 - adds the lasso baseline (``cfg.lasso``) or replaces SimCLR's loss by the hard-negative loss
@@ -29,7 +30,7 @@ from solo_qscore.adapters.solo_backbone import SOLO_CIFAR_DATASETS, apply_cifar_
 from solo_qscore.adapters.solo_config import solo_version
 from solo_qscore.adapters.solo_ifm import ifm_training_step, simclr_step
 from solo_qscore.config import ConfigError, check_method_options, to_container, with_plugin_defaults
-from solo_qscore.core.regularizer import lasso_penalty, qscore_regularizer_terms
+from solo_qscore.core.regularizer import lasso_penalty, qscore_regularizer_terms, regularizer_term_gradient_norms
 from solo_qscore.losses.hard_negatives import hard_negative_simclr_loss
 
 CHECKPOINT_KEY = "solo_qscore"
@@ -126,12 +127,28 @@ class QScoreMixin:
                  "train_qscore_l1_term": terms.l1_term, "train_qscore_batch_q": terms.q.mean()},
                 on_step=True, on_epoch=True,
             )
+            if self._logs_this_step():
+                norms = regularizer_term_gradient_norms(features, terms)
+                self.log_dict(
+                    {"train_qscore_q_grad_norm": norms.qscore, "train_qscore_l1_grad_norm": norms.l1,
+                     "train_qscore_grad_ratio": norms.ratio},
+                    on_step=True, on_epoch=True,
+                )
         if self.cfg.lasso.enabled:
             # the Q-Score paper's baseline (Table 1): an L1 penalty on the normalised representations
             penalty = lasso_penalty(features, weight=float(self.cfg.lasso.weight), validate=False)
             loss = loss + penalty
             self.log("train_lasso", penalty, on_step=True, on_epoch=True)
         return loss
+
+    def _logs_this_step(self) -> bool:
+        """Whether Lightning writes this training step's metrics (``(step + 1) % log_every_n_steps == 0``,
+        its own rule). The regulariser's gradient norms (two extra small backward passes) are computed on
+        these steps only: Lightning writes the last value of every key logged so far in the epoch, so
+        norms of other steps would be written late, at a step they do not belong to. No trainer: never."""
+        trainer = getattr(self, "_trainer", None)  # `self.trainer` raises when there is none
+        every = getattr(trainer, "log_every_n_steps", 0) if trainer is not None else 0
+        return every > 0 and (trainer.global_step + 1) % every == 0
 
     # -- checkpoints -------------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict) -> None:

@@ -247,7 +247,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 #: the analysis subcommands, one module each in solo_qscore/cli/ (each defines ``register(subparsers)``)
-ANALYSIS_COMMANDS = ("compare", "explain", "ifm_neighbours", "loss_readout", "miou", "robust_features")
+ANALYSIS_COMMANDS = ("compare", "explain", "ifm_neighbours", "loss_readout", "miou", "rank", "robust_features")
 
 
 def _register_analysis_commands(sub) -> None:

@@ -102,6 +102,39 @@ def qscore_regularizer_terms(
     return RegularizerTerms(qscore_term + l1_term, qscore_term, l1_term, q.detach())
 
 
+class TermGradientNorms(NamedTuple):
+    """How hard each part of the regulariser pushes on the representations (for logging)."""
+
+    qscore: Tensor  # ||d qscore_term / dh||_2
+    l1: Tensor  # ||d l1_term / dh||_2
+    ratio: Tensor  # qscore / l1, 0 where l1 is 0
+
+
+def regularizer_term_gradient_norms(h: Tensor, terms: RegularizerTerms) -> TermGradientNorms:
+    r"""The L2 norms of :math:`\partial(\text{Q term})/\partial h` and :math:`\partial(\text{L1 term})/\partial h`
+    and their ratio: which of the two terms of eq. 3 acts on ``h`` (the values alone do not say: at the
+    paper's :math:`\lambda_1 = \lambda_2` the Q term's gradient can be orders of magnitude below the L1
+    term's, so the regulariser then acts as a column-L1 penalty).
+
+    ``terms`` must come from :func:`qscore_regularizer_terms` of this ``h`` (any tensor of the graph
+    that the regulariser saw, a leaf or not). Each norm comes from its own ``torch.autograd.grad`` with
+    ``retain_graph=True``: it runs back through the regulariser's few operations to ``h`` only, not
+    through whatever made ``h``, and writes no ``.grad``, so a later ``backward`` of the loss is
+    unchanged. A term that does not depend on ``h`` (switched off, or ``h`` without gradients) has norm
+    0. All three results are detached scalars, computed without a host sync.
+    """
+    norms = []
+    for term in (terms.qscore_term, terms.l1_term):
+        if h.requires_grad and term.requires_grad:
+            (grad,) = torch.autograd.grad(term, h, retain_graph=True, allow_unused=True, materialize_grads=True)
+            norms.append(torch.linalg.vector_norm(grad.detach()))
+        else:
+            norms.append(h.new_zeros((), dtype=term.dtype))
+    q_norm, l1_norm = norms
+    ratio = torch.where(l1_norm > 0, q_norm / torch.where(l1_norm > 0, l1_norm, 1.0), 0.0)
+    return TermGradientNorms(q_norm, l1_norm, ratio)
+
+
 def qscore_regularizer(
     h: Tensor,
     discriminative: Tensor,

@@ -4,7 +4,8 @@
 (activation frequencies, class heat maps, associations), ``compression``, ``comparison`` (before vs
 after), ``images`` (thumbnails), ``loss_readout`` (InfoNCE vs readout error), ``gradcam`` (heat maps
 over images: ``explain``, ``miou``), ``ifm_neighbours`` (IFM's perturbations by retrieval),
-``robust_features`` (probes on D, D_R, D_NR), ``save`` (PNG files and bytes). The plotting layer
+``robust_features`` (probes on D, D_R, D_NR), ``selection`` (label-free metrics vs probe accuracy
+over checkpoints), ``save`` (PNG files and bytes). The plotting layer
 imports no report: the report turns itself into these arrays (:mod:`solo_qscore.report.figures`), the
 analysis commands likewise.
 """
@@ -22,6 +23,7 @@ from solo_qscore.plotting.images import display_image, q_extremes_figure
 from solo_qscore.plotting.loss_readout import loss_readout_figure
 from solo_qscore.plotting.robust_features import robust_features_figure
 from solo_qscore.plotting.save import figure_to_png_bytes, save_figure_atomic, save_figure_quantized
+from solo_qscore.plotting.selection import selection_figure
 from solo_qscore.plotting.separation import pr_curve_figure, q_histogram_figure, roc_curve_figure
 from solo_qscore.plotting.style import COLORS
 
@@ -45,4 +47,5 @@ __all__ = [
     "roc_curve_figure",
     "save_figure_atomic",
     "save_figure_quantized",
+    "selection_figure",
 ]

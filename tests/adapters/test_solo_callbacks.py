@@ -36,8 +36,8 @@ def test_qscore_callbacks_on_image_folders(tmp_path):
 
     labelled = labelled_folder(tmp_path / "labelled", classes=("ant", "bee"), per_class=5)
     callbacks = qscore_callbacks(_custom(labelled))
-    assert _types(callbacks) == ["FiniteLossCallback", "ActivationStatisticsCallback", "QScoreProbeCallback",
-                                 "BadImagesCallback"]
+    assert _types(callbacks) == ["FiniteLossCallback", "ActivationStatisticsCallback", "LabelFreeMetricsCallback",
+                                 "QScoreProbeCallback", "BadImagesCallback"]
     probe = next(c for c in callbacks if isinstance(c, QScoreProbeCallback))
     assert (len(probe.train_loader.dataset), len(probe.val_loader.dataset)) == (8, 2)
 
@@ -49,7 +49,8 @@ def test_qscore_callbacks_on_image_folders(tmp_path):
         with pytest.warns(UserWarning, match=f"solo-qscore: the probe is skipped: .*{re.escape(reason)}") as caught:
             callbacks = qscore_callbacks(cfg)
         assert sum("probe is skipped" in str(w.message) for w in caught) == 1
-        assert _types(callbacks) == ["FiniteLossCallback", "ActivationStatisticsCallback", "BadImagesCallback"]
+        assert _types(callbacks) == ["FiniteLossCallback", "ActivationStatisticsCallback",
+                                     "LabelFreeMetricsCallback", "BadImagesCallback"]
     with pytest.warns(UserWarning, match="probe is skipped"):  # the exact statistics pass reads unlabelled images
         stats = qscore_callbacks(_custom(single, "qscore.statistics=dataloader"))[1]
     assert len(stats.dataloader.dataset) == 3

@@ -84,8 +84,8 @@ def test_with_qscore_on_a_plain_solo_config():
     assert model.cfg.qscore.enabled is False and model.cfg.qscore.eps == 4.0  # typed defaults filled in
     callbacks = qscore_callbacks(OmegaConf.merge(cfg, {"data": {"dataset": "fashion_mnist"}}))
     # the NaN-loss stop first (before the statistics' epoch end), so solo's main_pretrain.py gets it too
-    assert [type(c).__name__ for c in callbacks][:3] == ["FiniteLossCallback", "ActivationStatisticsCallback",
-                                                         "QScoreProbeCallback"]
+    assert [type(c).__name__ for c in callbacks][:4] == ["FiniteLossCallback", "ActivationStatisticsCallback",
+                                                         "LabelFreeMetricsCallback", "QScoreProbeCallback"]
     assert with_qscore(METHODS["simclr"]) is type(model)  # one class per method
 
 
@@ -220,3 +220,66 @@ def test_solos_online_classifier_loss_is_finite_on_unlabelled_images():
     assert out["loss"].item() == pytest.approx(expected.item(), rel=1e-6)
 
 
+
+
+GRAD_KEYS = ("train_qscore_q_grad_norm", "train_qscore_l1_grad_norm", "train_qscore_grad_ratio")
+
+
+def _logging_spy(model, seen: list) -> None:
+    """Records the ``train_qscore*`` metrics of each ``log_dict`` call, with the step it was made at."""
+    original = model.log_dict
+
+    def spy(metrics, *args, **kwargs):
+        trainer = model._trainer
+        seen.append((trainer.global_step if trainer is not None else None,
+                     {k: v.detach().clone() for k, v in metrics.items() if k.startswith("train_qscore")}))
+        if trainer is not None and trainer.state.fn is not None:  # inside fit: Lightning's own log
+            return original(metrics, *args, **kwargs)
+        return None
+
+    model.log_dict = spy
+
+
+def test_regulariser_gradient_norms_logged_on_the_steps_lightning_writes():
+    """log_every_n_steps=2: Lightning writes the metrics of step 1 (its rule: (step + 1) % n == 0), so the two
+    extra backward passes run there only, and the norms of that step are what it writes."""
+    model, cfg = tiny_model("simclr", "qscore.enabled=true", "qscore.eps=1.0")
+    model.qscore_discriminative.copy_(some_mask(model.features_dim))
+    seen: list = []
+    _logging_spy(model, seen)
+    tr = trainer(max_steps=2, log_every_n_steps=2)
+    tr.fit(model, make_pretrain_loader(cfg))
+    with_norms = [(step, m) for step, m in seen if GRAD_KEYS[0] in m]
+    assert [step for step, _ in with_norms] == [1], [(step, sorted(m)) for step, m in seen]
+    norms = with_norms[0][1]
+    assert norms["train_qscore_q_grad_norm"] > 0 and norms["train_qscore_l1_grad_norm"] > 0
+    torch.testing.assert_close(norms["train_qscore_grad_ratio"],
+                               norms["train_qscore_q_grad_norm"] / norms["train_qscore_l1_grad_norm"])
+    for key in GRAD_KEYS:
+        torch.testing.assert_close(tr.callback_metrics[f"{key}_step"], norms[key])
+
+
+def test_regulariser_gradient_norms_leave_the_training_gradients_unchanged():
+    """The same model and batch, a training step with and without the gradient-norm logging: every
+    parameter's gradient is bit-identical (the extra autograd.grad writes no .grad and frees nothing)."""
+    import lightning.pytorch as pl
+
+    model, cfg = tiny_model("simclr", "qscore.enabled=true", "qscore.eps=1.0")
+    model.qscore_discriminative.copy_(some_mask(model.features_dim))
+    model.train()
+    batch = next(iter(make_pretrain_loader(cfg)))
+    grads, logged = [], []
+    for every in (2, 1):  # step 0: not a logging step with n=2, one with n=1
+        twin = copy.deepcopy(model)
+        seen: list = []
+        _logging_spy(twin, seen)
+        twin.log = lambda *args, **kwargs: None  # solo's own metrics: no fit loop to take them
+        twin.trainer = pl.Trainer(accelerator="cpu", devices=1, logger=False, log_every_n_steps=every,
+                                  enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False)
+        twin.training_step(batch, 0).backward()
+        grads.append({n: p.grad.clone() for n, p in twin.named_parameters() if p.grad is not None})
+        logged.append({k for _, m in seen for k in m})
+    assert not logged[0] & set(GRAD_KEYS) and set(GRAD_KEYS) <= logged[1], logged
+    assert grads[0].keys() == grads[1].keys() and any(k.startswith("backbone.") for k in grads[0])
+    for name in grads[0]:
+        assert torch.equal(grads[0][name], grads[1][name]), name
