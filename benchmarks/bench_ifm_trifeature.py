@@ -20,6 +20,14 @@ combinations (100k, 90/10 split), ResNet-18, batch 512, Adam lr 1e-3 wd 1e-6, 20
 solo-learn's CIFAR SimCLR augmentations *with* colour jitter and grayscale (``--paper-aug`` drops them
 as the paper did). ``--scale k`` multiplies the number of train images and epochs by k.
 
+Readout. By default the readout features come from the clean images. The paper extracts them *with* the
+pre-training augmentations: ``--readout-aug`` reads out (train and test) from one augmented view of each image
+through the same pipeline as pre-training (``--paper-aug`` included), drawn once from fixed seeds
+(``READOUT_AUG_SEEDS``), so every arm, method and seed reads out the very same views. ``--net resnet18`` is
+the paper's backbone (torchvision's ResNet-18, 11.2M parameters, with solo-learn's CIFAR stem for 32 px via
+``solo_qscore.adapters.solo_backbone.apply_cifar_stem``; ``--widths`` is then unused), ``--batch-size 512``
+the paper's batch; the projector stays features -> 256 -> 64 for either net.
+
 ``--hard-negatives BETA [BETA ...]`` adds, for every tau and seed, SimCLR arms with hard negative sampling
 (``solo_qscore.losses.hard_negatives.hard_negative_simclr_loss``, Robinson et al. ICLR 2021,
 class prior ``--tau-plus``),
@@ -104,6 +112,25 @@ class SmallResNet(nn.Module):
         return F.adaptive_avg_pool2d(self.layers(self.stem(x)), 1).flatten(1)
 
 
+def resnet18_cifar() -> nn.Module:
+    """torchvision's ResNet-18 (the paper's backbone) with solo-learn's CIFAR stem for 32 px images (3x3
+    ``conv1`` stride 1, no max-pool; ``apply_cifar_stem``) and no classifier: 512-d pooled features."""
+    from torchvision.models import resnet18
+
+    from solo_qscore.adapters.solo_backbone import apply_cifar_stem
+
+    net = resnet18(weights=None)
+    apply_cifar_stem(net)
+    net.fc = nn.Identity()
+    net.features_dim = 512
+    return net
+
+
+def backbone_of(args: argparse.Namespace) -> nn.Module:
+    """The backbone of ``--net``: the narrow ``SmallResNet`` of ``--widths`` (default) or ResNet-18."""
+    return resnet18_cifar() if args.net == "resnet18" else SmallResNet(tuple(args.widths))
+
+
 def projector(dim_in: int, hidden: int = 256, out: int = 64) -> nn.Module:
     return nn.Sequential(nn.Linear(dim_in, hidden), nn.BatchNorm1d(hidden), nn.ReLU(inplace=True),
                          nn.Linear(hidden, out))
@@ -118,32 +145,64 @@ def load_data(args: argparse.Namespace) -> tuple[TrifeatureDataset, TrifeatureDa
     return train, test
 
 
-def pretrain_loader(train: TrifeatureDataset, args: argparse.Namespace, seed: int) -> DataLoader:
-    mean, std = dataset_stats("trifeature")
+def augmentation(args: argparse.Namespace) -> dict:
+    """The pre-training ``augmentations:`` entry (two crops); ``--readout-aug`` reads out through one of them."""
     aug = {"num_crops": 2, "crop_size": 32, "min_scale": 0.08}
     if args.paper_aug:  # paper App. C.2: no colour jitter, no grayscale on Trifeature
         aug.update(color_jitter_prob=0.0, gray_scale_prob=0.0)
-    pipelines = build_crop_pipelines([aug], mean, std)
+    return aug
+
+
+def pretrain_loader(train: TrifeatureDataset, args: argparse.Namespace, seed: int) -> DataLoader:
+    mean, std = dataset_stats("trifeature")
+    pipelines = build_crop_pipelines([augmentation(args)], mean, std)
     ds = PretrainDataset(train, NCropAugmentation(pipelines))
     g = torch.Generator().manual_seed(seed)
     return DataLoader(ds, batch_size=args.batch_size, shuffle=True, drop_last=True, generator=g,
                       num_workers=args.workers, persistent_workers=args.workers > 0)
 
 
+#: seeds of the augmented readout images (train, test): fixed, so every arm, method and seed reads out the same
+READOUT_AUG_SEEDS = (1234, 5678)
+
+
+def augmented_images(ds: TrifeatureDataset, args: argparse.Namespace, seed: int) -> torch.Tensor:
+    """One augmented view of every image of ``ds`` through the pre-training pipeline (the IFM paper extracts
+    readout features with the pre-training augmentations), drawn once from ``seed`` on a forked RNG."""
+    mean, std = dataset_stats("trifeature")
+    tf = build_crop_pipelines([{**augmentation(args), "num_crops": 1}], mean, std)[0]
+    with torch.random.fork_rng(devices=[]):  # the transforms draw from torch's global RNG
+        torch.manual_seed(seed)
+        return torch.stack([tf(ds[i][0]) for i in range(len(ds))])
+
+
+def readout_images(train: TrifeatureDataset, test: TrifeatureDataset,
+                   args: argparse.Namespace) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """The augmented (train, test) readout images of ``--readout-aug``; ``None``: clean images (default)."""
+    if not args.readout_aug:
+        return None
+    return augmented_images(train, args, READOUT_AUG_SEEDS[0]), augmented_images(test, args, READOUT_AUG_SEEDS[1])
+
+
 @torch.no_grad()
-def extract(backbone: nn.Module, ds: TrifeatureDataset, batch: int = 500) -> torch.Tensor:
+def extract(backbone: nn.Module, ds: TrifeatureDataset, batch: int = 500,
+            images: torch.Tensor | None = None) -> torch.Tensor:
+    """Frozen features of ``ds``: of its clean images, or of ``images`` (its augmented views) when given."""
     mean, std = dataset_stats("trifeature")
     tf = eval_transform(32, mean, std)
     backbone.eval()
     feats = []
     for start in range(0, len(ds), batch):
-        x = torch.stack([tf(ds[i][0]) for i in range(start, min(start + batch, len(ds)))])
+        stop = min(start + batch, len(ds))
+        x = images[start:stop] if images is not None else torch.stack([tf(ds[i][0]) for i in range(start, stop)])
         feats.append(backbone(x))
     return torch.cat(feats)
 
 
-def readout(backbone: nn.Module, train: TrifeatureDataset, test: TrifeatureDataset) -> dict[str, float]:
-    ftr, fte = extract(backbone, train), extract(backbone, test)
+def readout(backbone: nn.Module, train: TrifeatureDataset, test: TrifeatureDataset,
+            images: tuple[torch.Tensor, torch.Tensor] | None = None) -> dict[str, float]:
+    xtr, xte = images if images is not None else (None, None)
+    ftr, fte = extract(backbone, train, images=xtr), extract(backbone, test, images=xte)
     out = {}
     for k, name in enumerate(ATTRIBUTES):
         probe = fit_linear_probe(ftr, train.attributes[:, k], num_classes=10)
@@ -154,11 +213,13 @@ def readout(backbone: nn.Module, train: TrifeatureDataset, test: TrifeatureDatas
 
 # ------------------------------------------------------------------------------------------------- run
 def run_one(train: TrifeatureDataset, test: TrifeatureDataset, tau: float, epsilon: float, seed: int,
-            args: argparse.Namespace, beta: float | None = None) -> dict:
-    """One SimCLR run: IFM with ``epsilon`` (0 = plain), or, with ``beta`` set, hard negative sampling."""
+            args: argparse.Namespace, beta: float | None = None,
+            images: tuple[torch.Tensor, torch.Tensor] | None = None) -> dict:
+    """One SimCLR run: IFM with ``epsilon`` (0 = plain), or, with ``beta`` set, hard negative sampling; read
+    out from ``images`` (``readout_images``) when given, else from the clean images."""
     torch.manual_seed(seed)
     np.random.seed(seed)
-    backbone = SmallResNet(tuple(args.widths))
+    backbone = backbone_of(args)
     proj = projector(backbone.features_dim, 256, 64)
     params = list(backbone.parameters()) + list(proj.parameters())
     opt = torch.optim.Adam(params, lr=args.lr, weight_decay=args.weight_decay)
@@ -188,7 +249,7 @@ def run_one(train: TrifeatureDataset, test: TrifeatureDataset, tau: float, epsil
         losses.append(ep_loss / max(nb, 1))
     t_train = time.perf_counter() - t0
     t1 = time.perf_counter()
-    acc = readout(backbone, train, test)
+    acc = readout(backbone, train, test, images)
     t_read = time.perf_counter() - t1
     out = {"tau": tau, "epsilon": epsilon, "seed": seed, "acc": acc, "loss": losses,
            "t_train": t_train, "t_readout": t_read}
@@ -197,10 +258,11 @@ def run_one(train: TrifeatureDataset, test: TrifeatureDataset, tau: float, epsil
     return out
 
 
-def random_init(train: TrifeatureDataset, test: TrifeatureDataset, seed: int, args: argparse.Namespace) -> dict:
+def random_init(train: TrifeatureDataset, test: TrifeatureDataset, seed: int, args: argparse.Namespace,
+                images: tuple[torch.Tensor, torch.Tensor] | None = None) -> dict:
     torch.manual_seed(seed)
-    backbone = SmallResNet(tuple(args.widths))
-    return {"seed": seed, "acc": readout(backbone, train, test)}
+    backbone = backbone_of(args)
+    return {"seed": seed, "acc": readout(backbone, train, test, images)}
 
 
 # --------------------------------------------------------------------------------------------- report
@@ -219,6 +281,8 @@ def in_arm(r: dict, epsilon: float, beta: float | None) -> bool:
 
 #: Arguments that name outputs or the way to run, not what a run computes.
 NOT_SETTINGS = ("json", "png", "resume", "single", "threads", "workers")
+#: Settings added after runs were saved, at the value those runs had, so their JSON still resumes.
+LATER_SETTINGS = {"net": "small", "readout_aug": False}
 
 
 def finished_runs(args: argparse.Namespace) -> tuple[list[dict], list[dict]]:
@@ -228,7 +292,7 @@ def finished_runs(args: argparse.Namespace) -> tuple[list[dict], list[dict]]:
         return [], []
     saved = json.loads(path.read_text())
     ours = {k: v for k, v in vars(args).items() if k not in NOT_SETTINGS}
-    theirs = {k: v for k, v in saved["args"].items() if k not in NOT_SETTINGS}
+    theirs = {k: v for k, v in {**LATER_SETTINGS, **saved["args"]}.items() if k not in NOT_SETTINGS}
     if json.loads(json.dumps(ours)) != theirs:  # through JSON: tuples become lists, as saved
         changed = sorted(k for k in ours.keys() | theirs.keys() if ours.get(k) != theirs.get(k))
         raise SystemExit(f"--resume: {path} was written with other settings ({', '.join(changed)}); "
@@ -319,8 +383,10 @@ def plot(runs: list[dict], init: list[dict], args: argparse.Namespace, path: Pat
         ax.set_ylim(max(0.0, lo - 10), min(100.0, max(r["acc"][a] for r in runs) + 5))
     axes[0].legend(fontsize=8, loc="lower left")
     n_seeds = len({r["seed"] for r in runs})
+    net = f", ResNet-18 batch {args.batch_size}" if args.net == "resnet18" else ""
     fig.suptitle(f"Trifeature 32px, {args.train_samples} train imgs, {args.epochs} ep, mean ± std over "
-                 f"{n_seeds} seeds{' (paper aug)' if args.paper_aug else ''}", fontsize=10)
+                 f"{n_seeds} seeds{' (paper aug)' if args.paper_aug else ''}"
+                 f"{', readout on augmented views' if args.readout_aug else ''}{net}", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -339,11 +405,16 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--train-samples", type=int, default=4000, help="at scale 1")
     p.add_argument("--test-samples", type=int, default=2000)
     p.add_argument("--epochs", type=int, default=6, help="at scale 1")
-    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--batch-size", type=int, default=128, help="the paper: 512")
+    p.add_argument("--net", choices=("small", "resnet18"), default="small",
+                   help="backbone: the narrow ResNet of --widths, or ResNet-18 with the CIFAR stem (the paper's)")
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--weight-decay", type=float, default=1e-6)
     p.add_argument("--widths", type=int, nargs=4, default=[16, 32, 64, 128])
     p.add_argument("--paper-aug", action="store_true", help="no colour jitter / grayscale (paper App. C.2)")
+    p.add_argument("--readout-aug", action="store_true",
+                   help="read out (train and test) from one seeded augmented view of each image, through the "
+                        "pre-training augmentations, as the paper does; the same views for every arm and seed")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--workers", type=int, default=0)
     p.add_argument("--root", default="datasets")
@@ -363,17 +434,21 @@ def main(argv: list[str] | None = None) -> None:
 
     t_start = time.perf_counter()
     train, test = load_data(args)
-    n_params = sum(q.numel() for q in SmallResNet(tuple(args.widths)).parameters())
+    images = readout_images(train, test, args)
+    net = backbone_of(args)
+    n_params = sum(q.numel() for q in net.parameters())
     print(f"python {platform.python_version()} torch {torch.__version__} threads {torch.get_num_threads()} | "
           f"train {len(train)} test {len(test)} | epochs {args.epochs} batch {args.batch_size} | "
-          f"backbone {n_params / 1e6:.2f}M params, r={SmallResNet(tuple(args.widths)).features_dim} | "
-          f"paper_aug={args.paper_aug} | data {time.perf_counter() - t_start:.1f}s", flush=True)
+          f"backbone {args.net} {n_params / 1e6:.2f}M params, r={net.features_dim} | "
+          f"paper_aug={args.paper_aug} readout_aug={args.readout_aug} | data {time.perf_counter() - t_start:.1f}s",
+          flush=True)
 
     if args.single:
         if args.hard_negatives:
-            r = run_one(train, test, args.taus[0], 0.0, args.seeds[0], args, beta=args.hard_negatives[0])
+            r = run_one(train, test, args.taus[0], 0.0, args.seeds[0], args, beta=args.hard_negatives[0],
+                        images=images)
         else:
-            r = run_one(train, test, args.taus[0], args.epsilon, args.seeds[0], args)
+            r = run_one(train, test, args.taus[0], args.epsilon, args.seeds[0], args, images=images)
         print(json.dumps(r, indent=1), flush=True)
         return
 
@@ -382,21 +457,22 @@ def main(argv: list[str] | None = None) -> None:
         print(f"--resume: {len(runs_done)} runs and {len(init_done)} random-init readouts reused from {args.json}",
               flush=True)
     init = [] if args.no_init else [next((r for r in init_done if r["seed"] == s), None)
-                                    or random_init(train, test, s, args) for s in args.seeds]
+                                    or random_init(train, test, s, args, images) for s in args.seeds]
     for r in init:
         print(f"random init seed {r['seed']}: " + " ".join(f"{a} {r['acc'][a]:.1f}" for a in ATTRIBUTES), flush=True)
     runs = []
     for seed in args.seeds:
         for tau in args.taus:
             for eps in (0.0, args.epsilon):
-                r = previous(runs_done, tau, eps, seed) or run_one(train, test, tau, eps, seed, args)
+                r = previous(runs_done, tau, eps, seed) or run_one(train, test, tau, eps, seed, args, images=images)
                 runs.append(r)
                 print(f"seed {seed} tau {tau} eps {eps}: " + " ".join(f"{a} {r['acc'][a]:.1f}" for a in ATTRIBUTES)
                       + f" | loss {r['loss'][0]:.3f}->{r['loss'][-1]:.3f} | train {r['t_train']:.0f}s "
                       f"readout {r['t_readout']:.0f}s | elapsed {time.perf_counter() - t_start:.0f}s", flush=True)
                 Path(args.json).write_text(json.dumps({"args": vars(args), "init": init, "runs": runs}))
             for beta in args.hard_negatives or []:
-                r = previous(runs_done, tau, 0.0, seed, beta) or run_one(train, test, tau, 0.0, seed, args, beta=beta)
+                r = (previous(runs_done, tau, 0.0, seed, beta)
+                     or run_one(train, test, tau, 0.0, seed, args, beta=beta, images=images))
                 runs.append(r)
                 print(f"seed {seed} tau {tau} beta {beta} tau+ {args.tau_plus}: "
                       + " ".join(f"{a} {r['acc'][a]:.1f}" for a in ATTRIBUTES)

@@ -160,6 +160,8 @@ def _time_op(fn, repeats: int = 50) -> float:
 def added_work_bounds(batch_size: int, baselines: dict) -> None:
     """Time only the work each option adds to a step (many repeats: precise where whole steps are noisy)."""
     from solo_qscore import ActivationStatistics, discriminative_mask, ifm_simclr_loss, qscore_regularizer_terms
+    from solo_qscore.core.label_free import LabelFreeStatistics
+    from solo_qscore.core.regularizer import regularizer_term_gradient_norms
 
     n = 2 * batch_size  # two crops
     torch.manual_seed(0)
@@ -176,10 +178,20 @@ def added_work_bounds(batch_size: int, baselines: dict) -> None:
     t_q = _time_op(lambda: qscore_regularizer_terms(torch.cat([h[:batch_size], h[batch_size:]]), D,
                                                     validate=False).total.backward())
     t_stats = _time_op(lambda: stats.update_and_score(h.detach(), D))
+    label_free = LabelFreeStatistics(512)
+    t_label_free = _time_op(lambda: label_free.update(h.detach()))
+
+    def term_norms():  # what a logging step adds: each term's gradient with respect to h
+        terms = qscore_regularizer_terms(h, D, validate=False)
+        regularizer_term_gradient_norms(h, terms)
+
+    t_norms = _time_op(term_norms) - _time_op(lambda: qscore_regularizer_terms(h, D, validate=False))
     print("added work alone (median of 50 repeats) against the plain step's median:")
     for name, added, base in [("ifm (L_eps term, fwd+bwd)", t_ifm, "simclr"),
                               ("qscore regulariser (fwd+bwd)", t_q, "simclr"),
-                              ("statistics update + Q", t_stats, "simclr")]:
+                              ("statistics update + Q", t_stats, "simclr"),
+                              ("label-free update (float64 gram)", t_label_free, "simclr"),
+                              ("R's term gradient norms (log steps)", t_norms, "simclr")]:
         step = baselines.get(base)
         bound = f"{1 + added / step:.4f}x" if step else "-"
         print(f"  {name:<32} {added * 1e3:8.3f} ms   -> step ratio bound {bound}")

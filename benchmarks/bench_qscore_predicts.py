@@ -21,10 +21,21 @@ CPU core; ``--scale k`` multiplies the number of samples and epochs.
 
     .venv/bin/python benchmarks/bench_qscore_predicts.py --scale 1 --threads 1
 
+"Misclassified" is the library's probe's (standardised frozen features, full-batch L-BFGS). The paper's is
+solo-learn's linear evaluation (``main_linear.py``: SGD, 100 epochs); ``--solo-linear-epochs N`` also trains
+solo's own ``LinearModel`` for N epochs on the final checkpoint (``solo_qscore.adapters.solo_linear``) and
+reports Q (and the label-free scores) against its correctness too, with the agreement of the two references
+(``solo_linear`` keys of the JSON). ``--reuse-only`` analyses finished runs and never trains.
+
 Checkpoints and per-method JSON go to ``runs/bench_qscore_<method>/``; an existing checkpoint of the
 same sizes is reused (``--retrain`` to force), and an unfinished run of the same sizes (a session that
 ended mid-run) is resumed from its last epoch by running the same command again.
 Plots: ``benchmarks/qscore_predicts_*.png``.
+
+Pre-training runs without solo-learn's warm-up (``scheduler.warmup_epochs=0``; its cifar configs warm up for
+10 epochs), as the earlier tables did. ``--solo-schedule`` keeps solo-learn's scheduler settings instead
+(warm-up and lr as its config and ``parse_cfg`` give them); its runs go to ``runs/bench_qscore_solo_<method>``
+by default and their size stamp says ``"schedule": "solo"``, so they are never reused as the others.
 """
 
 from __future__ import annotations
@@ -70,18 +81,35 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0, help="pre-training seed (runs of seed > 0 get their own folder)")
     p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the 95%% intervals")
     p.add_argument("--retrain", action="store_true", help="ignore an existing checkpoint")
-    p.add_argument("--run-prefix", default="runs/bench_qscore_")
-    p.add_argument("--png-prefix", default="benchmarks/qscore_predicts")
+    p.add_argument("--solo-linear-epochs", type=int, default=0,
+                   help="also label errors with solo-learn's own linear evaluation (its LinearModel, SGD, its "
+                        "lr and step schedule) trained N epochs on the final checkpoint (paper: 100); 0 = off")
+    p.add_argument("--reuse-only", action="store_true",
+                   help="analyse finished runs of these sizes only: a run that would train is an error (exit 2)")
+    p.add_argument("--run-prefix", default=None,
+                   help="runs go to PREFIX<method>[_seed<k>] (default runs/bench_qscore_; runs/bench_qscore_solo_ "
+                        "with --solo-schedule)")
+    p.add_argument("--png-prefix", default=None,
+                   help="plots (default benchmarks/qscore_predicts; ..._solo with --solo-schedule)")
+    p.add_argument("--solo-schedule", action="store_true",
+                   help="keep solo-learn's own scheduler settings (its warm-up: 10 epochs from 3e-5 for the cifar "
+                        "configs; its lr, scaled by batch size / 256) instead of no warm-up; recorded in the "
+                        "run's size stamp, so such a run is never reused as one without it")
     p.add_argument("--smoke", action="store_true",
                    help="tiny sizes, for the tests: 64 train / 48 val images at 16 px, batch 32, a narrow projector, "
                         "float32 (seconds on any CPU; --scale then only sets the epochs)")
     args = p.parse_args(argv)
+    if args.run_prefix is None:
+        args.run_prefix = "runs/bench_qscore_solo_" if args.solo_schedule else "runs/bench_qscore_"
+    if args.png_prefix is None:
+        args.png_prefix = "benchmarks/qscore_predicts" + ("_solo" if args.solo_schedule else "")
     if args.smoke:  # emulated bf16 (a CPU without AVX512-BF16/AMX) is many times slower than float32
         args.precision = "32-true"
     return args
 
 
-def sizes_for(scale: float, epochs: int | None = None, trend_every: int = 0, smoke: bool = False) -> dict:
+def sizes_for(scale: float, epochs: int | None = None, trend_every: int = 0, smoke: bool = False,
+              solo_schedule: bool = False) -> dict:
     sz = {
         "train_subset": max(256, int(round(3000 * scale))),
         "val_subset": max(200, int(round(2000 * scale))),
@@ -91,6 +119,8 @@ def sizes_for(scale: float, epochs: int | None = None, trend_every: int = 0, smo
         sz.update(train_subset=64, val_subset=48, smoke=True)
     if trend_every:
         sz["trend_every"] = trend_every
+    if solo_schedule:  # only then: the stamps of the runs without it stay as they were
+        sz["schedule"] = "solo"
     return sz
 
 
@@ -102,7 +132,8 @@ def overrides_for(method: str, args: argparse.Namespace, sz: dict) -> list[str]:
         "optimizer.batch_size=128", f"data.num_workers={args.num_workers}",
         f"max_epochs={sz['epochs']}", "accelerator=cpu", "devices=1", "strategy=auto",
         "sync_batchnorm=false", "+enable_progress_bar=false", "+enable_model_summary=false",
-        "++scheduler.warmup_epochs=0", "wandb.enabled=false", "qscore.enabled=false",
+        *([] if sz.get("schedule") == "solo" else ["++scheduler.warmup_epochs=0"]),
+        "wandb.enabled=false", "qscore.enabled=false",
         "probe.every_n_epochs=0", f"output_dir={run}", f"name=bench-qscore-{method}",
         *(SMOKE_OVERRIDES + (["method_kwargs.pred_hidden_dim=64"] if method == "byol" else [])
           if sz.get("smoke") else []),
@@ -178,7 +209,46 @@ def metrics_of(scores: dict, correct, bootstrap: int) -> tuple[dict, dict]:
     return metrics, {k: {"fpr": v["fpr"].tolist(), "tpr": v["tpr"].tolist()} for k, v in out.items()}
 
 
-def analyse(method: str, ckpt: str, args: argparse.Namespace, compression: bool = True) -> dict:
+def run_solo_linear(method: str, backbone, cfg: dict, val_y, args: argparse.Namespace):
+    """solo-learn's own linear evaluation of ``backbone`` (``args.solo_linear_epochs`` epochs, its batch 256,
+    lr and schedule): its result and the JSON record of it."""
+    import torch
+
+    from solo_qscore.adapters.solo_linear import solo_linear_eval
+
+    t0 = time.time()
+    solo = solo_linear_eval(backbone, cfg["data"], method=method, epochs=args.solo_linear_epochs,
+                            batch_size=32 if args.smoke else 256,  # --smoke: 64 training images
+                            backbone_name=cfg["backbone"]["name"], seed=args.seed, num_workers=args.num_workers)
+    if not torch.equal(solo.targets, val_y):  # Q of sample i must meet solo's flag of sample i
+        raise RuntimeError("solo-learn's linear evaluation saw the validation samples in another order")
+    images = solo.steps * int(solo.config["optimizer"]["batch_size"])
+    record = {"epochs": solo.epochs, "accuracy": solo.accuracy, "solo_val_acc1": solo.solo_val_acc1,
+              "steps": solo.steps, "num_train": solo.num_train, "train_seconds": solo.train_seconds,
+              # the fit's wall time (its one validation pass included) per 1,000 training images of one epoch
+              "seconds_per_1000_images_per_epoch": 1000 * solo.train_seconds / max(images, 1),
+              "optimizer": solo.config["optimizer"], "scheduler": solo.config["scheduler"],
+              "seconds": time.time() - t0}
+    print(f"[{method}] solo-learn linear eval: {solo.epochs} epochs, acc {solo.accuracy:.4f} "
+          f"({solo.train_seconds:.0f}s)", flush=True)
+    return solo, record
+
+
+def solo_linear_entry(scores: dict, lbfgs_correct, solo_correct, bootstrap: int) -> dict:
+    """Scores against solo's linear evaluation's correctness, and how often the two references agree."""
+    import torch
+
+    a, b = torch.as_tensor(lbfgs_correct).bool(), torch.as_tensor(solo_correct).bool()
+    metrics, _ = metrics_of(scores, b, bootstrap)
+    return {"accuracy": float(b.float().mean()), "base_rate": float(b.float().mean()),
+            "agreement": float((a == b).float().mean()),
+            "both_correct": float((a & b).float().mean()), "both_wrong": float((~a & ~b).float().mean()),
+            "only_lbfgs_correct": float((a & ~b).float().mean()), "only_solo_correct": float((~a & b).float().mean()),
+            "metrics": metrics}
+
+
+def analyse(method: str, ckpt: str, args: argparse.Namespace, compression: bool = True,
+            solo_linear: bool = True) -> dict:
     import torch
 
     from solo_qscore.cli.open_run import load_checkpoint
@@ -205,6 +275,9 @@ def analyse(method: str, ckpt: str, args: argparse.Namespace, compression: bool 
     out = {"method": method, "dataset": str(dataset), "checkpoint": ckpt, "num_train": int(train_h.shape[0]),
            "num_val": int(val_h.shape[0]), "r": int(train_h.shape[1]), "extract_seconds": t_extract,
            "per_eps": []}
+    solo = None
+    if solo_linear and args.solo_linear_epochs:
+        solo, out["solo_linear"] = run_solo_linear(method, backbone, cfg, val_y, args)
     for eps in args.eps:
         t1 = time.time()
         study = (CompressionSettings(tuple(args.fractions), args.random_seeds)
@@ -231,6 +304,9 @@ def analyse(method: str, ckpt: str, args: argparse.Namespace, compression: bool 
             "compression": to_jsonable(rep["compression"]),  # the typed entry as the dict of probe.json
             "seconds": time.time() - t1,
         })
+        if solo is not None:
+            out["per_eps"][-1]["solo_linear"] = solo_linear_entry(
+                {"Q": arr["q"], **alternatives}, correct, solo.correct, args.bootstrap)
         print(f"[{method}] eps={eps:g}: mean|L_i| train {rep['mean_active']:.3f} val {val_mean_active:.3f}, "
               f"acc {rep['accuracy']:.4f}, AUROC(Q) {rep['auroc']}, AUPRC(Q) {rep['auprc']} "
               f"({time.time() - t1:.0f}s)", flush=True)
@@ -330,7 +406,8 @@ def analyse_trend(method: str, out_dir: Path, final: dict, final_epochs: int, ar
         if epochs == final_epochs:
             continue
         print(f"[{method}] trend: checkpoint after {epochs} epochs", flush=True)
-        rows.append(trend_row(epochs, analyse(method, str(path), args, compression=False)))
+        # solo's linear evaluation only on the final checkpoint (100 epochs of it cost hours per checkpoint)
+        rows.append(trend_row(epochs, analyse(method, str(path), args, compression=False, solo_linear=False)))
     rows.append(trend_row(final_epochs, final))
     return rows
 
@@ -400,6 +477,27 @@ def print_tables(results: list[dict]) -> str:
                 rm, rs = c["random_mean"][i], c["random_std"][i]
                 text += (f"| {k} | {fmt(c['band'][i])} | {fmt(rm)} ± {fmt(rs)} | {fmt(c['lower_tail'][i])} | "
                          f"{fmt(c['upper_tail'][i])} | {fmt(c['pca'][i])} |\n")
+    print(text, flush=True)
+    return text
+
+
+def print_solo_linear(results: list[dict]) -> str:
+    """Q against both references of "misclassified": the L-BFGS probe and solo-learn's linear evaluation."""
+    lines = ["| method | ε | L-BFGS probe acc = base rate | solo linear acc = base rate (epochs) | agreement | "
+             "AUROC / AUPRC of Q vs L-BFGS | vs solo linear | top z-score vs solo linear |",
+             "|---|---|---|---|---|---|---|---|"]
+    for res in results:
+        for e in res["per_eps"]:
+            s = e.get("solo_linear")
+            if s is None:
+                continue
+
+            def pair(m, name):
+                return f"{with_ci(m[name], 'auroc')} / {with_ci(m[name], 'auprc')}" if name in m else "n/a"
+            lines.append(f"| {res['method']} | {e['eps']:g} | {fmt(e['accuracy'])} | {fmt(s['accuracy'])} "
+                         f"({res['solo_linear']['epochs']}) | {fmt(s['agreement'])} | {pair(e['metrics'], 'Q')} | "
+                         f"{pair(s['metrics'], 'Q')} | {pair(s['metrics'], 'top z-score')} |")
+    text = "\nQ against solo-learn's linear evaluation (SGD) beside the L-BFGS probe:\n\n" + "\n".join(lines) + "\n"
     print(text, flush=True)
     return text
 
@@ -499,7 +597,8 @@ def main(argv=None) -> int:
     torch.set_num_threads(args.threads)
     from solo_qscore.config import compose
 
-    sz = {**sizes_for(args.scale, args.epochs, args.trend_every, args.smoke), "precision": args.precision,
+    sz = {**sizes_for(args.scale, args.epochs, args.trend_every, args.smoke, args.solo_schedule),
+          "precision": args.precision,
           "seed": args.seed}
     print(f"scale {args.scale}: {sz}, threads {args.threads}, methods {args.methods}, eps {args.eps}", flush=True)
     t_start = time.time()
@@ -509,6 +608,10 @@ def main(argv=None) -> int:
         out_dir = ROOT / cfg.output_dir
         ckpt = out_dir / "checkpoints" / "last.ckpt"
         state = run_state(out_dir, sz, args.retrain)
+        if args.reuse_only and state != "done":
+            print(f"error: --reuse-only: {out_dir} holds no finished run of these sizes ({state}); "
+                  "nothing trained", file=sys.stderr)
+            return 2
         t0 = time.time()
         if state == "done":
             print(f"[{method}] reusing {ckpt}", flush=True)
@@ -527,6 +630,8 @@ def main(argv=None) -> int:
     print_tables(results)
     if args.trend_every:
         print_trend(results)
+    if args.solo_linear_epochs:
+        print_solo_linear(results)
     for path in save_plots(results, str(ROOT / args.png_prefix)):
         print("saved", path)
     print(f"paper: AUPRC up to {PAPER['auprc_max']}; AUROC up to {PAPER['auroc_max']}; {PAPER['compression']}")
