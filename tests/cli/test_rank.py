@@ -148,3 +148,20 @@ def test_rank_default_folder_is_checked_before_any_checkpoint_is_read(checkpoint
     err = capsys.readouterr().err.strip()
     assert code == 2 and "--overwrite" in err and "missing.ckpt" not in err, err
     assert (tmp_path / "rank" / "ranking.csv").read_text() == "old"
+
+
+def test_rank_on_an_unlabelled_image_folder_ranks_without_the_probe(checkpoints, tmp_path, capsys):
+    """A user's own folder of images without class sub-folders (solo-learn's ``data.dataset=custom``): every
+    label-free metric, no accuracy, one note saying why."""
+    from helpers.image_folders import flat_folder
+
+    folder = flat_folder(tmp_path / "photos", n=24)
+    out = tmp_path / "out"
+    assert main(["rank", *map(str, checkpoints[:2]), "--out", str(out), "--lidar-images", "6", "--lidar-views", "2",
+                 "data.dataset=custom", f"data.root={folder}"]) == 0
+    printed = capsys.readouterr().out
+    assert "no probe accuracy" in printed and "no class sub-folders" in printed and "Kendall" not in printed
+    result = json.loads((out / "ranking.json").read_text())
+    assert result["settings"]["samples"] == 24 and result["correlations"] == []
+    assert all(row["accuracy"] is None and row["rankme"] >= 1.0 for row in result["rows"])
+    assert (out / "ranking.png").is_file()
