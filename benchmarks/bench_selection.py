@@ -159,7 +159,8 @@ def verdicts(correlations: list[dict]) -> list[str]:
 
 def markdown(result: dict, args: argparse.Namespace, sz: dict, seconds: float) -> str:
     lines = [f"# Which checkpoint is better, without labels ({len(result['rows'])} checkpoints)", "",
-             f"Command: `python benchmarks/bench_selection.py` ({seconds / 60:.0f} min in all on a 2-core AMD EPYC without AVX512, float32, other jobs sharing the cores; "
+             f"Command: `python benchmarks/bench_selection.py` ({seconds / 60:.0f} min in all on a 2-core AMD EPYC "
+             "without AVX512, float32, other jobs sharing the cores; "
              f"sizes {json.dumps(sz)}; scored on {result['settings']['samples']} training images, LiDAR "
              f"{result['settings']['lidar_images']} images x {result['settings']['lidar_views']} views, probe accuracy "
              f"on {result['settings']['validation_samples']} validation images).", "",
