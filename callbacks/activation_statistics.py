@@ -24,6 +24,7 @@ import torch
 from torch import Tensor
 
 from solo_qscore.adapters.lightning import CALLBACK_BASES, rank_zero_warn, wandb_loggers
+from solo_qscore.callbacks.batch_features import TrainingStepFeatures
 from solo_qscore.core.discriminative import band_ranks, discriminative_mask
 from solo_qscore.core.qscore import q_quantiles, quantile_log_name
 from solo_qscore.core.statistics import ActivationStatistics
@@ -55,8 +56,7 @@ class ActivationStatisticsCallback(*CALLBACK_BASES):
         self.discriminative: Optional[Tensor] = None
         self.frequencies: Optional[Tensor] = None
         self._q: list[Tensor] = []
-        self._hook = None
-        self._hooked: list[Tensor] = []
+        self.features = TrainingStepFeatures()
         self._pending_state: Optional[dict] = None
         self._epoch: Optional[int] = None  # epoch whose partial counts the metric holds
 
@@ -69,13 +69,6 @@ class ActivationStatisticsCallback(*CALLBACK_BASES):
                     getattr(self.metric, name).copy_(self._pending_state[name])
                 self._pending_state = None
         return self.metric
-
-    def _batch_features(self, pl_module: Any) -> Optional[Tensor]:
-        h = getattr(pl_module, "qscore_batch_features", None)
-        if h is None and self._hooked:
-            h = torch.cat(self._hooked).detach()
-        self._hooked = []
-        return h
 
     def _push(self, pl_module: Any, discriminative: Tensor) -> None:
         self.discriminative = discriminative.detach().cpu()
@@ -99,18 +92,11 @@ class ActivationStatisticsCallback(*CALLBACK_BASES):
 
     # -- hooks -----------------------------------------------------------------------------
     def on_fit_start(self, trainer: Any, pl_module: Any) -> None:
-        if not hasattr(pl_module, "qscore_batch_features") and not self.exact:
-            # a module without the solo-qscore mixin: capture the backbone output ourselves
-            def hook(module, inputs, output):
-                if module.training:
-                    self._hooked.append(output.detach())
-
-            self._hook = find_backbone(pl_module).register_forward_hook(hook)
+        if not self.exact:
+            self.features.attach(pl_module)
 
     def on_fit_end(self, trainer: Any, pl_module: Any) -> None:
-        if self._hook is not None:
-            self._hook.remove()
-            self._hook = None
+        self.features.detach()
 
     def on_train_start(self, trainer: Any, pl_module: Any) -> None:
         buffer = getattr(pl_module, BUFFER, None)
@@ -147,7 +133,7 @@ class ActivationStatisticsCallback(*CALLBACK_BASES):
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         if self.exact:
             return
-        h = self._batch_features(pl_module)
+        h = self.features.take(pl_module)
         if h is None:
             return
         metric = self._ensure_metric(h.shape[1], h.device)

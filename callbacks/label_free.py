@@ -20,12 +20,9 @@ from __future__ import annotations
 import math
 from typing import Any, Optional
 
-import torch
-from torch import Tensor
-
 from solo_qscore.adapters.lightning import CALLBACK_BASES, rank_zero_warn
+from solo_qscore.callbacks.batch_features import TrainingStepFeatures
 from solo_qscore.core.label_free import LabelFreeStatistics
-from solo_qscore.probe.backbone import find_backbone
 
 #: the logged keys, ``label_free/<key of LabelFreeStatistics.compute()>``
 LOGGED = ("rankme", "alpha_req", "embedding_std")
@@ -38,32 +35,16 @@ class LabelFreeMetricsCallback(*CALLBACK_BASES):
         super().__init__()
         self.metric: Optional[LabelFreeStatistics] = None
         self.last: Optional[dict[str, float]] = None  # the values of the last epoch that computed
-        self._hook = None
-        self._hooked: list[Tensor] = []
-
-    def _batch_features(self, pl_module: Any) -> Optional[Tensor]:
-        h = getattr(pl_module, "qscore_batch_features", None)  # the mixin's capture, left for other callbacks
-        if h is None and self._hooked:
-            h = torch.cat(self._hooked).detach()
-        self._hooked = []
-        return h
+        self.features = TrainingStepFeatures()
 
     def on_fit_start(self, trainer: Any, pl_module: Any) -> None:
-        if not hasattr(pl_module, "qscore_batch_features"):
-            # a module without the solo-qscore mixin: capture the backbone output ourselves
-            def hook(module, inputs, output):
-                if module.training:
-                    self._hooked.append(output.detach())
-
-            self._hook = find_backbone(pl_module).register_forward_hook(hook)
+        self.features.attach(pl_module)
 
     def on_fit_end(self, trainer: Any, pl_module: Any) -> None:
-        if self._hook is not None:
-            self._hook.remove()
-            self._hook = None
+        self.features.detach()
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        h = self._batch_features(pl_module)
+        h = self.features.take(pl_module)
         if h is None:
             return
         if self.metric is None or self.metric.num_features != h.shape[1]:

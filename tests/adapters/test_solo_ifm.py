@@ -12,6 +12,7 @@ import pytest
 import torch
 from conftest import tiny_config, tiny_model
 from helpers.lightning_trainer import trainer
+from helpers.module_state import changed, float_state
 
 from solo_qscore.adapters.solo_data import make_pretrain_loader
 from solo_qscore.adapters.solo_ifm import IFM_STEPS, ifm_training_step
@@ -24,15 +25,6 @@ INFONCE = ("simclr", "mocov2plus", "nnclr", "mocov3")
 @pytest.fixture(autouse=True)
 def seeded(one_torch_thread):
     torch.manual_seed(0)
-
-
-def float_state(module: torch.nn.Module) -> dict:
-    return {k: v.detach().clone() for k, v in module.state_dict().items() if v.dtype.is_floating_point}
-
-
-def changed(before: dict, module: torch.nn.Module, prefix: str = "backbone.") -> bool:
-    after = float_state(module)
-    return any(not torch.equal(before[k], after[k]) for k in before if k.startswith(prefix))
 
 
 # every InfoNCE method with IFM; the +norm / +pre-norm variants on SimCLR (the methods share the loss code)

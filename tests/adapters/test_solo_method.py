@@ -14,6 +14,7 @@ import pytest
 import torch
 from conftest import tiny_config, tiny_model
 from helpers.lightning_trainer import trainer
+from helpers.module_state import changed, float_state
 from omegaconf import OmegaConf
 
 from solo_qscore.adapters.solo_callbacks import qscore_callbacks
@@ -30,15 +31,6 @@ BATCH = 8  # optimizer.batch_size of the tiny configs
 @pytest.fixture(autouse=True)
 def seeded(one_torch_thread):
     torch.manual_seed(0)
-
-
-def float_state(module: torch.nn.Module) -> dict:
-    return {k: v.detach().clone() for k, v in module.state_dict().items() if v.dtype.is_floating_point}
-
-
-def changed(before: dict, module: torch.nn.Module, prefix: str = "backbone.") -> bool:
-    after = float_state(module)
-    return any(not torch.equal(before[k], after[k]) for k in before if k.startswith(prefix))
 
 
 def some_mask(features_dim: int) -> torch.Tensor:

@@ -70,7 +70,7 @@ def test_hook_path_pushes_discriminative_set_and_logs(tmp_path, fmnist):
     assert torch.equal(D.cpu(), discriminative_mask(A, *BAND))
     assert torch.allclose(stats.frequencies, A)
     assert torch.equal(stats.discriminative, D.cpu())
-    assert stats._hook is None  # removed at fit end
+    assert not stats.features.hooked  # removed at fit end
 
     for metrics in (tr.logged_metrics, tr.callback_metrics):
         for key in ("qscore/num_discriminative", "qscore/mean_active", "qscore/q_mean", "qscore/num_samples"):
@@ -92,7 +92,7 @@ def test_exact_statistics_from_dataloader(tmp_path, fmnist):
     stats = ActivationStatisticsCallback(eps=EPS, band=BAND, dataloader=eval_loader, exact=True)
     tr = trainer(tmp_path, [stats], max_epochs=1)
     tr.fit(model, loader(fmnist["train_x"], fmnist["train_y"], shuffle=True))
-    assert stats._hook is None  # exact mode does not hook the backbone
+    assert not stats.features.hooked  # exact mode does not hook the backbone
 
     feats, labels = extract_features(model.backbone, eval_loader, torch.device("cpu"))
     assert torch.equal(labels, fmnist["train_y"])

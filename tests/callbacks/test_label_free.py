@@ -71,7 +71,7 @@ def test_logged_values_equal_pure_functions_on_each_epochs_features(tmp_path, fm
         assert values["label_free/embedding_std"] == pytest.approx(normalized_embedding_std(h), rel=1e-5)
     assert rankme(torch.cat(rec.epochs[0])) != pytest.approx(rankme(torch.cat(rec.epochs[1])), rel=1e-5)
     assert metrics.last["num_samples"] == 256.0 and int(metrics.metric.num_samples) == 0  # computed, then reset
-    assert metrics._hook is None  # removed at fit end
+    assert not metrics.features.hooked  # removed at fit end
     for key in KEYS:
         assert key in tr.callback_metrics
 
@@ -91,7 +91,7 @@ def test_a_solo_learn_method_is_read_from_its_captured_features_without_a_hook(t
 
     class Recorder(lpl.Callback):  # after the metrics callback: the same features it read
         def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-            assert metrics._hook is None
+            assert not metrics.features.hooked
             seen.append(pl_module.qscore_batch_features.clone())
 
     solo_trainer(callbacks=[metrics, Recorder()], max_steps=2).fit(model, make_pretrain_loader(cfg))
