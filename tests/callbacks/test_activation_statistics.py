@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 import pytorch_lightning as pl
 import torch
+from helpers.feature_recorder import FeatureRecorder
 from helpers.tiny_lightning import BAND, BATCH, EPS, EXPECTED_SIZE, R, TinyModule, loader, trainer
 from pytorch_lightning.loggers import CSVLogger
 
@@ -33,24 +34,6 @@ def reference_counts(h: torch.Tensor, eps: float = EPS) -> torch.Tensor:
     h = h.double()
     var, mean = torch.var_mean(h, dim=1, correction=0)
     return (h > (mean + eps * var.sqrt())[:, None]).sum(0)
-
-
-class FeatureRecorder(pl.Callback):
-    """Records the backbone outputs of every training forward pass, per epoch."""
-
-    def __init__(self) -> None:
-        self.epochs: dict[int, list[torch.Tensor]] = {}
-        self._handle = None
-
-    def on_fit_start(self, trainer, pl_module):
-        def hook(module, inputs, output):
-            if module.training:
-                self.epochs.setdefault(trainer.current_epoch, []).append(output.detach().clone())
-
-        self._handle = pl_module.backbone.register_forward_hook(hook)
-
-    def on_fit_end(self, trainer, pl_module):
-        self._handle.remove()
 
 
 def test_hook_path_pushes_discriminative_set_and_logs(tmp_path, fmnist):

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import pytorch_lightning as pl
 import torch
+from helpers.feature_recorder import FeatureRecorder
 from helpers.tiny_lightning import R, TinyModule, loader, trainer
 from pytorch_lightning.loggers import CSVLogger
 from torch import nn
@@ -26,24 +27,6 @@ KEYS = ("label_free/rankme", "label_free/alpha_req", "label_free/embedding_std")
 @pytest.fixture(autouse=True)
 def _one_thread(one_torch_thread):
     pass
-
-
-class FeatureRecorder(pl.Callback):
-    """Records the backbone outputs of every training forward pass, per epoch."""
-
-    def __init__(self) -> None:
-        self.epochs: dict[int, list[torch.Tensor]] = {}
-        self._handle = None
-
-    def on_fit_start(self, trainer, pl_module):
-        def hook(module, inputs, output):
-            if module.training:
-                self.epochs.setdefault(trainer.current_epoch, []).append(output.detach().clone())
-
-        self._handle = pl_module.backbone.register_forward_hook(hook)
-
-    def on_fit_end(self, trainer, pl_module):
-        self._handle.remove()
 
 
 def _logged_by_epoch(log_dir: Path) -> dict[int, dict[str, float]]:
